@@ -1,0 +1,5 @@
+import sys
+
+from gmatch.cli import main
+
+sys.exit(main())

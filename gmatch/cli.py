@@ -1,0 +1,196 @@
+"""Command line: ``python -m gmatch <command>`` (or the ``gmatch`` script).
+
+Commands: features | train | evaluate | audit | sweep | table. Every command
+is ``main(argv)``-callable, so tests run it in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # shipped weights only unless the user opts in
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+__all__ = ["main"]
+
+
+def _conf(args):
+    from gmatch.config import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "data", None):
+        overrides.append(f"data.root={args.data}")
+    return load_config(args.config, overrides)
+
+
+def cmd_features(args) -> int:
+    from gmatch.data import load_movielens
+    from gmatch.train import load_features
+
+    conf = _conf(args)
+    ms = load_movielens(conf.data.root)
+    feats = load_features(ms, conf, progress=not args.quiet)
+    for b in feats.poster + feats.intro:
+        print(f"{b.spec:32s} {b.values.shape}  empty={int((~b.valid).sum())}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from gmatch.data import load_movielens
+    from gmatch.evaluate import RunDir, summary_line, write_run
+    from gmatch.io import atomic_write_json
+    from gmatch.train import load_features, predict_dist, save_checkpoint, train
+
+    conf = _conf(args)
+    run = RunDir(args.out, overwrite=args.overwrite)
+    ms = load_movielens(conf.data.root)
+    feats = load_features(ms, conf, progress=not args.quiet)
+    result = train(conf, ms, feats, progress=not args.quiet)
+    save_checkpoint(run.path / "model.pt", result, conf, feats)
+    atomic_write_json(run.path / "history.json", result.history)
+    D = predict_dist(result.model, feats)
+    record = write_run(
+        run, D, ms, conf,
+        {"train_seconds": result.seconds, "best_step": result.best_step, "kind": "train"},
+    )  # fmt: skip
+    print(f"run folder: {run.path}  (trained in {result.seconds:.1f}s, best step {result.best_step})")
+    print(summary_line(record["metrics"]))
+    if args.checkpoint:
+        import shutil
+
+        Path(args.checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run.path / "model.pt", args.checkpoint)
+        print(f"checkpoint: {args.checkpoint}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from gmatch.data import load_movielens
+    from gmatch.evaluate import RunDir, load_checkpoint, summary_line, write_run
+    from gmatch.train import Features, predict_dist
+    from gmatch.features import extract
+
+    model, conf, ckpt = load_checkpoint(args.checkpoint)
+    root = args.data or conf.data.root
+    ms = load_movielens(root)
+    cache = args.cache_dir or conf.data.cache_dir
+    feats = Features(
+        [extract(ms, s, cache, not args.quiet) for s in ckpt["poster_views"]],
+        [extract(ms, s, cache, not args.quiet) for s in ckpt["intro_views"]],
+    )
+    if feats.dims() != (ckpt["poster_dims"], ckpt["intro_dims"]):
+        raise SystemExit(
+            f"{args.checkpoint}: built for feature dims {ckpt['poster_dims']}/{ckpt['intro_dims']} "
+            f"but the encoders give {feats.dims()}; re-train or use the same encoders"
+        )
+    D = predict_dist(model, feats)
+    out = args.out or f"runs/eval-{Path(args.checkpoint).stem}"
+    record = write_run(RunDir(out, args.overwrite), D, ms, conf, {"checkpoint": str(args.checkpoint), "kind": "evaluate"})
+    print(f"run folder: {out}")
+    print(summary_line(record["metrics"]))
+    return 0
+
+
+def cmd_audit(args) -> int:
+    from gmatch.audit import audit
+
+    results = audit(args.checkpoint, args.data, args.cache_dir, seed=args.seed)
+    for name, ok, detail in results:
+        print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")
+    return 0 if all(ok for _, ok, _ in results) else 1
+
+
+def cmd_sweep(args) -> int:
+    from gmatch.sweep import run_sweep
+
+    run_sweep(args.config, args.out, args.overrides, skip_existing=args.skip_existing,
+              progress=not args.quiet)  # fmt: skip
+    return 0
+
+
+def cmd_table(args) -> int:
+    from gmatch.sweep import build_table
+
+    table = build_table(args.runs)
+    print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = argparse.ArgumentParser(prog="gmatch", description=__doc__, formatter_class=fmt)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, overrides=True):
+        sp.add_argument("--config", help="YAML file of config overrides")
+        sp.add_argument("--data", help="course-format data folder (sets data.root)")
+        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+        if overrides:
+            sp.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. model.n_layers=2")
+
+    sp = sub.add_parser("features", help="extract and cache encoder features", formatter_class=fmt)
+    common(sp)
+    sp.set_defaults(func=cmd_features)
+
+    sp = sub.add_parser("train", help="train, evaluate, write a run folder", formatter_class=fmt)
+    common(sp)
+    sp.add_argument("--out", default="runs/default", help="run folder")
+    sp.add_argument("--checkpoint", help="also copy the trained model here")
+    sp.add_argument("--overwrite", action="store_true", help="replace a finished run")
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("evaluate", help="score a checkpoint on a data folder", formatter_class=fmt)
+    sp.add_argument("--checkpoint", required=True)
+    sp.add_argument("--data", help="course-format folder (default: the checkpoint's)")
+    sp.add_argument("--cache-dir", help="feature cache (default: the checkpoint's)")
+    sp.add_argument("--out", help="run folder (default: runs/eval-<checkpoint>)")
+    sp.add_argument("--overwrite", action="store_true")
+    sp.add_argument("--quiet", action="store_true")
+    sp.set_defaults(func=cmd_evaluate)
+
+    sp = sub.add_parser("audit", help="check a checkpoint against the SPEC's rules", formatter_class=fmt)
+    sp.add_argument("--checkpoint", required=True)
+    sp.add_argument("--data", help="course-format folder (default: the checkpoint's)")
+    sp.add_argument("--cache-dir", help="feature cache (default: the checkpoint's)")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the random permutations")
+    sp.set_defaults(func=cmd_audit)
+
+    sp = sub.add_parser("sweep", help="run a grid from a YAML with a sweep: block", formatter_class=fmt)
+    sp.add_argument("config", help="experiments/configs/<name>.yaml")
+    sp.add_argument("overrides", nargs="*", help="key=value overrides applied to every run")
+    sp.add_argument("--out", help="folder of the runs (default: runs/<config name>)")
+    sp.add_argument("--skip-existing", action="store_true", help="keep finished runs, run the rest")
+    sp.add_argument("--quiet", action="store_true")
+    sp.set_defaults(func=cmd_sweep)
+
+    sp = sub.add_parser("table", help="collect runs into results.csv/.md", formatter_class=fmt)
+    sp.add_argument("runs", help="folder of run folders")
+    sp.set_defaults(func=cmd_table)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    from gmatch.config import ConfigError
+    from gmatch.data import DataError
+    from gmatch.evaluate import CheckpointError
+
+    try:
+        return args.func(args)
+    except (DataError, CheckpointError, ConfigError, FileExistsError) as e:
+        if args.verbose:
+            raise
+        print(f"gmatch {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Typed configuration: dataclass defaults, strict merge of YAML and ``key=value`` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+__all__ = ["ConfigError", "DataConf", "ModelConf", "TrainConf", "Config", "load_config", "merge", "to_dict"]
+
+
+class ConfigError(ValueError):
+    """An unknown config key or a value of the wrong type; the message names the key."""
+
+
+@dataclass
+class DataConf:
+    root: str = "data/movielens"  # any course-format folder
+    cache_dir: str = "cache"  # feature cache (per item, keyed by content hash)
+    poster_views: list[str] = field(
+        default_factory=lambda: ["image:efficientnet_lite0", "ocr:minilm", "ocr:tfidf"]
+    )  # feature specs of the poster nodes (see gmatch.features)
+    intro_views: list[str] = field(
+        default_factory=lambda: ["text:minilm", "text:tfidf"]
+    )  # feature specs of the intro nodes
+    train_fraction: float = 1.0  # use this share of train.txt (learning curves); seeded
+
+
+@dataclass
+class ModelConf:
+    dim: int = 256  # node width d after the input projection
+    hidden: int = 512  # hidden width of the input projection MLP
+    proj_layers: int = 2  # 1 = linear projection, 2 = MLP with LayerNorm
+    n_layers: int = 1  # attention units (self + cross); 0 = projection heads + edge scorer
+    layer_types: list[str] = field(default_factory=lambda: ["self", "cross"])  # one unit
+    num_heads: int = 4  # heads of the dot-product self-attention
+    edge: str = "cosine"  # edge scorer: cosine | dot | mlp (cross-attention logits and head)
+    edge_hidden: int = 64  # hidden width of the MLP edge scorer
+    share_self: bool = False  # one self-attention block for both modalities
+    dropout: float = 0.1  # dropout inside the projection and ffn MLPs
+    feat_dropout: float = 0.2  # dropout on the frozen input features (augmentation)
+    view_dropout: float = 0.1  # chance to blank a whole view of a node while training
+    tau_init: float = 0.07  # initial temperature of the cosine edge scorer
+    chunk: int = 512  # rows per chunk of the MLP edge scorer
+
+
+@dataclass
+class TrainConf:
+    steps: int = 1500  # optimiser steps (episodes), upper bound; early stopping ends sooner
+    eval_every: int = 50  # steps between validation passes
+    lr: float = 1e-3  # AdamW learning rate
+    weight_decay: float = 0.05  # AdamW weight decay
+    warmup: int = 50  # warm-up steps, then cosine decay
+    episode_sizes: list[int] = field(default_factory=lambda: [128, 256, 512])  # movies per episode
+    loss: str = "ce"  # ce (symmetric InfoNCE) | dual_softmax | sinkhorn
+    sinkhorn_iters: int = 10  # iterations of the Sinkhorn loss
+    deep_supervision: float = 0.5  # weight of the per-layer losses (0 = final head only)
+    val_fraction: float = 0.15  # validation slice carved from the training positions
+    patience: int = 6  # validation passes without gain before stopping
+    grad_clip: float = 1.0  # max gradient norm
+    refit: bool = True  # retrain on all training pairs for the best number of steps
+
+
+@dataclass
+class Config:
+    data: DataConf = field(default_factory=DataConf)
+    model: ModelConf = field(default_factory=ModelConf)
+    train: TrainConf = field(default_factory=TrainConf)
+    seed: int = 0  # seeds python, numpy and torch
+    threads: int = 2  # torch intra-op threads
+
+
+def to_dict(conf) -> dict:
+    return dataclasses.asdict(conf)
+
+
+def _coerce(value, typ, key: str):
+    origin = typing.get_origin(typ)
+    if origin is list:
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.startswith("[") else value.split(",")
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")
+        (inner,) = typing.get_args(typ)
+        return [_coerce(v, inner, key) for v in value]
+    if typ is bool:
+        if isinstance(value, str):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ConfigError(f"config key {key!r}: expected true/false, got {value!r}")
+            return value.lower() in ("true", "1")
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {key!r}: expected a bool, got {value!r}")
+        return value
+    if typ in (int, float, str):
+        try:
+            out = typ(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config key {key!r}: expected {typ.__name__}, got {value!r}") from None
+        if typ is int and isinstance(value, float) and value != out:
+            raise ConfigError(f"config key {key!r}: expected int, got {value!r}")
+        return out
+    raise ConfigError(f"config key {key!r}: unsupported type {typ}")
+
+
+def merge(conf, overrides: dict, prefix: str = ""):
+    """Strictly merge a nested dict into a dataclass config; unknown keys raise."""
+    hints = typing.get_type_hints(type(conf))
+    for key, value in overrides.items():
+        full = f"{prefix}{key}"
+        if key not in hints:
+            raise ConfigError(f"{full!r} is not a valid config key (valid: {sorted(hints)})")
+        current = getattr(conf, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {full!r} is a section; give {full}.<key>=...")
+            merge(current, value, prefix=f"{full}.")
+        else:
+            setattr(conf, key, _coerce(value, hints[key], full))
+    return conf
+
+
+def parse_dotlist(items: list[str]) -> dict:
+    """``["model.n_layers=2", "seed=1"]`` -> ``{"model": {"n_layers": "2"}, "seed": "1"}``."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. model.n_layers=2)")
+        key, value = item.split("=", 1)
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults, then a YAML file of overrides (its ``sweep:`` block ignored), then a dotlist."""
+    conf = Config()
+    if path is not None:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        data.pop("sweep", None)
+        merge(conf, data)
+    merge(conf, parse_dotlist(list(overrides)))
+    return conf

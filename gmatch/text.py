@@ -1,0 +1,82 @@
+"""Text cleaning and train-only TF-IDF."""
+
+from __future__ import annotations
+
+import re
+import string
+
+import numpy as np
+
+__all__ = ["strip_boilerplate", "clean_text", "TrainOnlyTfidf"]
+
+_BOILERPLATE = re.compile(r"\s*(\.\.\.)?\s*See full summary\s*»?\s*$", re.IGNORECASE)
+_PUNCT = str.maketrans({c: " " for c in string.punctuation + "«»“”‘’—–"})
+
+
+def strip_boilerplate(text: str) -> str:
+    """Drop the trailing "See full summary »" that truncated IMDb intros carry."""
+    return _BOILERPLATE.sub("", text).strip()
+
+
+def _lemma(word: str) -> str:
+    # A light suffix lemmatiser (no WordNet download is possible offline).
+    for suffix, repl in (("ies", "y"), ("sses", "ss"), ("s", "")):
+        if word.endswith(suffix) and len(word) > len(suffix) + 2 and not word.endswith("ss"):
+            return word[: -len(suffix)] + repl
+    return word
+
+
+def clean_text(
+    text: str,
+    lowercase: bool = True,
+    strip_punct: bool = True,
+    stopwords: bool = False,
+    lemmatize: bool = False,
+) -> str:
+    """Course-style cleaning: boilerplate, case, punctuation, stop words, plurals."""
+    text = strip_boilerplate(text)
+    if lowercase:
+        text = text.lower()
+    if strip_punct:
+        text = text.translate(_PUNCT)
+    words = text.split()
+    if stopwords:
+        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+        words = [w for w in words if w.lower() not in ENGLISH_STOP_WORDS]
+    if lemmatize:
+        words = [_lemma(w) for w in words]
+    return " ".join(words)
+
+
+class TrainOnlyTfidf:
+    """TF-IDF (+ optional SVD to ``dim``) whose vocabulary and IDF see training intros only.
+
+    The API enforces the SPEC's rule: :meth:`fit` takes the training texts and
+    nothing else; :meth:`transform` may then embed any text (test intros, OCR).
+    """
+
+    def __init__(self, dim: int = 256, min_df: int = 2, max_features: int = 20000, seed: int = 0):
+        self.dim, self.min_df, self.max_features, self.seed = dim, min_df, max_features, seed
+        self.n_fit_texts = 0
+
+    def fit(self, train_texts: list[str]) -> TrainOnlyTfidf:
+        from sklearn.decomposition import TruncatedSVD
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        docs = [clean_text(t, stopwords=True, lemmatize=True) for t in train_texts]
+        self.vectorizer = TfidfVectorizer(
+            min_df=self.min_df, max_features=self.max_features, sublinear_tf=True, ngram_range=(1, 2)
+        )
+        X = self.vectorizer.fit_transform(docs)
+        self.svd = None
+        if self.dim and self.dim < X.shape[1]:
+            self.svd = TruncatedSVD(self.dim, random_state=self.seed).fit(X)
+        self.n_fit_texts = len(docs)
+        return self
+
+    def transform(self, texts: list[str]) -> np.ndarray:
+        docs = [clean_text(t, stopwords=True, lemmatize=True) for t in texts]
+        X = self.vectorizer.transform(docs)
+        out = self.svd.transform(X) if self.svd is not None else X.toarray()
+        return out.astype(np.float32)

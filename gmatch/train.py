@@ -1,0 +1,209 @@
+"""Training from cached features: episodes of training movies, early stopping, refit."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gmatch.config import Config, to_dict
+from gmatch.data import MovieSet, load_movielens
+from gmatch.features import FeatureBlock, extract
+from gmatch.io import atomic_torch_save
+from gmatch.losses import total_loss
+from gmatch.metrics import evaluate_distance
+from gmatch.models import Matcher
+
+__all__ = ["Features", "load_features", "seed_everything", "train", "TrainResult"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Features:
+    """Tensors of all views of both sides for one MovieSet."""
+
+    poster: list[FeatureBlock]
+    intro: list[FeatureBlock]
+
+    def tensors(self, idx=None, side: str = "poster"):
+        blocks = self.poster if side == "poster" else self.intro
+        sel = slice(None) if idx is None else torch.as_tensor(np.asarray(idx), dtype=torch.long)
+        views = [torch.from_numpy(b.values)[sel] for b in blocks]
+        valid = [torch.from_numpy(b.valid)[sel] for b in blocks]
+        return views, valid
+
+    def dims(self) -> tuple[list[int], list[int]]:
+        return [b.values.shape[1] for b in self.poster], [b.values.shape[1] for b in self.intro]
+
+    def subset(self, idx) -> Features:
+        def sub(b):
+            return FeatureBlock(b.spec, b.values[idx], b.valid[idx])
+
+        return Features([sub(b) for b in self.poster], [sub(b) for b in self.intro])
+
+
+def load_features(ms: MovieSet, conf: Config, progress: bool = True) -> Features:
+    d = conf.data
+    return Features(
+        [extract(ms, s, d.cache_dir, progress) for s in d.poster_views],
+        [extract(ms, s, d.cache_dir, progress) for s in d.intro_views],
+    )
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def predict_dist(model: Matcher, feats: Features, idx=None) -> torch.Tensor:
+    """D [N x N] for the movies ``idx`` (default all): all posters vs all intros at once."""
+    model.eval()
+    with torch.inference_mode():
+        v0, m0 = feats.tensors(idx, "poster")
+        v1, m1 = feats.tensors(idx, "intro")
+        return model(v0, m0, v1, m1)["dist"].float()
+
+
+@dataclass
+class TrainResult:
+    model: Matcher
+    history: list[dict] = field(default_factory=list)
+    best_step: int = 0
+    val_idx: np.ndarray | None = None
+    train_idx: np.ndarray | None = None
+    seconds: float = 0.0
+
+
+def _episode_stream(rng: np.random.Generator, positions: np.ndarray, sizes: list[int]):
+    """Endless episodes: shuffle the training positions, cut them into episodes
+    whose sizes are drawn from ``sizes``, reshuffle when they run out."""
+    while True:
+        order = rng.permutation(positions)
+        start = 0
+        while start + 8 <= len(order):  # a tiny tail would give a trivial loss
+            b = int(rng.choice(sizes))
+            yield order[start : start + b]
+            start += b
+
+
+def _fit(conf: Config, feats: Features, train_pos, val_pos, steps, progress, all_idx):
+    tc = conf.train
+    seed_everything(conf.seed)
+    model = Matcher(*feats.dims(), conf.model)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    rng = np.random.default_rng(conf.seed)
+    sizes = [min(s, len(train_pos)) for s in tc.episode_sizes]
+
+    def lr_at(step):  # linear warm-up, then cosine decay to zero at tc.steps
+        if step < tc.warmup:
+            return (step + 1) / tc.warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - tc.warmup) / max(1, tc.steps - tc.warmup))))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    heads = "all" if tc.deep_supervision > 0 and conf.model.n_layers > 0 else "final"
+    history, best, best_state, best_step, bad = [], -1.0, None, steps, 0
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=steps, desc="train", disable=not progress)
+    stream = _episode_stream(rng, train_pos, sizes)
+    losses = []
+    for step in range(1, steps + 1):
+        model.train()
+        ep = next(stream)
+        v0, m0 = feats.tensors(ep, "poster")
+        v1, m1 = feats.tensors(ep, "intro")
+        pred = model(v0, m0, v1, m1, heads=heads)
+        loss = total_loss(pred, tc.loss, tc.deep_supervision, tc.sinkhorn_iters)
+        opt.zero_grad(set_to_none=True)
+        loss["total"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        sched.step()
+        losses.append(loss["total"].item())
+        bar.update()
+        if step % tc.eval_every and step != steps:
+            continue
+        row = {"step": step, "loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0]}
+        losses = []
+        if len(val_pos):
+            # Validation sees every movie as an unlabeled node, as at test time,
+            # and scores only the validation pairs.
+            D = predict_dist(model, feats, all_idx)
+            m = evaluate_distance(D, subset=np.searchsorted(all_idx, val_pos))
+            row.update(val_acc=m["acc_mean"], val_r1=m["poster_to_intro/R@1"])
+            if row["val_acc"] > best:
+                best, best_step, bad = row["val_acc"], step, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                bad += 1
+        history.append(row)
+        bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "step"})
+        if len(val_pos) and bad >= tc.patience:
+            break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return model, history, best_step
+
+
+def train(conf: Config, ms: MovieSet | None = None, feats: Features | None = None,
+          progress: bool = True) -> TrainResult:  # fmt: skip
+    """Train a matcher on the training pairs of ``ms`` (never on held-out pairs).
+
+    A validation slice (``train.val_fraction`` of train.txt) picks the step;
+    with ``train.refit`` the model is retrained on all training pairs for that
+    many steps.
+    """
+    torch.set_num_threads(conf.threads)
+    t0 = time.time()
+    ms = ms if ms is not None else load_movielens(conf.data.root)
+    feats = feats if feats is not None else load_features(ms, conf, progress)
+    if len(ms.train_idx) < 16:
+        raise ValueError(f"{ms.root}: need at least 16 training pairs in train.txt to train")
+    rng = np.random.default_rng(conf.seed)
+    train_pos = np.sort(ms.train_idx)
+    if conf.data.train_fraction < 1:
+        keep = max(16, int(round(conf.data.train_fraction * len(train_pos))))
+        train_pos = np.sort(rng.choice(train_pos, keep, replace=False))
+    n_val = int(round(conf.train.val_fraction * len(train_pos)))
+    val_pos = np.sort(rng.choice(train_pos, n_val, replace=False)) if n_val >= 20 else np.array([], int)
+    fit_pos = np.setdiff1d(train_pos, val_pos)
+    all_idx = np.arange(len(ms))
+    model, history, best_step = _fit(
+        conf, feats, fit_pos, val_pos, conf.train.steps, progress, all_idx
+    )
+    if conf.train.refit and len(val_pos):
+        log.info("refit on all %d training pairs for %d steps", len(train_pos), best_step)
+        model, refit_hist, _ = _fit(
+            conf, feats, train_pos, np.array([], int), best_step, progress, all_idx
+        )
+        history += [{**r, "refit": True} for r in refit_hist]
+    return TrainResult(model, history, best_step, val_pos, train_pos, time.time() - t0)
+
+
+def save_checkpoint(path: Path, result: TrainResult, conf: Config, feats: Features) -> None:
+    """Config + weights + encoder specs and dims, written atomically."""
+    poster_dims, intro_dims = feats.dims()
+    atomic_torch_save(
+        Path(path),
+        {
+            "format": "gmatch-matcher-1",
+            "config": to_dict(conf),
+            "state_dict": result.model.state_dict(),
+            "poster_views": [b.spec for b in feats.poster],
+            "intro_views": [b.spec for b in feats.intro],
+            "poster_dims": poster_dims,
+            "intro_dims": intro_dims,
+            "best_step": result.best_step,
+            "history": result.history,
+        },
+    )
