@@ -45,6 +45,11 @@ class ModelConf:
     view_dropout: float = 0.1  # chance to blank a whole view of a node while training
     tau_init: float = 0.07  # initial temperature of the cosine edge scorer
     chunk: int = 512  # rows per chunk of the MLP edge scorer
+    prior: list[str] = field(
+        default_factory=lambda: ["ocr:minilm=text:minilm"]
+    )  # zero-shot skip: cosine of a poster view and an intro view in one space, added to S
+    prior_weight: float = 1.0  # initial weight of each prior cosine (in units of 1/tau_init)
+    learn_prior_weight: bool = False  # learn the weight (True) or keep it fixed
 
 
 @dataclass

@@ -45,7 +45,10 @@ def load_checkpoint(path: str | Path) -> tuple[Matcher, Config, dict]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != "gmatch-matcher-1":
         raise CheckpointError(f"{path}: not a gmatch matcher checkpoint (format key missing)")
     conf = merge(Config(), ckpt["config"])
-    model = Matcher(ckpt["poster_dims"], ckpt["intro_dims"], conf.model)
+    from gmatch.models.matcher import resolve_prior
+
+    pairs = resolve_prior(conf.model.prior, ckpt["poster_views"], ckpt["intro_views"])
+    model = Matcher(ckpt["poster_dims"], ckpt["intro_dims"], conf.model, pairs)
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as e:

@@ -40,6 +40,13 @@ class Features:
         valid = [torch.from_numpy(b.valid)[sel] for b in blocks]
         return views, valid
 
+    def build_model(self, conf) -> Matcher:
+        """A fresh Matcher for these views (prior pairs resolved by spec name)."""
+        from gmatch.models.matcher import resolve_prior
+
+        specs0, specs1 = [b.spec for b in self.poster], [b.spec for b in self.intro]
+        return Matcher(*self.dims(), conf.model, resolve_prior(conf.model.prior, specs0, specs1))
+
     def dims(self) -> tuple[list[int], list[int]]:
         return [b.values.shape[1] for b in self.poster], [b.values.shape[1] for b in self.intro]
 
@@ -98,7 +105,7 @@ def _episode_stream(rng: np.random.Generator, positions: np.ndarray, sizes: list
 def _fit(conf: Config, feats: Features, train_pos, val_pos, steps, progress, all_idx):
     tc = conf.train
     seed_everything(conf.seed)
-    model = Matcher(*feats.dims(), conf.model)
+    model = feats.build_model(conf)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     rng = np.random.default_rng(conf.seed)
     sizes = [min(s, len(train_pos)) for s in tc.episode_sizes]

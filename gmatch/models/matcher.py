@@ -241,9 +241,23 @@ class Matcher(nn.Module):
         conf: :class:`gmatch.config.ModelConf`.
     """
 
-    def __init__(self, poster_dims: list[int], intro_dims: list[int], conf: ModelConf):
+    def __init__(
+        self,
+        poster_dims: list[int],
+        intro_dims: list[int],
+        conf: ModelConf,
+        prior_pairs: list[tuple[int, int]] = (),
+    ):
         super().__init__()
         self.conf = conf
+        # Zero-shot skip: views of the two sides that share one embedding space
+        # (OCR text and intro through the same text encoder) add their cosine to S.
+        self.prior_pairs = list(prior_pairs)
+        w = torch.full((len(self.prior_pairs),), math.log(conf.prior_weight / conf.tau_init))
+        if conf.learn_prior_weight:
+            self.prior_log_weight = nn.Parameter(w)
+        else:
+            self.register_buffer("prior_log_weight", w)
         self.encode0 = NodeEncoder(poster_dims, conf)
         self.encode1 = NodeEncoder(intro_dims, conf)
         self.layers = nn.ModuleList([MatchLayer(conf) for _ in range(conf.n_layers)])
@@ -260,13 +274,34 @@ class Matcher(nn.Module):
             ``logits`` [N x M] (larger = closer), ``dist`` = -logits,
             ``layer_logits``: head logits after the encoder and each unit when heads="all".
         """
+        prior = self.prior_logits(views0, valid0, views1, valid1)
         # Project frozen features to nodes.
         x0, x1 = self.encode0(views0, valid0), self.encode1(views1, valid1)
-        layer_logits = [self.head(x0, x1)] if heads == "all" else []
+        layer_logits = [self.head(x0, x1) + prior] if heads == "all" else []
         # Self- and cross-attention units.
         for layer in self.layers:
             x0, x1, _ = layer(x0, x1)
             if heads == "all":
-                layer_logits.append(self.head(x0, x1))
-        logits = layer_logits[-1] if heads == "all" else self.head(x0, x1)
+                layer_logits.append(self.head(x0, x1) + prior)
+        logits = layer_logits[-1] if heads == "all" else self.head(x0, x1) + prior
         return {"logits": logits, "dist": logits_to_dist(logits), "layer_logits": layer_logits}
+
+    def prior_logits(self, views0, valid0, views1, valid1):
+        """Sum of weighted cosines of the prior view pairs (0 where a view is empty)."""
+        out = torch.zeros(len(views0[0]), len(views1[0]))
+        for (i, j), log_w in zip(self.prior_pairs, self.prior_log_weight):
+            a = F.normalize(views0[i], dim=-1) * valid0[i][:, None]
+            b = F.normalize(views1[j], dim=-1) * valid1[j][:, None]
+            out = out + log_w.exp() * (a @ b.T)
+        return out
+
+
+def resolve_prior(prior: list[str], poster_views: list[str], intro_views: list[str]):
+    """``["ocr:minilm=text:minilm"]`` -> ``[(poster view index, intro view index)]``;
+    pairs whose views are not both used are skipped."""
+    pairs = []
+    for item in prior:
+        a, _, b = item.partition("=")
+        if a in poster_views and b in intro_views:
+            pairs.append((poster_views.index(a), intro_views.index(b)))
+    return pairs

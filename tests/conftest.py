@@ -1,0 +1,50 @@
+"""Shared fixtures: the shipped course data and small real copies of it."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data" / "movielens"
+
+
+def make_folder(dst: Path, n: int = 48, n_train: int = 32, train: bool = True, start: int = 0) -> Path:
+    """A real course-format folder with the first ``n`` movies that have posters."""
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "poster").mkdir(exist_ok=True)
+    ids = sorted(int(p.stem) for p in (DATA / "poster").glob("*.jpg"))[start : start + n]
+    keep = set(ids)
+    with open(DATA / "info.csv", newline="", encoding="utf-8") as f, open(
+        dst / "info.csv", "w", newline="", encoding="utf-8"
+    ) as g:
+        reader = csv.DictReader(f)
+        writer = csv.DictWriter(g, reader.fieldnames)
+        writer.writeheader()
+        for row in reader:
+            if int(row["id"]) in keep:
+                writer.writerow(row)
+    for i in ids:
+        shutil.copyfile(DATA / "poster" / f"{i}.jpg", dst / "poster" / f"{i}.jpg")
+    if train:
+        # Every third position stays held out.
+        pos = [p for p in range(n) if p % 3 != 2][:n_train]
+        (dst / "train.txt").write_text("\n".join(map(str, pos)) + "\n")
+    return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    return make_folder(tmp_path_factory.mktemp("data") / "tiny", n=48, n_train=32)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")

@@ -1,0 +1,100 @@
+"""The real shipped encoders on a few real posters and intros."""
+
+import numpy as np
+import pytest
+
+from gmatch.data import load_movielens
+from gmatch.encoders.image import EfficientNetLite0Encoder, load_image
+from gmatch.features import extract, poster_texts
+
+from conftest import DATA
+
+# ImageNet classes a movie poster plausibly looks like.
+POSTERISH = {917: "comic book", 916: "web site", 921: "book jacket", 549: "envelope",
+             922: "menu", 446: "binder", 692: "packet", 709: "pencil box", 454: "bookshop"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def effnet():
+    return EfficientNetLite0Encoder()
+
+
+def test_efficientnet_weights_give_confident_sensible_classes(effnet):
+    ims = [load_image(DATA / "poster" / f"{i}.jpg") for i in (1, 10, 260)]
+    probs = effnet.classify(ims).softmax(-1)
+    conf, cls = probs.max(-1)
+    assert all(int(c) in POSTERISH for c in cls), cls
+    assert conf.min() > 0.5, conf
+    # A randomly initialised net is not confident: the load is what makes it so.
+    import timm
+
+    rand = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    import torch
+
+    with torch.inference_mode():
+        x = torch.stack([effnet.preprocess(im) for im in ims])
+        assert rand(x).softmax(-1).max() < 0.2
+
+
+def test_corrupt_and_odd_images(tmp_path):
+    bad = tmp_path / "7.jpg"
+    bad.write_bytes((DATA / "poster" / "1.jpg").read_bytes()[:300])  # truncated
+    with pytest.raises(ValueError, match=r"7\.jpg: cannot decode poster image"):
+        load_image(bad)
+    from PIL import Image
+
+    for mode in ("L", "CMYK", "P"):
+        p = tmp_path / f"{mode}.jpg"
+        im = Image.open(DATA / "poster" / "1.jpg").convert(mode)
+        im.save(p, format="PNG" if mode == "P" else "JPEG")  # PNG bytes in a .jpg
+        assert load_image(p).mode == "RGB"
+
+
+def test_feature_cache_hit_and_corrupt_rebuild(tiny_dir, cache_dir, monkeypatch):
+    ms = load_movielens(tiny_dir).subset(np.arange(6))
+    first = extract(ms, "text:minilm", cache_dir, progress=False)
+    assert first.values.shape == (6, 384) and first.valid.all()
+
+    from gmatch.encoders.text import SentenceTransformerEncoder
+
+    def boom(*a, **k):
+        raise AssertionError("encoder called on a cache hit")
+
+    # A second run, a subset or a shuffled copy encodes nothing.
+    perm = np.array([3, 1, 5, 0, 2, 4])
+    with monkeypatch.context() as m:
+        m.setattr(SentenceTransformerEncoder, "encode", boom)
+        again = extract(ms.subset(perm), "text:minilm", cache_dir, progress=False)
+    assert np.allclose(again.values, first.values[perm])
+    # Corrupt the cache file: it is rebuilt, not trusted.
+    (f,) = [p for p in cache_dir.glob("minilm-*.npz")]
+    f.write_bytes(b"garbage")
+    rebuilt = extract(ms, "text:minilm", cache_dir, progress=False)
+    assert np.allclose(rebuilt.values, first.values, atol=1e-5)
+
+
+def test_minilm_semantics(tiny_dir, cache_dir):
+    from gmatch.encoders.text import SentenceTransformerEncoder, minilm_path
+
+    enc = SentenceTransformerEncoder(minilm_path())
+    x = enc.encode(["a cowboy doll is jealous of a new toy", "toys come alive in a boy's room",
+                    "a submarine crew hunts a nuclear missile"])  # fmt: skip
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    assert x[0] @ x[1] > x[0] @ x[2]
+
+
+def test_ocr_reads_titles_and_marks_textless(tmp_path):
+    from conftest import make_folder
+
+    folder = make_folder(tmp_path / "d", n=2, train=False, start=1)  # Jumanji, Grumpier Old Men
+    ms = load_movielens(folder)
+    texts = poster_texts(ms, tmp_path / "cache", progress=False)
+    assert "jumanji" in texts[0]
+    assert "grumpier" in texts[1] or "old men" in texts[1]
+    # A blank poster has no text: the view is marked invalid (the model uses a learned vector).
+    from PIL import Image
+
+    Image.new("RGB", (182, 268), (40, 40, 40)).save(folder / "poster" / "2.jpg")
+    blank = extract(load_movielens(folder), "ocr:minilm", tmp_path / "cache", progress=False)
+    assert not blank.valid[0] and blank.valid[1]
+    assert np.all(blank.values[0] == 0)

@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gmatch.metrics import (
+    DegenerateDistanceError,
+    evaluate_distance,
+    get_acc,
+    rank_metrics,
+    true_ranks,
+)
+
+
+def get_acc_loop(D, ratio=0.05, dim=1):
+    """The SPEC's definition, literally."""
+    N = len(D)
+    k = int(ratio * N)
+    _, topk = D.topk(k, dim=dim, largest=False)
+    if dim == 0:
+        topk = topk.T
+    return float(np.mean([i in topk[i] for i in range(N)]))
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("dim", [0, 1])
+@pytest.mark.parametrize("ratio", [0.05, 0.1, 0.5])
+def test_get_acc_matches_loop(seed, dim, ratio):
+    g = torch.Generator().manual_seed(seed)
+    N = 200
+    D = torch.rand(N, N, generator=g)
+    D -= 0.5 * torch.eye(N) * (seed / 4)  # planted signal of varying strength
+    assert get_acc(D, ratio, dim) == pytest.approx(get_acc_loop(D, ratio, dim))
+
+
+@pytest.mark.parametrize("dim", [0, 1])
+def test_get_acc_matches_loop_with_ties(dim):
+    g = torch.Generator().manual_seed(1)
+    D = torch.randint(0, 4, (120, 120), generator=g).float()  # many ties
+    assert get_acc(D, 0.05, dim) == pytest.approx(get_acc_loop(D, 0.05, dim))
+
+
+def test_dim_direction():
+    # Poster 0's nearest intro is intro 0, but intro 0's nearest poster is poster 1.
+    D = torch.tensor([[0.1, 0.5, 0.9], [0.0, 0.8, 0.7], [0.9, 0.3, 0.2]])
+    assert get_acc(D, 0.34, dim=1) == pytest.approx(2 / 3)  # rows: posters 0 and 2 hit
+    assert get_acc(D, 0.34, dim=0) == pytest.approx(1 / 3)  # columns: only intro 2 hits
+
+
+def test_degenerate_distance_rejected():
+    D = torch.rand(50, 50)
+    D[3] = 1.0
+    with pytest.raises(DegenerateDistanceError, match="constant row"):
+        evaluate_distance(D)
+    with pytest.raises(DegenerateDistanceError, match="constant column"):
+        evaluate_distance(torch.rand(50, 50).index_fill_(1, torch.tensor([7]), 0.0))
+    with pytest.raises(DegenerateDistanceError):
+        evaluate_distance(torch.zeros(50, 50))
+
+
+def test_true_ranks_match_argsort_oracle():
+    g = torch.Generator().manual_seed(0)
+    D = torch.rand(80, 80, generator=g)
+    ranking = torch.argsort(D, dim=1)
+    oracle = torch.where(ranking == torch.arange(80)[:, None])[1].numpy()
+    assert np.array_equal(true_ranks(D, 1), oracle)
+    ranking0 = torch.argsort(D.T, dim=1)
+    oracle0 = torch.where(ranking0 == torch.arange(80)[:, None])[1].numpy()
+    assert np.array_equal(true_ranks(D, 0), oracle0)
+    m = rank_metrics(oracle)
+    assert m["R@1"] == pytest.approx(np.mean(oracle == 0))
+    assert m["median_rank"] == pytest.approx(np.median(oracle) + 1)
+
+
+def test_subset_uses_subset_candidates():
+    g = torch.Generator().manual_seed(0)
+    D = torch.rand(100, 100, generator=g)
+    idx = np.arange(0, 100, 2)
+    out = evaluate_distance(D, subset=idx)
+    assert out["n"] == 50 and out["k"] == 2
+    assert out["acc_dim1"] == pytest.approx(get_acc_loop(D[idx][:, idx], 0.05, 1))
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(20, 80), seed=st.integers(0, 10_000), ratio=st.sampled_from([0.05, 0.1, 0.3]))
+def test_property_range_and_shared_permutation(n, seed, ratio):
+    g = torch.Generator().manual_seed(seed)
+    D = torch.rand(n, n, generator=g, dtype=torch.float64)  # continuous: no ties
+    p = torch.randperm(n, generator=g)
+    for dim in (0, 1):
+        a = get_acc(D, ratio, dim)
+        assert 0.0 <= a <= 1.0
+        assert get_acc(D[p][:, p], ratio, dim) == pytest.approx(a)
