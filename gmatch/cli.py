@@ -1,6 +1,6 @@
 """Command line: ``python -m gmatch <command>`` (or the ``gmatch`` script).
 
-Commands: features | train | evaluate | audit | sweep | table. Every command
+Commands: features | train | evaluate | audit | report | sweep | table. Every command
 is ``main(argv)``-callable, so tests run it in-process.
 """
 
@@ -48,16 +48,28 @@ def cmd_train(args) -> int:
 
     conf = _conf(args)
     run = RunDir(args.out, overwrite=args.overwrite)
+    state = run.path / "train_state"
+    leftovers = list(run.path.glob("train_state.*.pt"))
+    if leftovers and not args.resume:
+        if not args.overwrite:
+            raise FileExistsError(
+                f"{run.path}: an interrupted run is there; pass --resume to continue it "
+                "or --overwrite to start again"
+            )
+        for f in leftovers:
+            f.unlink()
     ms = load_movielens(conf.data.root)
     feats = load_features(ms, conf, progress=not args.quiet)
-    result = train(conf, ms, feats, progress=not args.quiet)
+    result = train(conf, ms, feats, progress=not args.quiet, state_path=state)
     save_checkpoint(run.path / "model.pt", result, conf, feats)
     atomic_write_json(run.path / "history.json", result.history)
     D = predict_dist(result.model, feats)
     record = write_run(
         run, D, ms, conf,
-        {"train_seconds": result.seconds, "best_step": result.best_step, "kind": "train"},
+        {"train_seconds": result.seconds, "best_step": result.best_step, "val_acc": result.best_val, "kind": "train"},
     )  # fmt: skip
+    for f in run.path.glob("train_state.*.pt"):  # the run is complete: model.pt suffices
+        f.unlink()
     print(f"run folder: {run.path}  (trained in {result.seconds:.1f}s, best step {result.best_step})")
     print(summary_line(record["metrics"]))
     if args.checkpoint:
@@ -121,6 +133,14 @@ def cmd_table(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from gmatch.report import make_report
+
+    out = make_report(args.run, args.data, args.query, n_random=args.random, k=args.k)
+    print(f"report: {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="gmatch", description=__doc__, formatter_class=fmt)
@@ -143,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default="runs/default", help="run folder")
     sp.add_argument("--checkpoint", help="also copy the trained model here")
     sp.add_argument("--overwrite", action="store_true", help="replace a finished run")
+    sp.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("evaluate", help="score a checkpoint on a data folder", formatter_class=fmt)
@@ -168,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--skip-existing", action="store_true", help="keep finished runs, run the rest")
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_sweep)
+
+    sp = sub.add_parser("report", help="HTML analysis report of a finished run", formatter_class=fmt)
+    sp.add_argument("run", help="run folder with D.npy and metrics.json")
+    sp.add_argument("--data", help="data folder (default: the run's)")
+    sp.add_argument("--query", action="append", default=[], help="movie id or title to show (repeatable)")
+    sp.add_argument("--random", type=int, default=4, help="random held-out queries to show")
+    sp.add_argument("-k", type=int, default=5, help="neighbours per query")
+    sp.set_defaults(func=cmd_report)
 
     sp = sub.add_parser("table", help="collect runs into results.csv/.md", formatter_class=fmt)
     sp.add_argument("runs", help="folder of run folders")

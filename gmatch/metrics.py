@@ -117,11 +117,13 @@ def evaluate_distance(
         idx = torch.as_tensor(np.asarray(subset), dtype=torch.long)
         D = D[idx][:, idx]
     check_distance(D)
+    k = int(ratio * len(D))
+    # A subset too small for k >= 1 has no get_acc (NaN), only ranks.
     out = {
         "n": int(len(D)),
-        "k": int(ratio * len(D)),
-        "acc_dim0": get_acc(D, ratio, dim=0),
-        "acc_dim1": get_acc(D, ratio, dim=1),
+        "k": k,
+        "acc_dim0": get_acc(D, ratio, dim=0) if k >= 1 else float("nan"),
+        "acc_dim1": get_acc(D, ratio, dim=1) if k >= 1 else float("nan"),
     }
     out["acc_mean"] = (out["acc_dim0"] + out["acc_dim1"]) / 2
     for dim, name in ((1, "poster_to_intro"), (0, "intro_to_poster")):

@@ -86,7 +86,7 @@ def run_sweep(config: str | Path, out: str | Path | None = None, extra: list[str
         D = predict_dist(result.model, feats)
         rec = write_run(run, D, ms, conf, {
             "overrides": overrides, "train_seconds": result.seconds,
-            "best_step": result.best_step, "kind": "sweep",
+            "best_step": result.best_step, "val_acc": result.best_val, "kind": "sweep",
         })  # fmt: skip
         m = rec["metrics"]
         print(f"[{i}/{len(grid)}] {name}: official {m['official']['acc_mean']:.4f}  "
@@ -102,7 +102,11 @@ def collect(runs: str | Path) -> list[dict]:
         if not (mfile.parent / "COMPLETE").exists():
             continue
         rec = json.loads(mfile.read_text())
-        row = {"run": mfile.parent.name, "train_seconds": rec.get("train_seconds", float("nan"))}
+        row = {
+            "run": mfile.parent.name,
+            "train_seconds": rec.get("train_seconds", float("nan")),
+            "val_acc": rec.get("val_acc", float("nan")),
+        }
         for o in rec.get("overrides", []):
             k, v = o.split("=", 1)
             row[k] = v
@@ -122,12 +126,12 @@ def build_table(runs: str | Path) -> str:
     lines = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in rows]
     atomic_write_text(runs / "results.csv", "\n".join(lines) + "\n")
     # Group over seeds.
-    factors = [k for k in keys if k not in ("run", "train_seconds", "seed") and k not in dict(
-        (c, 0) for c, _, _ in COLUMNS)]  # fmt: skip
+    measured = {"run", "train_seconds", "val_acc", "seed"} | {c for c, _, _ in COLUMNS}
+    factors = [k for k in keys if k not in measured]
     groups: dict = {}
     for r in rows:
         groups.setdefault(tuple(r.get(f, "") for f in factors), []).append(r)
-    show = ["official_mean", "heldout_dim0", "heldout_dim1", "heldout_mean", "heldout_R@1", "heldout_R@10"]
+    show = ["val_acc", "official_mean", "heldout_dim0", "heldout_dim1", "heldout_mean", "heldout_R@1", "heldout_R@10"]
     head = factors + ["seeds"] + show + ["train_s"]
     md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g, rs in groups.items():

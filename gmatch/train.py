@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import random
@@ -85,29 +86,49 @@ class TrainResult:
     model: Matcher
     history: list[dict] = field(default_factory=list)
     best_step: int = 0
+    best_val: float = float("nan")  # validation get_acc (mean of dims) at best_step
     val_idx: np.ndarray | None = None
     train_idx: np.ndarray | None = None
     seconds: float = 0.0
 
 
-def _episode_stream(rng: np.random.Generator, positions: np.ndarray, sizes: list[int]):
+class EpisodeStream:
     """Endless episodes: shuffle the training positions, cut them into episodes
-    whose sizes are drawn from ``sizes``, reshuffle when they run out."""
-    while True:
-        order = rng.permutation(positions)
-        start = 0
-        while start + 8 <= len(order):  # a tiny tail would give a trivial loss
-            b = int(rng.choice(sizes))
-            yield order[start : start + b]
-            start += b
+    whose sizes are drawn from ``sizes``, reshuffle when they run out.
+    Its whole state is saved with a training checkpoint, so a resumed run
+    sees exactly the episodes an uninterrupted one would."""
+
+    def __init__(self, seed: int, positions: np.ndarray, sizes: list[int]):
+        self.rng = np.random.default_rng(seed)
+        self.positions, self.sizes = positions, sizes
+        self.order, self.start = self.rng.permutation(positions), 0
+
+    def __next__(self) -> np.ndarray:
+        if self.start + 8 > len(self.order):  # a tiny tail would give a trivial loss
+            self.order, self.start = self.rng.permutation(self.positions), 0
+        b = int(self.rng.choice(self.sizes))
+        out = self.order[self.start : self.start + b]
+        self.start += b
+        return out
+
+    def state_dict(self) -> dict:
+        return {"rng": json.dumps(self.rng.bit_generator.state), "order": torch.from_numpy(self.order),
+                "start": self.start}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = json.loads(state["rng"])
+        self.order, self.start = state["order"].numpy(), int(state["start"])
 
 
-def _fit(conf: Config, feats: Features, train_pos, val_pos, steps, progress, all_idx):
+def _fit(conf: Config, feats: Features, train_pos, val_pos, steps, progress, all_idx,
+         state_path: Path | None = None, phase: str = "fit"):  # fmt: skip
+    """Train one model for up to ``steps`` steps; with ``state_path`` the full
+    training state is saved atomically at every validation pass and, if the
+    file exists for this phase, training resumes from it."""
     tc = conf.train
     seed_everything(conf.seed)
     model = feats.build_model(conf)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    rng = np.random.default_rng(conf.seed)
     sizes = [min(s, len(train_pos)) for s in tc.episode_sizes]
 
     def lr_at(step):  # linear warm-up, then cosine decay to zero at tc.steps
@@ -118,12 +139,29 @@ def _fit(conf: Config, feats: Features, train_pos, val_pos, steps, progress, all
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     heads = "all" if tc.deep_supervision > 0 and conf.model.n_layers > 0 else "final"
     history, best, best_state, best_step, bad = [], -1.0, None, steps, 0
+    stream = EpisodeStream(conf.seed, train_pos, sizes)
+    first = 1
+    if state_path is not None:
+        state_path = Path(state_path).with_suffix(f".{phase}.pt")
+    if state_path is not None and state_path.exists():
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        if st["phase"] == phase:
+            model.load_state_dict(st["model"])
+            opt.load_state_dict(st["opt"])
+            sched.load_state_dict(st["sched"])
+            stream.load_state_dict(st["stream"])
+            torch.set_rng_state(st["torch_rng"])
+            history, best, best_step, bad = st["history"], st["best"], st["best_step"], st["bad"]
+            best_state = st["best_state"]
+            first = st["step"] + 1
+            log.info("resumed %s from step %d (%s)", phase, st["step"], state_path)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=steps, desc="train", disable=not progress)
-    stream = _episode_stream(rng, train_pos, sizes)
+    bar = tqdm(total=steps, initial=first - 1, desc=phase, disable=not progress)
     losses = []
-    for step in range(1, steps + 1):
+    for step in range(first, steps + 1):
+        if len(val_pos) and bad >= tc.patience:  # a resumed run that had already stopped
+            break
         model.train()
         ep = next(stream)
         v0, m0 = feats.tensors(ep, "poster")
@@ -154,21 +192,29 @@ def _fit(conf: Config, feats: Features, train_pos, val_pos, steps, progress, all
                 bad += 1
         history.append(row)
         bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "step"})
+        if state_path is not None:
+            atomic_torch_save(state_path, {
+                "phase": phase, "step": step, "model": model.state_dict(), "opt": opt.state_dict(),
+                "sched": sched.state_dict(), "stream": stream.state_dict(),
+                "torch_rng": torch.get_rng_state(), "history": history, "best": best,
+                "best_step": best_step, "bad": bad, "best_state": best_state,
+            })  # fmt: skip
         if len(val_pos) and bad >= tc.patience:
             break
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
-    return model, history, best_step
+    return model, history, best_step, best
 
 
 def train(conf: Config, ms: MovieSet | None = None, feats: Features | None = None,
-          progress: bool = True) -> TrainResult:  # fmt: skip
+          progress: bool = True, state_path: Path | None = None) -> TrainResult:  # fmt: skip
     """Train a matcher on the training pairs of ``ms`` (never on held-out pairs).
 
     A validation slice (``train.val_fraction`` of train.txt) picks the step;
     with ``train.refit`` the model is retrained on all training pairs for that
-    many steps.
+    many steps. With ``state_path`` training state is checkpointed at every
+    validation pass and an existing state file is resumed from.
     """
     torch.set_num_threads(conf.threads)
     t0 = time.time()
@@ -185,16 +231,17 @@ def train(conf: Config, ms: MovieSet | None = None, feats: Features | None = Non
     val_pos = np.sort(rng.choice(train_pos, n_val, replace=False)) if n_val >= 20 else np.array([], int)
     fit_pos = np.setdiff1d(train_pos, val_pos)
     all_idx = np.arange(len(ms))
-    model, history, best_step = _fit(
-        conf, feats, fit_pos, val_pos, conf.train.steps, progress, all_idx
+    model, history, best_step, best_val = _fit(
+        conf, feats, fit_pos, val_pos, conf.train.steps, progress, all_idx, state_path, "fit"
     )
     if conf.train.refit and len(val_pos):
         log.info("refit on all %d training pairs for %d steps", len(train_pos), best_step)
-        model, refit_hist, _ = _fit(
-            conf, feats, train_pos, np.array([], int), best_step, progress, all_idx
+        model, refit_hist, _, _ = _fit(
+            conf, feats, train_pos, np.array([], int), best_step, progress, all_idx,
+            state_path, "refit",
         )
         history += [{**r, "refit": True} for r in refit_hist]
-    return TrainResult(model, history, best_step, val_pos, train_pos, time.time() - t0)
+    return TrainResult(model, history, best_step, best_val, val_pos, train_pos, time.time() - t0)
 
 
 def save_checkpoint(path: Path, result: TrainResult, conf: Config, feats: Features) -> None:

@@ -1,0 +1,83 @@
+"""The CLI end to end on a tiny real folder, in-process (open_clip's main(argv) pattern)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gmatch.cli import main
+from gmatch.evaluate import CheckpointError, load_checkpoint
+
+FAST = [
+    "data.poster_views=[image:efficientnet_lite0,ocr:minilm]",
+    "data.intro_views=[text:minilm,text:tfidf]",
+    "model.dim=32", "model.hidden=64", "model.n_layers=1", "model.edge=mlp",
+    "train.steps=30", "train.eval_every=10", "train.episode_sizes=[16,32]", "train.warmup=5",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dir, cache_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "r1"
+    rc = main(["train", "--data", str(tiny_dir), "--out", str(out), "--quiet",
+               f"data.cache_dir={cache_dir}", *FAST])  # fmt: skip
+    assert rc == 0
+    return out
+
+
+def test_train_writes_a_complete_run(trained, capsys):
+    for name in ("D.npy", "metrics.json", "config.yaml", "model.pt", "history.json", "COMPLETE"):
+        assert (trained / name).exists(), name
+    rec = json.loads((trained / "metrics.json").read_text())
+    m = rec["metrics"]
+    assert m["official"]["n"] == 48 and m["heldout"]["n"] == 16 and m["train"]["n"] == 32
+    for block in ("official", "train"):
+        assert 0 <= m[block]["acc_dim0"] <= 1
+    assert np.isnan(m["heldout"]["acc_dim0"])  # k = int(0.05 * 16) = 0: no get_acc, only ranks
+    assert 0 <= m["heldout"]["poster_to_intro/R@1"] <= 1
+    assert "hungarian/all" in m["analysis"]
+    D = np.load(trained / "D.npy")
+    assert D.shape == (48, 48) and D.dtype == np.float32
+
+
+def test_refuses_to_overwrite_a_finished_run(trained, tiny_dir, cache_dir, capsys):
+    rc = main(["train", "--data", str(tiny_dir), "--out", str(trained), "--quiet",
+               f"data.cache_dir={cache_dir}", *FAST])  # fmt: skip
+    assert rc == 2
+    assert "a finished run is already there" in capsys.readouterr().err
+
+
+def test_evaluate_reproduces_D_from_the_checkpoint(trained, tiny_dir, cache_dir, tmp_path):
+    out = tmp_path / "eval"
+    rc = main(["evaluate", "--checkpoint", str(trained / "model.pt"), "--data", str(tiny_dir),
+               "--cache-dir", str(cache_dir), "--out", str(out), "--quiet"])  # fmt: skip
+    assert rc == 0
+    assert np.allclose(np.load(out / "D.npy"), np.load(trained / "D.npy"), atol=1e-5)
+
+
+def test_audit_passes(trained, tiny_dir, cache_dir, capsys):
+    rc = main(["audit", "--checkpoint", str(trained / "model.pt"), "--data", str(tiny_dir),
+               "--cache-dir", str(cache_dir)])  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert out.count("PASS") == 5 and "FAIL" not in out
+
+
+def test_bad_checkpoints(trained, tmp_path):
+    raw = (trained / "model.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(tmp_path / "cut.pt")
+    ckpt = torch.load(trained / "model.pt", weights_only=True)
+    ckpt["config"]["model"]["dim"] = 48  # another model config
+    torch.save(ckpt, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_bad_override_and_bad_data(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
+    assert "data folder not found" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "r2"), "model.depth=3"]) == 2
+    assert "'model.depth' is not a valid config key" in capsys.readouterr().err
