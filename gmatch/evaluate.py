@@ -86,6 +86,12 @@ def assignment_analysis(D, ms: MovieSet, taus=(0.01, 0.03, 0.1)) -> dict:
     return out
 
 
+def _command() -> str:
+    prog = Path(sys.argv[0]).name
+    head = "python -m gmatch" if prog in ("__main__.py", "gmatch") else prog
+    return " ".join([head, *sys.argv[1:]])
+
+
 def _git_sha() -> str:
     try:
         return subprocess.run(
@@ -121,7 +127,7 @@ def write_run(run: RunDir, D: torch.Tensor, ms: MovieSet, conf: Config | None, e
         "data": str(ms.root),
         "n_movies": len(ms),
         "n_train": int(len(ms.train_idx)),
-        "command": " ".join(sys.argv),
+        "command": _command(),
         "git_sha": _git_sha(),
         **extra,
     }

@@ -26,8 +26,11 @@ RATIOS = (0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2)
 
 
 def acc_curve(D: torch.Tensor, ratios=RATIOS) -> dict[str, list[float]]:
-    """get_acc as a function of ratio, both dims."""
-    return {f"dim{d}": [get_acc(D, r, d) for r in ratios] for d in (0, 1)}
+    """get_acc as a function of ratio, both dims (NaN where k = int(ratio * N) is 0)."""
+    return {
+        f"dim{d}": [get_acc(D, r, d) if int(r * len(D)) >= 1 else float("nan") for r in ratios]
+        for d in (0, 1)
+    }
 
 
 def _jaccard(a: list[str], b: list[str]) -> float:

@@ -1,0 +1,60 @@
+"""The HTML report, opened in a real headless Chromium."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gmatch.cli import main
+
+FAST = [
+    "data.poster_views=[image:efficientnet_lite0]", "data.intro_views=[text:minilm]",
+    "model.dim=32", "model.hidden=64", "train.steps=40", "train.eval_every=20",
+    "train.episode_sizes=[32]", "train.warmup=5", "train.val_fraction=0.3",
+]  # fmt: skip
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def report_run(tmp_path_factory, cache_dir):
+    from conftest import make_folder
+
+    folder = make_folder(tmp_path_factory.mktemp("rep") / "d", n=100, n_train=66)
+    out = tmp_path_factory.mktemp("runs") / "r"
+    assert main(["train", "--data", str(folder), "--out", str(out), "--quiet",
+                 f"data.cache_dir={cache_dir}", *FAST]) == 0  # fmt: skip
+    assert main(["report", str(out), "--query", "Toy Story"]) == 0
+    return out
+
+
+def test_report_files(report_run):
+    html = (report_run / "report.html").read_text()
+    assert "<table id='metrics'>" in html and "Toy Story (1995)" in html
+    assert "class='hit'" in html or "class='query grid'" in html
+    for name in ("acc_vs_ratio.png", "heatmap.png", "rank_hist.png", "curves.png", "top5.csv"):
+        assert (report_run / name).stat().st_size > 0, name
+    lines = (report_run / "top5.csv").read_text().splitlines()
+    assert len(lines) == 1 + 2 * 100 * 5  # header + 5 per query, both directions
+    assert "src='http" not in html  # self-contained: opens offline
+
+
+def test_report_in_headless_chromium(report_run, tmp_path):
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("chromium not installed (apt-get install chromium); .ci/run installs it")
+    url = (report_run / "report.html").resolve().as_uri()
+    flags = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*flags, "--enable-logging=stderr", "--v=0", "--dump-dom", url],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert "id=\"metrics\"" in dom.stdout and "class=\"query grid\"" in dom.stdout
+    console = [l for l in dom.stderr.splitlines() if "CONSOLE" in l]
+    assert not console, console
+    shot = tmp_path / "shot.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1100,1600", url],
+                   capture_output=True, timeout=120, check=True)  # fmt: skip
+    px = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert px.std() > 20  # not blank: text, posters and plots are drawn
