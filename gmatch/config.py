@@ -33,7 +33,7 @@ class DataConf:
 class ModelConf:
     dim: int = 256  # node width d after the input projection
     hidden: int = 512  # hidden width of the input projection MLP
-    proj_layers: int = 2  # 1 = linear projection, 2 = MLP with LayerNorm
+    proj_layers: int = 1  # 1 = linear projection, 2 = MLP with LayerNorm
     n_layers: int = 1  # attention units (self + cross); 0 = projection heads + edge scorer
     layer_types: list[str] = field(default_factory=lambda: ["self", "cross"])  # one unit
     num_heads: int = 4  # heads of the dot-product self-attention
@@ -41,14 +41,14 @@ class ModelConf:
     edge_hidden: int = 64  # hidden width of the MLP edge scorer
     share_self: bool = False  # one self-attention block for both modalities
     dropout: float = 0.1  # dropout inside the projection and ffn MLPs
-    feat_dropout: float = 0.2  # dropout on the frozen input features (augmentation)
+    feat_dropout: float = 0.5  # dropout on the frozen input features (augmentation)
     view_dropout: float = 0.1  # chance to blank a whole view of a node while training
     tau_init: float = 0.07  # initial temperature of the cosine edge scorer
     chunk: int = 512  # rows per chunk of the MLP edge scorer
     prior: list[str] = field(
         default_factory=lambda: ["ocr:minilm=text:minilm"]
     )  # zero-shot skip: cosine of a poster view and an intro view in one space, added to S
-    prior_weight: float = 1.0  # initial weight of each prior cosine (in units of 1/tau_init)
+    prior_weight: float = 3.0  # initial weight of each prior cosine (in units of 1/tau_init)
     learn_prior_weight: bool = False  # learn the weight (True) or keep it fixed
 
 

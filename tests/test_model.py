@@ -51,7 +51,7 @@ def test_mlp_edge_chunked_equals_full_concat_oracle():
     W = torch.cat([edge.proj0.weight, edge.proj1.weight], dim=1)
     a, b = edge.norm(x0), edge.norm(x1)
     pairs = torch.cat([a[:, None].expand(-1, 7, -1), b[None].expand(10, -1, -1)], dim=-1)
-    oracle = edge.out(F.gelu(pairs @ W.T + edge.proj0.bias))[..., 0]
+    oracle = edge.out(F.relu(pairs @ W.T + edge.proj0.bias))[..., 0]
     assert torch.allclose(edge(x0, x1), oracle, atol=1e-5)
 
 

@@ -71,7 +71,7 @@ class DotEdge(nn.Module):
 
 
 class MLPEdge(nn.Module):
-    """Learned edge scorer ``f([x_i, y_j]) = w2 . relu(A x_i + B y_j + b) + c``.
+    """Learned edge scorer ``f([x_i, y_j]) = w2 . relu(A LN(x_i) + B LN(y_j) + b) + c``.
 
     The first layer on the concatenation is split into one projection per
     side, computed once per node; the N x M x hidden activation is only ever
@@ -89,7 +89,7 @@ class MLPEdge(nn.Module):
     def forward(self, x0, x1):
         a, b = self.proj0(self.norm(x0)), self.proj1(self.norm(x1))  # [N x h], [M x h]
         rows = [
-            self.out(F.gelu(a[s : s + self.chunk, None, :] + b[None, :, :]))
+            self.out(F.relu(a[s : s + self.chunk, None, :] + b[None, :, :]))
             for s in range(0, len(a), self.chunk)
         ]
         logits = torch.cat(rows, dim=0).permute(2, 0, 1)  # [out x N x M]

@@ -1,0 +1,273 @@
+"""Speed and memory benchmarks; prints a table and writes benchmarks/RESULTS.md.
+
+    python -m benchmarks.run            # everything (about 10 minutes on 2 cores)
+    python -m benchmarks.run --quick    # smaller N, fewer items
+
+Every timing has a naive reference measured in the same run. Each inference
+measurement runs in its own subprocess so its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data" / "movielens"
+CKPT = ROOT / "checkpoints" / "default.pt"
+
+
+def _timeit(fn, repeat: int = 1) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------- extraction
+def bench_extraction(n: int) -> list[dict]:
+    from gmatch.data import load_movielens
+    from gmatch.encoders.image import EfficientNetLite0Encoder, load_image
+    from gmatch.encoders.text import SentenceTransformerEncoder, minilm_path
+    from gmatch.features import extract
+
+    ms = load_movielens(DATA).subset(np.arange(n))
+    ims = [load_image(p) for p in ms.poster_paths]
+    enc = EfficientNetLite0Encoder()
+    fast = _timeit(lambda: [enc.encode(ims[s : s + 32]) for s in range(0, n, 32)])
+
+    def naive():  # one poster at a time, autograd on, contiguous NCHW
+        with torch.enable_grad():
+            for im in ims:
+                x = enc.preprocess(im)[None]
+                enc.model.forward_head(enc.model.forward_features(x), pre_logits=True)
+
+    slow = _timeit(naive)
+    rows = [{"what": "EfficientNet-Lite0 posters/s", "value": n / fast,
+             "reference": n / slow, "note": "batch 32, channels_last, inference_mode vs batch 1 with autograd"}]  # fmt: skip
+    st = SentenceTransformerEncoder(minilm_path())
+    texts = ms.intros
+    fast = _timeit(lambda: st.encode(texts))
+    slow = _timeit(lambda: [st.model.encode([t]) for t in texts])
+    rows.append({"what": "MiniLM intros/s", "value": n / fast, "reference": n / slow,
+                 "note": "batch 64 vs one at a time"})  # fmt: skip
+    cache = ROOT / "cache" / "bench"
+    extract(ms, "image:efficientnet_lite0", cache, progress=False)
+    hit = _timeit(lambda: extract(ms, "image:efficientnet_lite0", cache, progress=False))
+    rows.append({"what": f"cache hit, {n} posters (s)", "value": hit, "reference": n / rows[0]["value"],
+                 "note": "includes hashing the poster files and building the encoder"})  # fmt: skip
+    return rows
+
+
+def bench_ocr(n: int) -> list[dict]:
+    from gmatch.data import load_movielens
+    from gmatch.encoders import ocr
+    from gmatch.encoders.ocr import OCRConfig, clean_ocr
+
+    ms = load_movielens(DATA).subset(np.arange(n))
+    rows = []
+    for conf, label in ((OCRConfig(), "default: det 480, no angle classifier"),
+                        (OCRConfig(det_limit_side_len=736, use_cls=True), "RapidOCR stock: det 736 + cls")):  # fmt: skip
+        ocr._ENGINE = None
+        ocr._read_one((ms.poster_paths[0], conf))  # warm-up
+        t = time.perf_counter()
+        lines = [ocr._read_one((p, conf)) for p in ms.poster_paths]
+        dt = (time.perf_counter() - t) / n
+        chars = np.mean([len(clean_ocr(x)) for x in lines])
+        rows.append({"what": f"OCR s/poster ({label})", "value": dt, "reference": float("nan"),
+                     "note": f"{chars:.0f} clean chars/poster, 1 thread"})  # fmt: skip
+    ocr._ENGINE = None
+    return rows
+
+
+# ---------------------------------------------------------------- training
+def bench_train(steps: int = 20) -> list[dict]:
+    from gmatch.config import ModelConf
+    from gmatch.losses import total_loss
+    from gmatch.models.matcher import Matcher
+
+    rows = []
+    g = torch.Generator().manual_seed(0)
+    for label, conf in (("dual encoder (n_layers=0)", ModelConf(n_layers=0, proj_layers=1)),
+                        ("matcher (n_layers=1, cosine)", ModelConf(n_layers=1, proj_layers=1)),
+                        ("matcher (n_layers=1, mlp edge)", ModelConf(n_layers=1, proj_layers=1, edge="mlp"))):  # fmt: skip
+        model = Matcher([1280, 384, 256], [384, 256], conf, [(1, 0)])
+        opt = torch.optim.AdamW(model.parameters(), 1e-3)
+        v0 = [torch.randn(512, d, generator=g) for d in (1280, 384, 256)]
+        v1 = [torch.randn(512, d, generator=g) for d in (384, 256)]
+        m0, m1 = [torch.ones(512, dtype=torch.bool)] * 3, [torch.ones(512, dtype=torch.bool)] * 2
+
+        def step():
+            loss = total_loss(model(v0, m0, v1, m1, heads="all"), "ce", 0.5)["total"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        step()
+        dt = _timeit(lambda: [step() for _ in range(steps)]) / steps
+        rows.append({"what": f"train step, 512 pairs, {label} (s)", "value": dt,
+                     "reference": float("nan"), "note": ""})  # fmt: skip
+    return rows
+
+
+# ---------------------------------------------------------------- inference
+def _synthetic_views(n: int, seed: int = 0):
+    """Real course features replicated with noise up to n nodes."""
+    from gmatch.config import load_config
+    from gmatch.data import load_movielens
+    from gmatch.train import load_features
+
+    conf = load_config(None, [f"data.cache_dir={ROOT / 'cache'}"])
+    ms = load_movielens(DATA)
+    feats = load_features(ms, conf, progress=False)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(ms), n) if n > len(ms) else np.arange(n)
+
+    def grow(blocks):
+        views = []
+        for b in blocks:
+            x = b.values[idx]
+            if n > len(ms):
+                x = x + 0.3 * x.std() * rng.standard_normal(x.shape).astype(np.float32)
+            views.append(torch.from_numpy(x))
+        return views, [torch.from_numpy(b.valid[idx]) for b in blocks]
+
+    return feats, grow(feats.poster), grow(feats.intro)
+
+
+def one_inference(n: int, mode: str) -> dict:
+    """Run in a subprocess: time and peak RSS of one way of scoring n movies."""
+    from gmatch.evaluate import load_checkpoint
+    from gmatch.metrics import evaluate_distance
+    from gmatch.stream import streamed_metrics, streamed_ranks
+
+    torch.set_num_threads(2)
+    model, conf, ckpt = load_checkpoint(CKPT)
+    if mode in ("stream", "dense0"):
+        from gmatch.config import merge
+        from gmatch.models.matcher import Matcher, resolve_prior
+
+        conf = merge(conf, {"model": {"n_layers": 0}})
+        model = Matcher(ckpt["poster_dims"], ckpt["intro_dims"], conf.model,
+                        resolve_prior(conf.model.prior, ckpt["poster_views"], ckpt["intro_views"])).eval()  # fmt: skip
+    _, (v0, m0), (v1, m1) = _synthetic_views(n)
+    base = _peak_rss_mb()
+    t = time.perf_counter()
+    if mode == "stream":
+        out = streamed_metrics(streamed_ranks(model, v0, m0, v1, m1, chunk=2048))
+    elif mode == "naive_metric":
+        with torch.inference_mode():
+            D = model(v0, m0, v1, m1)["dist"]
+        k = int(0.05 * n)
+        _, top = D.topk(k, dim=1, largest=False)
+        out = {"acc_dim1": float(np.mean([i in top[i] for i in range(n)]))}  # the SPEC's loop
+    else:
+        with torch.inference_mode():
+            D = model(v0, m0, v1, m1)["dist"]
+        out = evaluate_distance(D)
+    dt = time.perf_counter() - t
+    return {"n": n, "mode": mode, "seconds": dt, "peak_rss_mb": _peak_rss_mb(), "base_rss_mb": base,
+            "acc_dim1": out["acc_dim1"]}  # fmt: skip
+
+
+def bench_inference(ns: list[int], stream_ns: list[int]) -> list[dict]:
+    rows = []
+    plan = [(n, "dense") for n in ns] + [(n, "naive_metric") for n in ns if n <= 2938]
+    plan += [(n, "dense0") for n in ns if n <= 10000] + [(n, "stream") for n in stream_ns]
+    for n, mode in plan:
+        res = subprocess.run([sys.executable, "-m", "benchmarks.run", "--one", mode, "--n", str(n)],
+                             capture_output=True, text=True, cwd=ROOT, timeout=1800)  # fmt: skip
+        if res.returncode != 0:
+            rows.append({"n": n, "mode": mode, "error": res.stderr.strip().splitlines()[-1:]})
+        else:
+            rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        print(rows[-1], flush=True)
+    return rows
+
+
+def _fit_exponent(rows, mode):
+    pts = [(r["n"], r["seconds"]) for r in rows if r.get("mode") == mode and "seconds" in r]
+    if len(pts) < 2:
+        return float("nan")
+    x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    p.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
+    args = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.one:
+        print(json.dumps(one_inference(args.n, args.one)))
+        return 0
+    torch.set_num_threads(2)
+    n_items = 64 if args.quick else 256
+    ns = [1000, 2938] if args.quick else [1000, 2938, 10000, 30000]
+    stream_ns = [2938, 10000] if args.quick else [2938, 10000, 30000, 100000]
+    t0 = time.time()
+    simple = bench_extraction(n_items) + bench_ocr(8 if args.quick else 24) + bench_train()
+    inf = bench_inference(ns, stream_ns)
+    lines = [
+        "# gmatch benchmarks",
+        "",
+        f"Command: `python -m benchmarks.run{' --quick' if args.quick else ''}` "
+        f"({time.strftime('%Y-%m-%d')}, {time.time() - t0:.0f} s in all).  ",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads.",
+        "",
+        "## Throughput (higher is better unless marked s)",
+        "",
+        "| measurement | gmatch | naive reference | ratio | note |",
+        "|---|---|---|---|---|",
+    ]
+    for r in simple:
+        ratio = r["value"] / r["reference"] if r["reference"] == r["reference"] else float("nan")
+        lines.append(f"| {r['what']} | {r['value']:.3f} | {r['reference']:.3f} | {ratio:.2f} | {r['note']} |")
+    lines += [
+        "",
+        "## Scoring N posters x N intros (default checkpoint; N > 2938: real features replicated with noise)",
+        "",
+        "`dense`: the default matcher, full D + all metrics. `naive_metric`: the same D, then the "
+        "SPEC's Python loop for one get_acc. `dense0`: the matcher without attention layers. "
+        "`stream`: large-N mode (n_layers=0), row chunks of 2048, never an N x N matrix.",
+        "",
+        "| N | mode | seconds | peak RSS (MB) | acc_dim1 |",
+        "|---|---|---|---|---|",
+    ]
+    for r in inf:
+        if "error" in r:
+            lines.append(f"| {r['n']} | {r['mode']} | failed: {r['error']} | | |")
+        else:
+            lines.append(f"| {r['n']} | {r['mode']} | {r['seconds']:.2f} | {r['peak_rss_mb']:.0f} | {r['acc_dim1']:.4f} |")
+    lines += ["", "Fitted exponent of time vs N: " + ", ".join(
+        f"{m} {_fit_exponent(inf, m):.2f}" for m in ("dense", "dense0", "stream"))]  # fmt: skip
+    text = "\n".join(lines) + "\n"
+    print(text)
+    from gmatch.io import atomic_write_text
+
+    atomic_write_text(Path(args.out), text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
