@@ -35,9 +35,9 @@ class ModelConf:
     hidden: int = 512  # hidden width of the input projection MLP
     proj_layers: int = 1  # 1 = linear projection, 2 = MLP with LayerNorm
     n_layers: int = 1  # attention units (self + cross); 0 = projection heads + edge scorer
-    layer_types: list[str] = field(default_factory=lambda: ["self", "cross"])  # one unit
+    layer_types: list[str] = field(default_factory=lambda: ["self", "cross"])  # blocks of a unit
     num_heads: int = 4  # heads of the dot-product self-attention
-    edge: str = "cosine"  # edge scorer: cosine | dot | mlp (cross-attention logits and head)
+    edge: str = "cosine"  # edge scorer: cosine, dot or mlp (cross-attention logits and head)
     edge_hidden: int = 64  # hidden width of the MLP edge scorer
     share_self: bool = False  # one self-attention block for both modalities
     dropout: float = 0.1  # dropout inside the projection and ffn MLPs
@@ -60,7 +60,7 @@ class TrainConf:
     weight_decay: float = 0.05  # AdamW weight decay
     warmup: int = 50  # warm-up steps, then cosine decay
     episode_sizes: list[int] = field(default_factory=lambda: [128, 256, 512])  # movies per episode
-    loss: str = "ce"  # ce (symmetric InfoNCE) | dual_softmax | sinkhorn
+    loss: str = "ce"  # ce (symmetric InfoNCE = dual-softmax CE) or sinkhorn (OT)
     sinkhorn_iters: int = 10  # iterations of the Sinkhorn loss
     deep_supervision: float = 0.5  # weight of the per-layer losses (0 = final head only)
     val_fraction: float = 0.15  # validation slice carved from the training positions

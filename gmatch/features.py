@@ -102,7 +102,7 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
 def build_encoder(spec: str):
     view, name, arg = parse_spec(spec)
     loader = ENCODERS[name][0]
-    return loader(arg, view="image") if name == "hf-clip" else loader(arg)
+    return loader(arg, view=view) if name == "hf-clip" else loader(arg)
 
 
 def _sha(obj) -> str:

@@ -98,3 +98,23 @@ def test_ocr_reads_titles_and_marks_textless(tmp_path):
     blank = extract(load_movielens(folder), "ocr:minilm", tmp_path / "cache", progress=False)
     assert not blank.valid[0] and blank.valid[1]
     assert np.all(blank.values[0] == 0)
+
+
+def test_ocr_cache_hit_skips_ocr(tmp_path, monkeypatch):
+    from conftest import make_folder
+    from gmatch.encoders import ocr
+
+    folder = make_folder(tmp_path / "d", n=2, train=False, start=1)
+    ms = load_movielens(folder)
+    first = poster_texts(ms, tmp_path / "cache", progress=False)
+
+    def boom(*a, **k):
+        raise AssertionError("OCR ran on a cache hit")
+
+    monkeypatch.setattr(ocr, "ProcessPoolExecutor", boom)
+    assert poster_texts(ms, tmp_path / "cache", progress=False) == first
+    # A corrupt cache is not trusted: OCR runs again (and here, fails loudly).
+    (cache,) = (tmp_path / "cache").glob("ocr_rapidocr_*.json")
+    cache.write_text("{not json")
+    with pytest.raises(AssertionError, match="OCR ran"):
+        poster_texts(ms, tmp_path / "cache", progress=False)

@@ -118,11 +118,11 @@ class HFClipImageEncoder:
     """The image tower of a transformers CLIP model (hub name or local path)."""
 
     def __init__(self, name_or_path: str):
-        from transformers import CLIPModel, CLIPProcessor
+        from transformers import CLIPImageProcessor, CLIPModel
 
         self.name = f"hf-clip:{name_or_path}"
         self.model = CLIPModel.from_pretrained(name_or_path).eval().requires_grad_(False)
-        self.processor = CLIPProcessor.from_pretrained(name_or_path)
+        self.processor = CLIPImageProcessor.from_pretrained(name_or_path)
         self.dim = self.model.config.projection_dim
 
     def settings(self) -> dict:

@@ -60,7 +60,10 @@ class HFClipTextEncoder:
 
     @torch.inference_mode()
     def encode(self, texts: list[str]) -> np.ndarray:
-        inputs = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        max_len = self.model.config.text_config.max_position_embeddings  # 77 for CLIP
+        inputs = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt"
+        )
         out = self.model.get_text_features(**inputs)
         out = getattr(out, "pooler_output", out)
         return out.float().numpy()
