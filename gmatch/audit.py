@@ -19,10 +19,8 @@ def audit(checkpoint, data=None, cache_dir=None, seed: int = 0, atol: float = 1e
     model, conf, ckpt = load_checkpoint(checkpoint)
     ms = load_movielens(data or conf.data.root)
     cache = cache_dir or conf.data.cache_dir
-    feats = Features(
-        [extract(ms, s, cache, False) for s in ckpt["poster_views"]],
-        [extract(ms, s, cache, False) for s in ckpt["intro_views"]],
-    )
+    feats = Features.extract(ms, ckpt["poster_views"], ckpt["intro_views"], cache, False,
+                             ckpt.get("encoder_states"))
     results = []
     D = predict_dist(model, feats)
     rng = np.random.default_rng(seed)
@@ -54,8 +52,18 @@ def audit(checkpoint, data=None, cache_dir=None, seed: int = 0, atol: float = 1e
         x = extract(ms, "text:tfidf", cache, False).values[ms.train_idx]
         y = extract(changed, "text:tfidf", cache, False).values[ms.train_idx]
         diff = float(np.abs(x - y).max())
-        results.append(("text statistics fitted on training intros only", diff < 1e-5,
-                        f"train-row change after editing held-out intros: {diff:.2e}"))  # fmt: skip
+        detail = f"train-row change after editing held-out intros: {diff:.2e}"
+        ok = diff < 1e-5
+        stored = (ckpt.get("encoder_states") or {}).get(tfidf_specs[0])
+        if stored is not None:
+            # The checkpoint's own vocabulary must be what the training intros alone give.
+            from gmatch.text import TrainOnlyTfidf
+
+            refit = TrainOnlyTfidf().fit([ms.intros[i] for i in ms.train_idx]).state_dict()
+            same = stored["vocab"] == refit["vocab"] and stored["n_fit_texts"] == len(ms.train_idx)
+            ok = ok and same
+            detail += f"; checkpoint vocabulary ({len(stored['vocab'])} terms) == training-intro refit: {same}"
+        results.append(("text statistics fitted on training intros only", ok, detail))
     else:
         results.append(("text statistics fitted on training intros only", True, "no TF-IDF view"))
 

@@ -75,9 +75,11 @@ def cmd_train(args) -> int:
     if args.checkpoint:
         import shutil
 
-        Path(args.checkpoint).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run.path / "model.pt", args.checkpoint)
-        print(f"checkpoint: {args.checkpoint}")
+        ckpt = Path(args.checkpoint)
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run.path / "model.pt", ckpt)
+        atomic_write_json(ckpt.with_suffix(".metrics.json"), {**record["metrics"], "command": record["command"]})
+        print(f"checkpoint: {ckpt} (+ {ckpt.with_suffix('.metrics.json').name})")
     return 0
 
 
@@ -85,16 +87,13 @@ def cmd_evaluate(args) -> int:
     from gmatch.data import load_movielens
     from gmatch.evaluate import RunDir, load_checkpoint, summary_line, write_run
     from gmatch.train import Features, predict_dist
-    from gmatch.features import extract
 
     model, conf, ckpt = load_checkpoint(args.checkpoint)
     root = args.data or conf.data.root
     ms = load_movielens(root)
     cache = args.cache_dir or conf.data.cache_dir
-    feats = Features(
-        [extract(ms, s, cache, not args.quiet) for s in ckpt["poster_views"]],
-        [extract(ms, s, cache, not args.quiet) for s in ckpt["intro_views"]],
-    )
+    feats = Features.extract(ms, ckpt["poster_views"], ckpt["intro_views"], cache, not args.quiet,
+                             ckpt.get("encoder_states"))
     if feats.dims() != (ckpt["poster_dims"], ckpt["intro_dims"]):
         raise SystemExit(
             f"{args.checkpoint}: built for feature dims {ckpt['poster_dims']}/{ckpt['intro_dims']} "

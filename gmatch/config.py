@@ -34,7 +34,7 @@ class ModelConf:
     dim: int = 256  # node width d after the input projection
     hidden: int = 512  # hidden width of the input projection MLP
     proj_layers: int = 1  # 1 = linear projection, 2 = MLP with LayerNorm
-    n_layers: int = 1  # attention units (self + cross); 0 = projection heads + edge scorer
+    n_layers: int = 0  # attention units (self + cross); 0 = projection heads + edge scorer
     layer_types: list[str] = field(default_factory=lambda: ["self", "cross"])  # blocks of a unit
     num_heads: int = 4  # heads of the dot-product self-attention
     edge: str = "cosine"  # edge scorer: cosine, dot or mlp (cross-attention logits and head)

@@ -21,10 +21,10 @@ rebuilt, never trusted.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +47,7 @@ class FeatureBlock:
     spec: str
     values: np.ndarray  # [N x D] float32
     valid: np.ndarray  # [N] bool
+    state: dict | None = None  # fitted encoder state (TF-IDF), saved with checkpoints
 
 
 def _efficientnet(arg: str | None, **kw):
@@ -162,11 +163,10 @@ def poster_texts(ms: MovieSet, cache_dir: Path, progress: bool = True) -> list[s
 
     conf = OCRConfig()
     cache_file = Path(cache_dir) / f"ocr_rapidocr_{conf.key()}.json"
+    # The OCR cache shipped beside the course data (data/ocr/movielens_rapidocr.json).
     seed = Path(ms.root).parent / "ocr" / f"{Path(ms.root).name}_rapidocr.json"
-    if not cache_file.exists() and seed.exists():
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(seed, cache_file)  # the OCR cache shipped with the course data
-    lines = read_posters(ms.poster_paths, ms.poster_hashes(), cache_file, conf, progress=progress)
+    lines = read_posters(ms.poster_paths, ms.poster_hashes(), cache_file, conf,
+                         progress=progress, seeds=(seed,) if seed.exists() else ())  # fmt: skip
     return [clean_ocr(x, conf.min_confidence) for x in lines]
 
 
@@ -176,11 +176,13 @@ def extract(
     cache_dir: str | Path = "cache",
     progress: bool = True,
     batch_size: int = 32,
+    tfidf_state: dict | None = None,
 ) -> FeatureBlock:
     """Features of every movie in ``ms`` for one spec (see module docstring).
 
     ``text:tfidf`` / ``ocr:tfidf`` fit their vocabulary and IDF on
-    ``ms.intros[ms.train_idx]`` only.
+    ``ms.intros[ms.train_idx]`` only, or reuse a fitted ``tfidf_state``
+    (from a checkpoint), which lets a folder without train.txt be scored.
     """
     view, name, arg = parse_spec(spec)
     cache_dir = Path(cache_dir)
@@ -200,13 +202,20 @@ def extract(
         [_strip(t) for t in ms.intros] if view == "text" else poster_texts(ms, cache_dir, progress)
     )
     valid = np.array([bool(t) for t in texts])
+    state = None
     if name == "tfidf":
         from gmatch.text import TrainOnlyTfidf
 
-        if len(ms.train_idx) == 0:
-            raise ValueError(f"{spec}: TF-IDF needs training intros (train.txt) to fit on")
-        tfidf = TrainOnlyTfidf().fit([ms.intros[i] for i in ms.train_idx])
-        values = tfidf.transform(texts)
+        if tfidf_state is not None:
+            tfidf = TrainOnlyTfidf.from_state(tfidf_state)
+        elif len(ms.train_idx) == 0:
+            raise ValueError(
+                f"{spec}: TF-IDF needs training intros (train.txt in {ms.root}) to fit on, "
+                "or a checkpoint that carries a fitted TF-IDF"
+            )
+        else:
+            tfidf = _fit_tfidf(tuple(ms.intros[i] for i in ms.train_idx))
+        values, state = tfidf.transform(texts), tfidf.state_dict()
     else:
         enc = build_encoder(spec.replace("ocr:", "text:", 1))
         key = f"{name}-{_sha(enc.settings())}"
@@ -219,7 +228,15 @@ def extract(
                 enc.encode, 4 * batch_size, f"{spec} texts", progress,
             )  # fmt: skip
     values[~valid] = 0
-    return FeatureBlock(spec, values, valid)
+    return FeatureBlock(spec, values, valid, state)
+
+
+@functools.lru_cache(maxsize=4)
+def _fit_tfidf(train_intros: tuple[str, ...]):
+    """One fit per set of training intros (text:tfidf and ocr:tfidf share it)."""
+    from gmatch.text import TrainOnlyTfidf
+
+    return TrainOnlyTfidf().fit(list(train_intros))
 
 
 def _strip(text: str) -> str:

@@ -60,23 +60,56 @@ class TrainOnlyTfidf:
         self.dim, self.min_df, self.max_features, self.seed = dim, min_df, max_features, seed
         self.n_fit_texts = 0
 
-    def fit(self, train_texts: list[str]) -> TrainOnlyTfidf:
-        from sklearn.decomposition import TruncatedSVD
+    def _vectorizer(self):
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        docs = [clean_text(t, stopwords=True, lemmatize=True) for t in train_texts]
-        self.vectorizer = TfidfVectorizer(
+        return TfidfVectorizer(
             min_df=self.min_df, max_features=self.max_features, sublinear_tf=True, ngram_range=(1, 2)
         )
+
+    def fit(self, train_texts: list[str]) -> TrainOnlyTfidf:
+        from sklearn.decomposition import TruncatedSVD
+
+        docs = [clean_text(t, stopwords=True, lemmatize=True) for t in train_texts]
+        self.vectorizer = self._vectorizer()
         X = self.vectorizer.fit_transform(docs)
-        self.svd = None
+        self.components = None  # [dim x vocab] SVD basis; None = raw TF-IDF
         if self.dim and self.dim < X.shape[1]:
-            self.svd = TruncatedSVD(self.dim, random_state=self.seed).fit(X)
+            svd = TruncatedSVD(self.dim, random_state=self.seed).fit(X)
+            self.components = svd.components_.astype(np.float32)  # as stored in checkpoints
         self.n_fit_texts = len(docs)
         return self
 
     def transform(self, texts: list[str]) -> np.ndarray:
         docs = [clean_text(t, stopwords=True, lemmatize=True) for t in texts]
         X = self.vectorizer.transform(docs)
-        out = self.svd.transform(X) if self.svd is not None else X.toarray()
-        return out.astype(np.float32)
+        out = X @ self.components.T if self.components is not None else X.toarray()
+        return np.asarray(out, dtype=np.float32)
+
+    def state_dict(self) -> dict:
+        """Everything needed to transform later, as tensors and plain lists
+        (stored in checkpoints, loadable with ``weights_only=True``)."""
+        import torch
+
+        if getattr(self, "_state", None) is None:  # one object, so torch.save stores it once
+            vocab = sorted(self.vectorizer.vocabulary_, key=self.vectorizer.vocabulary_.get)
+            comps = self.components
+            self._state = {
+                "vocab": vocab,
+                "idf": torch.from_numpy(self.vectorizer.idf_.astype(np.float64)),
+                "components": None if comps is None else torch.from_numpy(comps),
+                "n_fit_texts": self.n_fit_texts,
+                "params": [self.dim, self.min_df, self.max_features, self.seed],
+            }
+        return self._state
+
+    @classmethod
+    def from_state(cls, state: dict) -> TrainOnlyTfidf:
+        self = cls(*state["params"])
+        self.vectorizer = self._vectorizer()
+        self.vectorizer.vocabulary_ = {w: i for i, w in enumerate(state["vocab"])}
+        self.vectorizer.idf_ = state["idf"].numpy()
+        comps = state["components"]
+        self.components = None if comps is None else comps.numpy()
+        self.n_fit_texts = state["n_fit_texts"]
+        return self

@@ -34,6 +34,22 @@ class Features:
     poster: list[FeatureBlock]
     intro: list[FeatureBlock]
 
+    @classmethod
+    def extract(cls, ms: MovieSet, poster_specs, intro_specs, cache_dir, progress=True,
+                states: dict | None = None) -> Features:  # fmt: skip
+        """Extract (or read from the cache) every view of both sides; ``states``
+        maps a spec to a fitted encoder state (a checkpoint's TF-IDF)."""
+        states = states or {}
+
+        def get(s):
+            return extract(ms, s, cache_dir, progress, tfidf_state=states.get(s))
+
+        return cls([get(s) for s in poster_specs], [get(s) for s in intro_specs])
+
+    def states(self) -> dict:
+        """Fitted encoder states by spec (saved with checkpoints)."""
+        return {b.spec: b.state for b in self.poster + self.intro if b.state is not None}
+
     def tensors(self, idx=None, side: str = "poster"):
         blocks = self.poster if side == "poster" else self.intro
         sel = slice(None) if idx is None else torch.as_tensor(np.asarray(idx), dtype=torch.long)
@@ -53,17 +69,14 @@ class Features:
 
     def subset(self, idx) -> Features:
         def sub(b):
-            return FeatureBlock(b.spec, b.values[idx], b.valid[idx])
+            return FeatureBlock(b.spec, b.values[idx], b.valid[idx], b.state)
 
         return Features([sub(b) for b in self.poster], [sub(b) for b in self.intro])
 
 
 def load_features(ms: MovieSet, conf: Config, progress: bool = True) -> Features:
     d = conf.data
-    return Features(
-        [extract(ms, s, d.cache_dir, progress) for s in d.poster_views],
-        [extract(ms, s, d.cache_dir, progress) for s in d.intro_views],
-    )
+    return Features.extract(ms, d.poster_views, d.intro_views, d.cache_dir, progress)
 
 
 def seed_everything(seed: int) -> None:
@@ -256,6 +269,7 @@ def save_checkpoint(path: Path, result: TrainResult, conf: Config, feats: Featur
             "poster_views": [b.spec for b in feats.poster],
             "intro_views": [b.spec for b in feats.intro],
             "poster_dims": poster_dims,
+            "encoder_states": feats.states(),
             "intro_dims": intro_dims,
             "best_step": result.best_step,
             "history": result.history,

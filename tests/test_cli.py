@@ -81,3 +81,15 @@ def test_bad_override_and_bad_data(tmp_path, capsys):
     assert "data folder not found" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "r2"), "model.depth=3"]) == 2
     assert "'model.depth' is not a valid config key" in capsys.readouterr().err
+
+
+def test_evaluate_a_folder_without_train_txt(trained, cache_dir, tmp_path):
+    """The checkpoint carries its fitted TF-IDF, so a folder of unseen movies can be scored."""
+    from conftest import make_folder
+
+    folder = make_folder(tmp_path / "new", n=40, train=False, start=200)
+    out = tmp_path / "eval_new"
+    assert main(["evaluate", "--checkpoint", str(trained / "model.pt"), "--data", str(folder),
+                 "--cache-dir", str(cache_dir), "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    m = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert set(m) == {"official", "analysis"} and m["official"]["n"] == 40
