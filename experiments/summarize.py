@@ -19,7 +19,8 @@ def main() -> int:
         md = d / "results.md"
         tables[d.name] = md.read_text().strip() if md.exists() else "_not run yet_"
     for name in ("depth_ablation", "layer_types", "edge_distance", "edge_width", "encoders", "losses",
-                 "train_size", "prior", "prior_off", "fit_vs_transfer", "assignment", "grouped"):  # fmt: skip
+                 "train_size", "prior", "prior_off", "fit_vs_transfer", "assignment", "grouped",
+                 "zero_shot"):  # fmt: skip
         tables.setdefault(name, "_not run yet_")
     atomic_write_text(HERE / "README.md", template.format(**tables))
     return 0

@@ -78,7 +78,8 @@ def test_training_lowers_the_loss(tiny_dir, cache_dir, overrides):
     conf = load_config(None, [
         f"data.root={tiny_dir}", f"data.cache_dir={cache_dir}",
         "data.poster_views=[image:efficientnet_lite0]", "data.intro_views=[text:minilm]",
-        "model.dim=32", "model.hidden=64", "train.steps=60", "train.eval_every=20",
+        "model.dim=32", "model.hidden=64", "model.feat_dropout=0", "model.view_dropout=0",
+        "train.steps=60", "train.eval_every=20",
         "train.episode_sizes=[32]", "train.val_fraction=0", "train.warmup=5", *overrides,
     ])  # fmt: skip
     ms = load_movielens(tiny_dir)
