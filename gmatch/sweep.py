@@ -134,17 +134,31 @@ def build_table(runs: str | Path) -> str:
     show = ["val_acc", "official_mean", "heldout_dim0", "heldout_dim1", "heldout_mean", "heldout_R@1", "heldout_R@10"]
     head = factors + ["seeds"] + show + ["train_s"]
     md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for g, rs in groups.items():
+    def order(item):  # numeric factors sort as numbers
+        return [(0, float(v), "") if _is_number(v) else (1, 0.0, str(v)) for v in item[0]]
+
+    for g, rs in sorted(groups.items(), key=order):
         cells = list(g) + [str(len(rs))]
         for c in show:
             v = np.array([r[c] for r in rs], dtype=float)
-            cells.append(f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}")
+            if np.isnan(v).all():
+                cells.append("—")
+            else:
+                cells.append(f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}")
         cells.append(f"{np.mean([r['train_seconds'] for r in rs]):.0f}")
         md.append("| " + " | ".join(cells) + " |")
     table = "\n".join(md)
     atomic_write_text(runs / "results.md", table + "\n")
     _plot(runs, groups, factors)
     return table
+
+
+def _is_number(v) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
 
 
 def _plot(runs: Path, groups: dict, factors: list[str]) -> None:

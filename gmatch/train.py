@@ -217,7 +217,7 @@ def _fit(conf: Config, feats: Features, train_pos, val_pos, steps, progress, all
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
-    return model, history, best_step, best
+    return model, history, best_step, (best if len(val_pos) else float("nan"))
 
 
 def train(conf: Config, ms: MovieSet | None = None, feats: Features | None = None,
