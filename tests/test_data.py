@@ -119,3 +119,24 @@ def test_tfidf_sees_training_intros_only():
     assert np.allclose(a.transform(held), b.transform(held))
     # A word that only a held-out intro uses is not in the vocabulary.
     assert "zzyzxunseen" not in vocab
+
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+@settings(max_examples=60, deadline=None)
+@given(lines=st.lists(st.one_of(st.integers(-5, 30).map(str), st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=4)), max_size=25))
+def test_property_train_txt_parses_or_explains(tmp_path_factory, lines):
+    from gmatch.data import read_train_positions
+
+    path = tmp_path_factory.mktemp("t") / "train.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    try:
+        pos = read_train_positions(path, 25)
+    except DataError as e:
+        assert str(path) in str(e)  # every refusal names the file (and line)
+        return
+    # Accepted: sorted, unique, in range, one per non-blank line.
+    assert list(pos) == sorted(set(pos.tolist())) and all(0 <= p < 25 for p in pos)
+    assert len(pos) == len([l for l in lines if l.strip()])
