@@ -186,12 +186,12 @@ def one_inference(n: int, mode: str) -> dict:
     model, conf, ckpt = load_checkpoint(CKPT)
     if mode in ("stream", "dense0"):
         from gmatch.config import merge
-        from gmatch.models.matcher import Matcher, resolve_prior
+        from gmatch.models.matcher import build_matcher
 
         conf = merge(conf, {"model": {"n_layers": 0}})
         trained = model
-        model = Matcher(ckpt["poster_dims"], ckpt["intro_dims"], conf.model,
-                        resolve_prior(conf.model.prior, ckpt["poster_views"], ckpt["intro_views"])).eval()  # fmt: skip
+        model = build_matcher(conf.model, ckpt["poster_views"], ckpt["intro_views"],
+                              ckpt["poster_dims"], ckpt["intro_dims"]).eval()  # fmt: skip
         # The checkpoint's encoders and head; attention layers (if any) are dropped.
         model.load_state_dict(trained.state_dict(), strict=False)
     _, (v0, m0), (v1, m1) = _synthetic_views(n)

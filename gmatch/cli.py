@@ -42,34 +42,16 @@ def cmd_features(args) -> int:
 
 def cmd_train(args) -> int:
     from gmatch.data import load_movielens
-    from gmatch.evaluate import RunDir, summary_line, write_run
+    from gmatch.evaluate import RunDir, summary_line, train_and_record
     from gmatch.io import atomic_write_json
-    from gmatch.train import load_features, predict_dist, save_checkpoint, train
+    from gmatch.train import load_features
 
     conf = _conf(args)
     run = RunDir(args.out, overwrite=args.overwrite)
-    state = run.path / "train_state"
-    leftovers = list(run.path.glob("train_state.*.pt"))
-    if leftovers and not args.resume:
-        if not args.overwrite:
-            raise FileExistsError(
-                f"{run.path}: an interrupted run is there; pass --resume to continue it "
-                "or --overwrite to start again"
-            )
-        for f in leftovers:
-            f.unlink()
     ms = load_movielens(conf.data.root)
     feats = load_features(ms, conf, progress=not args.quiet)
-    result = train(conf, ms, feats, progress=not args.quiet, state_path=state)
-    save_checkpoint(run.path / "model.pt", result, conf, feats)
-    atomic_write_json(run.path / "history.json", result.history)
-    D = predict_dist(result.model, feats)
-    record = write_run(
-        run, D, ms, conf,
-        {"train_seconds": result.seconds, "best_step": result.best_step, "val_acc": result.best_val, "kind": "train"},
-    )  # fmt: skip
-    for f in run.path.glob("train_state.*.pt"):  # the run is complete: model.pt suffices
-        f.unlink()
+    result, record = train_and_record(run, conf, ms, feats, not args.quiet, {"kind": "train"},
+                                      resume=args.resume)  # fmt: skip
     print(f"run folder: {run.path}  (trained in {result.seconds:.1f}s, best step {result.best_step})")
     print(summary_line(record["metrics"]))
     if args.checkpoint:

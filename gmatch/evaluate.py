@@ -25,6 +25,7 @@ __all__ = [
     "assignment_analysis",
     "RunDir",
     "write_run",
+    "train_and_record",
     "summary_line",
 ]
 
@@ -45,10 +46,10 @@ def load_checkpoint(path: str | Path) -> tuple[Matcher, Config, dict]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != "gmatch-matcher-1":
         raise CheckpointError(f"{path}: not a gmatch matcher checkpoint (format key missing)")
     conf = merge(Config(), ckpt["config"])
-    from gmatch.models.matcher import resolve_prior
+    from gmatch.models.matcher import build_matcher
 
-    pairs = resolve_prior(conf.model.prior, ckpt["poster_views"], ckpt["intro_views"])
-    model = Matcher(ckpt["poster_dims"], ckpt["intro_dims"], conf.model, pairs)
+    model = build_matcher(conf.model, ckpt["poster_views"], ckpt["intro_views"],
+                          ckpt["poster_dims"], ckpt["intro_dims"])  # fmt: skip
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as e:
@@ -106,6 +107,7 @@ class RunDir:
 
     def __init__(self, path: str | Path, overwrite: bool = False):
         self.path = Path(path)
+        self.overwrite = overwrite
         if (self.path / "COMPLETE").exists() and not overwrite:
             raise FileExistsError(
                 f"{self.path}: a finished run is already there; pick another --out or pass --overwrite"
@@ -140,6 +142,41 @@ def write_run(run: RunDir, D: torch.Tensor, ms: MovieSet, conf: Config | None, e
     atomic_write_json(run.path / "metrics.json", record)
     run.complete()
     return record
+
+
+def train_and_record(run: RunDir, conf: Config, ms: MovieSet, feats, progress: bool = True,
+                     extra: dict | None = None, resume: bool = False) -> tuple:  # fmt: skip
+    """Train on ``ms``'s training pairs and write the whole run folder:
+    model.pt, history.json, D.npy, metrics.json, config.yaml, COMPLETE.
+
+    Training state is checkpointed in the run folder while it trains; an
+    existing state is resumed only with ``resume`` (otherwise it is an error),
+    and the state files are removed once the run is complete.
+    Returns ``(TrainResult, metrics record)``.
+    """
+    from gmatch.io import atomic_write_json
+    from gmatch.train import predict_dist, save_checkpoint, train
+
+    leftovers = list(run.path.glob("train_state.*.pt"))
+    if leftovers and not resume:
+        if not run.overwrite:
+            raise FileExistsError(
+                f"{run.path}: an interrupted run is there; pass --resume to continue it "
+                "or --overwrite to start again"
+            )
+        for f in leftovers:
+            f.unlink()
+    result = train(conf, ms, feats, progress=progress, state_path=run.path / "train_state")
+    save_checkpoint(run.path / "model.pt", result, conf, feats)
+    atomic_write_json(run.path / "history.json", result.history)
+    D = predict_dist(result.model, feats)
+    record = write_run(run, D, ms, conf, {
+        "train_seconds": result.seconds, "best_step": result.best_step,
+        "val_acc": result.best_val, **(extra or {}),
+    })  # fmt: skip
+    for f in run.path.glob("train_state.*.pt"):  # the run is complete: model.pt suffices
+        f.unlink()
+    return result, record
 
 
 def summary_line(metrics: dict) -> str:

@@ -59,9 +59,8 @@ def run_sweep(config: str | Path, out: str | Path | None = None, extra: list[str
               skip_existing: bool = False, progress: bool = True) -> Path:  # fmt: skip
     """Train and evaluate every grid point into ``out/<run name>/``, then build the table."""
     from gmatch.data import load_movielens
-    from gmatch.evaluate import RunDir, write_run
-    from gmatch.io import atomic_write_json
-    from gmatch.train import load_features, predict_dist, train
+    from gmatch.evaluate import RunDir, train_and_record
+    from gmatch.train import load_features
 
     config = Path(config)
     spec = yaml.safe_load(config.read_text()) or {}
@@ -81,13 +80,9 @@ def run_sweep(config: str | Path, out: str | Path | None = None, extra: list[str
         if key not in features_cache:
             features_cache[key] = load_features(ms, conf, progress)
         feats = features_cache[key]
-        result = train(conf, ms, feats, progress=progress)
-        atomic_write_json(run.path / "history.json", result.history)
-        D = predict_dist(result.model, feats)
-        rec = write_run(run, D, ms, conf, {
-            "overrides": overrides, "train_seconds": result.seconds,
-            "best_step": result.best_step, "val_acc": result.best_val, "kind": "sweep",
-        })  # fmt: skip
+        # An interrupted grid point is resumed from its training state.
+        result, rec = train_and_record(run, conf, ms, feats, progress,
+                                       {"overrides": overrides, "kind": "sweep"}, resume=True)  # fmt: skip
         m = rec["metrics"]
         print(f"[{i}/{len(grid)}] {name}: official {m['official']['acc_mean']:.4f}  "
               f"heldout {m['heldout']['acc_mean']:.4f}  ({result.seconds:.0f}s)", flush=True)  # fmt: skip

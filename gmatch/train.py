@@ -59,10 +59,10 @@ class Features:
 
     def build_model(self, conf) -> Matcher:
         """A fresh Matcher for these views (prior pairs resolved by spec name)."""
-        from gmatch.models.matcher import resolve_prior
+        from gmatch.models.matcher import build_matcher
 
         specs0, specs1 = [b.spec for b in self.poster], [b.spec for b in self.intro]
-        return Matcher(*self.dims(), conf.model, resolve_prior(conf.model.prior, specs0, specs1))
+        return build_matcher(conf.model, specs0, specs1, *self.dims())
 
     def dims(self) -> tuple[list[int], list[int]]:
         return [b.values.shape[1] for b in self.poster], [b.values.shape[1] for b in self.intro]

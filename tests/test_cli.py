@@ -93,3 +93,24 @@ def test_evaluate_a_folder_without_train_txt(trained, cache_dir, tmp_path):
                  "--cache-dir", str(cache_dir), "--out", str(out), "--quiet"]) == 0  # fmt: skip
     m = json.loads((out / "metrics.json").read_text())["metrics"]
     assert set(m) == {"official", "analysis"} and m["official"]["n"] == 40
+
+
+def test_sweep_runs_a_grid_and_builds_the_table(tiny_dir, cache_dir, tmp_path, capsys):
+    cfg = tmp_path / "grid.yaml"
+    cfg.write_text(
+        f"data: {{root: {tiny_dir}, cache_dir: {cache_dir}, poster_views: [image:efficientnet_lite0],"
+        " intro_views: [text:minilm]}\n"
+        "model: {dim: 32}\ntrain: {steps: 20, eval_every: 10, episode_sizes: [16]}\n"
+        "sweep:\n  model.n_layers: [0, 1]\n  seed: [0, 1]\n"
+    )
+    out = tmp_path / "grid"
+    assert main(["sweep", str(cfg), "--out", str(out), "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
+        "n_layers=0-seed=0", "n_layers=0-seed=1", "n_layers=1-seed=0", "n_layers=1-seed=1"]  # fmt: skip
+    table = (out / "results.md").read_text().splitlines()
+    assert len(table) == 2 + 2 and "| 0 | 2 |" in table[2]  # one row per depth, 2 seeds each
+    assert (out / "results.png").stat().st_size > 0
+    # A rerun refuses finished runs unless told to skip them.
+    assert main(["sweep", str(cfg), "--out", str(out), "--quiet"]) == 2
+    assert main(["sweep", str(cfg), "--out", str(out), "--quiet", "--skip-existing"]) == 0
+    assert capsys.readouterr().out.count("finished, skipped") == 4

@@ -13,7 +13,6 @@ from gmatch.config import load_config
 from gmatch.data import load_movielens
 from gmatch.evaluate import load_checkpoint, split_metrics
 from gmatch.metrics import evaluate_distance
-from gmatch.models.matcher import Matcher, resolve_prior
 from gmatch.stream import streamed_metrics, streamed_ranks
 from gmatch.train import Features, load_features, predict_dist
 
@@ -51,8 +50,7 @@ def test_streamed_metrics_equal_dense(course):
     ms, _, conf, ckpt, feats = course
     conf = load_config(None, ["model.n_layers=0"])
     torch.manual_seed(0)
-    specs0, specs1 = ckpt["poster_views"], ckpt["intro_views"]
-    model = Matcher(*feats.dims(), conf.model, resolve_prior(conf.model.prior, specs0, specs1)).eval()
+    model = feats.build_model(conf).eval()
     v0, m0 = feats.tensors(None, "poster")
     v1, m1 = feats.tensors(None, "intro")
     dense = evaluate_distance(predict_dist(model, feats))

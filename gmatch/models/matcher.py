@@ -30,6 +30,7 @@ __all__ = [
     "SelfBlock",
     "CrossBlock",
     "Matcher",
+    "build_matcher",
     "logits_to_dist",
 ]
 
@@ -294,6 +295,13 @@ class Matcher(nn.Module):
             b = F.normalize(views1[j], dim=-1) * valid1[j][:, None]
             out = out + log_w.exp() * (a @ b.T)
         return out
+
+
+def build_matcher(conf: ModelConf, poster_views: list[str], intro_views: list[str],
+                  poster_dims: list[int], intro_dims: list[int]) -> Matcher:  # fmt: skip
+    """A Matcher for views named by feature spec (prior pairs resolved by name)."""
+    pairs = resolve_prior(conf.prior, poster_views, intro_views)
+    return Matcher(poster_dims, intro_dims, conf, pairs)
 
 
 def resolve_prior(prior: list[str], poster_views: list[str], intro_views: list[str]):
