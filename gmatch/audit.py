@@ -20,7 +20,7 @@ def audit(checkpoint, data=None, cache_dir=None, seed: int = 0, atol: float = 1e
     ms = load_movielens(data or conf.data.root)
     cache = cache_dir or conf.data.cache_dir
     feats = Features.extract(ms, ckpt["poster_views"], ckpt["intro_views"], cache, False,
-                             ckpt.get("encoder_states"))
+                             ckpt.get("encoder_states"), conf.model.prior)
     results = []
     D = predict_dist(model, feats)
     rng = np.random.default_rng(seed)
@@ -28,10 +28,8 @@ def audit(checkpoint, data=None, cache_dir=None, seed: int = 0, atol: float = 1e
 
     # 1. Permutation equivariance: shuffle posters by q and intros by p independently.
     q, p = rng.permutation(n), rng.permutation(n)
-    v0, m0 = feats.tensors(q, "poster")
-    v1, m1 = feats.tensors(p, "intro")
     with torch.inference_mode():
-        Dp = model(v0, m0, v1, m1)["dist"]
+        Dp = model(**feats.inputs(q, p))["dist"]
     err = (Dp - D[q][:, p]).abs().max().item()
     results.append(("equivariance: D(P0 x, P1 y) == P0 D P1^T", err <= atol, f"max |diff| = {err:.2e}"))
     # A simultaneous permutation must leave every metric unchanged.
@@ -44,26 +42,31 @@ def audit(checkpoint, data=None, cache_dir=None, seed: int = 0, atol: float = 1e
 
     # 2. Text statistics see training intros only: change every held-out intro and
     #    the TF-IDF features of the training intros must not move.
-    tfidf_specs = [s for s in ckpt["poster_views"] + ckpt["intro_views"] if s.endswith(":tfidf")]
-    if tfidf_specs:
+    states = ckpt.get("encoder_states") or {}
+    fitted = sorted({spec.split(":")[1] for spec in states} | {
+        s.split(":")[1] for s in ckpt["poster_views"] + ckpt["intro_views"] if s.endswith(":tfidf")})
+    if fitted:
         changed = ms.subset(np.arange(n))
         for i in changed.heldout_idx:
             changed.intros[i] = "zebra quantum " + " ".join(reversed(changed.intros[i].split()))
-        x = extract(ms, "text:tfidf", cache, False).values[ms.train_idx]
-        y = extract(changed, "text:tfidf", cache, False).values[ms.train_idx]
-        diff = float(np.abs(x - y).max())
-        detail = f"train-row change after editing held-out intros: {diff:.2e}"
-        ok = diff < 1e-5
-        stored = (ckpt.get("encoder_states") or {}).get(tfidf_specs[0])
-        if stored is not None:
-            # The checkpoint's own vocabulary must be what the training intros alone give.
-            from gmatch.text import TrainOnlyTfidf
+        ok, details = True, []
+        for name in fitted:
+            spec = f"text:{name}"
+            x = extract(ms, spec, cache, False).values[ms.train_idx]
+            y = extract(changed, spec, cache, False).values[ms.train_idx]
+            diff = float(abs(x - y).max())
+            ok = ok and diff < 1e-5
+            details.append(f"{spec}: train-row change after editing held-out intros {diff:.2e}")
+            stored = next((v for k, v in states.items() if k.endswith(f":{name}")), None)
+            if stored is not None:
+                # The checkpoint's own vocabulary must be what the training intros alone give.
+                from gmatch.text import TrainOnlyTfidf
 
-            refit = TrainOnlyTfidf().fit([ms.intros[i] for i in ms.train_idx]).state_dict()
-            same = stored["vocab"] == refit["vocab"] and stored["n_fit_texts"] == len(ms.train_idx)
-            ok = ok and same
-            detail += f"; checkpoint vocabulary ({len(stored['vocab'])} terms) == training-intro refit: {same}"
-        results.append(("text statistics fitted on training intros only", ok, detail))
+                refit = TrainOnlyTfidf(*stored["params"]).fit([ms.intros[i] for i in ms.train_idx])
+                same = stored["vocab"] == refit.state_dict()["vocab"] and stored["n_fit_texts"] == len(ms.train_idx)
+                ok = ok and same
+                details.append(f"checkpoint vocabulary ({len(stored['vocab'])} terms) == training-intro refit: {same}")
+        results.append(("text statistics fitted on training intros only", ok, "; ".join(details)))
     else:
         results.append(("text statistics fitted on training intros only", True, "no TF-IDF view"))
 

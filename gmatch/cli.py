@@ -75,7 +75,7 @@ def cmd_evaluate(args) -> int:
     ms = load_movielens(root)
     cache = args.cache_dir or conf.data.cache_dir
     feats = Features.extract(ms, ckpt["poster_views"], ckpt["intro_views"], cache, not args.quiet,
-                             ckpt.get("encoder_states"))
+                             ckpt.get("encoder_states"), conf.model.prior)
     if feats.dims() != (ckpt["poster_dims"], ckpt["intro_dims"]):
         raise SystemExit(
             f"{args.checkpoint}: built for feature dims {ckpt['poster_dims']}/{ckpt['intro_dims']} "

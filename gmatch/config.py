@@ -45,10 +45,13 @@ class ModelConf:
     view_dropout: float = 0.1  # chance to blank a whole view of a node while training
     tau_init: float = 0.07  # initial temperature of the cosine edge scorer
     chunk: int = 512  # rows per chunk of the MLP edge scorer
+    attn_topm: int = 0  # 0: dense attention; m > 0: each node attends to its top-m candidates
+    attn_chunk: int = 1024  # rows per chunk of the sparse (top-m) attention
     prior: list[str] = field(
-        default_factory=lambda: ["ocr:minilm=text:minilm"]
-    )  # zero-shot skip: cosine of a poster view and an intro view in one space, added to S
-    prior_weight: float = 3.0  # initial weight of each prior cosine (in units of 1/tau_init)
+        default_factory=lambda: ["ocr:minilm=text:minilm@2", "ocr:chars=text:chars@4"]
+    )  # zero-shot skips added to S: cosine of a poster view and an intro view in one space
+    #    (``<poster view>=<intro view>[@weight]``); sparse views (chars) are lexical priors
+    prior_weight: float = 3.0  # weight of a prior entry without @weight (in units of 1/tau_init)
     learn_prior_weight: bool = False  # learn the weight (True) or keep it fixed
 
 
@@ -67,6 +70,7 @@ class TrainConf:
     patience: int = 6  # validation passes without gain before stopping
     grad_clip: float = 1.0  # max gradient norm
     refit: bool = True  # retrain on all training pairs for the best number of steps
+    genre_weight: float = 0.0  # auxiliary multi-label genre loss on training movies (0 = off)
 
 
 @dataclass
@@ -143,11 +147,12 @@ def parse_dotlist(items: list[str]) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Defaults, then a YAML file of overrides (its ``sweep:`` block ignored), then a dotlist."""
+    """Defaults, then a YAML file of overrides (its ``sweep:`` and ``cases:`` blocks ignored), then a dotlist."""
     conf = Config()
     if path is not None:
         data = yaml.safe_load(Path(path).read_text()) or {}
         data.pop("sweep", None)
+        data.pop("cases", None)
         merge(conf, data)
     merge(conf, parse_dotlist(list(overrides)))
     return conf

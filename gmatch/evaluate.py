@@ -49,7 +49,7 @@ def load_checkpoint(path: str | Path) -> tuple[Matcher, Config, dict]:
     from gmatch.models.matcher import build_matcher
 
     model = build_matcher(conf.model, ckpt["poster_views"], ckpt["intro_views"],
-                          ckpt["poster_dims"], ckpt["intro_dims"])  # fmt: skip
+                          ckpt["poster_dims"], ckpt["intro_dims"], len(ckpt.get("genre_names", [])))  # fmt: skip
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as e:

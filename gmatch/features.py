@@ -7,6 +7,9 @@ A feature spec names a view and an encoder, ``<view>:<encoder>``:
 ``image:hf-clip:<p>``  poster pixels, CLIP image tower (hub name or local path)
 ``text:minilm``        intro text, all-MiniLM-L6-v2 (shipped)
 ``text:tfidf``         intro text, TF-IDF + SVD fitted on *training intros only*
+``text:chars``         intro text, sparse character 3-5-gram TF-IDF (training intros
+                       only); a *lexical* view: too wide for node features, it
+                       enters the model only as a prior pair (``ocr:chars=text:chars``)
 ``text:st:<p>``        intro text, any sentence-transformers model
 ``text:hf-clip:<p>``   intro text, CLIP text tower
 ``ocr:<text encoder>`` poster text read by RapidOCR, then a text encoder above
@@ -34,7 +37,8 @@ from tqdm.auto import tqdm
 
 from gmatch.data import MovieSet
 
-__all__ = ["FeatureBlock", "ENCODERS", "build_encoder", "extract", "poster_texts"]
+__all__ = ["FeatureBlock", "ENCODERS", "SPARSE_ENCODERS", "build_encoder", "extract", "is_sparse_spec",
+           "poster_texts"]
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +49,13 @@ class FeatureBlock:
     empty (a poster with no text), so the model can use a learned vector."""
 
     spec: str
-    values: np.ndarray  # [N x D] float32
+    values: np.ndarray  # [N x D] float32 (scipy CSR for the sparse lexical views)
     valid: np.ndarray  # [N] bool
     state: dict | None = None  # fitted encoder state (TF-IDF), saved with checkpoints
+
+    @property
+    def sparse(self) -> bool:
+        return not isinstance(self.values, np.ndarray)
 
 
 def _efficientnet(arg: str | None, **kw):
@@ -83,7 +91,16 @@ ENCODERS: dict[str, tuple[Callable, str]] = {
     "st": (_st, "text"),
     "hf-clip": (_hf_clip, "both"),
     "tfidf": (None, "text"),  # fitted per data set, see extract()
+    "chars": (None, "text"),  # fitted per data set, sparse (lexical prior only)
 }
+
+
+# Encoders whose features are sparse lexical vectors: usable in prior pairs only.
+SPARSE_ENCODERS = ("chars",)
+
+
+def is_sparse_spec(spec: str) -> bool:
+    return parse_spec(spec)[1] in SPARSE_ENCODERS
 
 
 def parse_spec(spec: str) -> tuple[str, str, str | None]:
@@ -203,7 +220,7 @@ def extract(
     )
     valid = np.array([bool(t) for t in texts])
     state = None
-    if name == "tfidf":
+    if name in SPARSE_ENCODERS or name == "tfidf":
         from gmatch.text import TrainOnlyTfidf
 
         if tfidf_state is not None:
@@ -214,8 +231,12 @@ def extract(
                 "or a checkpoint that carries a fitted TF-IDF"
             )
         else:
-            tfidf = _fit_tfidf(tuple(ms.intros[i] for i in ms.train_idx))
-        values, state = tfidf.transform(texts), tfidf.state_dict()
+            kind = "char_wb" if name == "chars" else "word"
+            tfidf = _fit_tfidf(tuple(ms.intros[i] for i in ms.train_idx), kind)
+        state = tfidf.state_dict()
+        if name in SPARSE_ENCODERS:
+            return FeatureBlock(spec, tfidf.transform_sparse(texts), valid, state)
+        values = tfidf.transform(texts)
     else:
         enc = build_encoder(spec.replace("ocr:", "text:", 1))
         key = f"{name}-{_sha(enc.settings())}"
@@ -232,11 +253,13 @@ def extract(
 
 
 @functools.lru_cache(maxsize=4)
-def _fit_tfidf(train_intros: tuple[str, ...]):
+def _fit_tfidf(train_intros: tuple[str, ...], analyzer: str = "word"):
     """One fit per set of training intros (text:tfidf and ocr:tfidf share it)."""
     from gmatch.text import TrainOnlyTfidf
 
-    return TrainOnlyTfidf().fit(list(train_intros))
+    if analyzer == "word":
+        return TrainOnlyTfidf().fit(list(train_intros))
+    return TrainOnlyTfidf(dim=0, min_df=2, max_features=0, analyzer=analyzer).fit(list(train_intros))
 
 
 def _strip(text: str) -> str:

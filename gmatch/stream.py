@@ -1,9 +1,10 @@
 """Large-N mode: metrics from streamed row chunks, never building the N x N matrix.
 
-For a model whose final scores are ``head(x0, x1)`` on node embeddings (the
-``n_layers=0`` matcher, i.e. the dual encoder with the zero-shot prior), the
+The final scores are ``head(x0, x1) + prior`` on node embeddings, so the
 ranks of the true partners and each query's top-k list are computed chunk by
-chunk: memory is O(chunk x N), time O(N^2 d).
+chunk: memory O(chunk x N), time O(N^2 d). With attention units, the node
+embeddings come from sparse attention (each node attends to its top-m
+candidates, ``topm``), which is also chunked: memory O(N m d).
 """
 
 from __future__ import annotations
@@ -16,16 +17,23 @@ from gmatch.metrics import rank_metrics
 __all__ = ["node_embeddings", "streamed_ranks", "streamed_metrics"]
 
 
+# Above this many nodes, attention units must be sparse (an N x N logit matrix per head).
+DENSE_ATTENTION_MAX = 20000
+
+
 @torch.inference_mode()
-def node_embeddings(model, views0, valid0, views1, valid1):
-    """Inputs of the final head for a model without attention layers."""
-    if len(model.layers):
-        raise ValueError(
-            "large-N streaming supports n_layers=0 models (attention over all N nodes "
-            "needs the dense path)"
-        )
+def node_embeddings(model, views0, valid0, views1, valid1, topm: int | None = None):
+    """Inputs of the final head; attention units run sparse with ``topm`` candidates
+    (default the model's ``attn_topm``)."""
     model.eval()
-    return model.encode0(views0, valid0), model.encode1(views1, valid1)
+    m = model.conf.attn_topm if topm is None else topm
+    n = max(len(views0[0]), len(views1[0]))
+    if len(model.layers) and not m and n > DENSE_ATTENTION_MAX:
+        raise ValueError(
+            f"{n} nodes: dense attention would build {n}x{n} logits per head; "
+            "pass topm (e.g. 64) for sparse top-m attention"
+        )
+    return model.embed(views0, valid0, views1, valid1, topm=m)
 
 
 def _prior_parts(model, views0, valid0, views1, valid1):
@@ -40,21 +48,34 @@ def _prior_parts(model, views0, valid0, views1, valid1):
 
 
 @torch.inference_mode()
-def streamed_ranks(model, views0, valid0, views1, valid1, chunk: int = 1024, topk: int = 5):
+def streamed_ranks(model, views0, valid0, views1, valid1, chunk: int = 1024, topk: int = 5,
+                   lexical=(), topm: int | None = None):  # fmt: skip
     """0-based ranks of the true partner in both directions plus top-k lists.
+
+    ``lexical``: per lexical prior pair of the model, its (poster, intro) sparse
+    CSR matrices (``Features.lexical`` values); scored chunk by chunk too.
 
     Returns:
         ``rank_p2i`` [N], ``rank_i2p`` [N] (strictly-closer counts, as
         :func:`gmatch.metrics.true_ranks`), ``top_p2i`` [N x topk] intro indices.
     """
-    x0, x1 = node_embeddings(model, views0, valid0, views1, valid1)
+    x0, x1 = node_embeddings(model, views0, valid0, views1, valid1, topm)
     p0, p1 = _prior_parts(model, views0, valid0, views1, valid1)
     n = len(x0)
+    lexical = list(lexical)
+    if len(lexical) != len(model.lexical_log_weight):
+        raise ValueError(f"the model has {len(model.lexical_log_weight)} lexical prior pair(s), "
+                         f"got {len(lexical)} (pass lexical=[(A, B), ...])")  # fmt: skip
+    lex_w = [w.exp().item() for w in model.lexical_log_weight]
+    lex_T = [B.T.tocsc() for _, B in lexical]  # one transpose; column slices are cheap
 
     def logits(s, e, cols=slice(None)):
         out = model.head(x0[s:e], x1[cols])
         if p0 is not None:
             out = out + p0[s:e] @ p1[cols].T
+        for (A, _), BT, w in zip(lexical, lex_T, lex_w):
+            sim = (A[s:e] @ BT[:, cols]).toarray().astype(np.float32, copy=False)
+            out = out + w * torch.from_numpy(sim)
         return out
 
     # Pass 1: the true pairs' logits (diagonal blocks only).

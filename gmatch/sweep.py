@@ -6,6 +6,15 @@ A sweep file holds base overrides plus lists, expanded with itertools.product::
     sweep:
       model.n_layers: [0, 1, 2]
       seed: [0, 1, 2]
+
+Settings that must change together go in named ``cases`` (each a dict of
+dotted overrides), crossed with the ``sweep`` grid; the table groups by case::
+
+    cases:
+      pixels: {data.poster_views: [image:efficientnet_lite0], model.prior: []}
+      all: {}
+    sweep:
+      seed: [0, 1, 2]
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import yaml
 from gmatch.config import load_config
 from gmatch.io import atomic_write_text
 
-__all__ = ["expand", "run_name", "run_sweep", "collect", "build_table"]
+__all__ = ["expand", "grid_points", "run_name", "run_sweep", "collect", "build_table"]
 
 # Columns of every results table: (column, block, metric key).
 COLUMNS = [
@@ -46,6 +55,24 @@ def expand(sweep: dict) -> list[list[str]]:
     return out
 
 
+def grid_points(spec: dict) -> list[tuple[list[str], list[str]]]:
+    """Every run of a sweep file as ``(labels, overrides)``: labels name the run
+    and form the table's factors (``case=<name>`` and the grid's overrides);
+    overrides are what the config receives (the case's settings + the grid's)."""
+    cases = spec.get("cases") or {None: {}}
+    if not isinstance(cases, dict):
+        raise ValueError("sweep file: 'cases' must map a case name to a dict of dotted overrides")
+    points = []
+    for name, settings in cases.items():
+        if not isinstance(settings, dict):
+            raise ValueError(f"sweep file: case {name!r} must be a dict of dotted overrides")
+        fixed = [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in settings.items()]
+        for overrides in expand(spec.get("sweep", {})):
+            labels = ([f"case={name}"] if name is not None else []) + overrides
+            points.append((labels, fixed + overrides))
+    return points
+
+
 def run_name(overrides: list[str]) -> str:
     """``["model.n_layers=2", "seed=0"]`` -> ``n_layers=2-seed=0`` (open_clip style)."""
     parts = []
@@ -65,10 +92,11 @@ def run_sweep(config: str | Path, out: str | Path | None = None, extra: list[str
     config = Path(config)
     spec = yaml.safe_load(config.read_text()) or {}
     out = Path(out or Path("runs") / config.stem)
-    grid = expand(spec.get("sweep", {}))
+    grid = grid_points(spec)
     features_cache: dict = {}
-    for i, overrides in enumerate(grid, 1):
-        name = run_name(overrides)
+    blocks: dict = {}  # feature blocks by spec, shared by the grid points of one data set
+    for i, (labels, overrides) in enumerate(grid, 1):
+        name = run_name(labels)
         path = out / name
         if (path / "COMPLETE").exists() and skip_existing:
             print(f"[{i}/{len(grid)}] {name}: finished, skipped")
@@ -76,13 +104,14 @@ def run_sweep(config: str | Path, out: str | Path | None = None, extra: list[str
         conf = load_config(config, list(extra) + overrides)
         run = RunDir(path)  # raises on a finished run without --skip-existing
         ms = load_movielens(conf.data.root)
-        key = (conf.data.root, tuple(conf.data.poster_views), tuple(conf.data.intro_views))
+        key = (conf.data.root, tuple(conf.data.poster_views), tuple(conf.data.intro_views),
+               tuple(conf.model.prior))
         if key not in features_cache:
-            features_cache[key] = load_features(ms, conf, progress)
+            features_cache[key] = load_features(ms, conf, progress, memo=blocks)
         feats = features_cache[key]
         # An interrupted grid point is resumed from its training state.
         result, rec = train_and_record(run, conf, ms, feats, progress,
-                                       {"overrides": overrides, "kind": "sweep"}, resume=True)  # fmt: skip
+                                       {"overrides": labels, "config_overrides": overrides, "kind": "sweep"}, resume=True)  # fmt: skip
         m = rec["metrics"]
         print(f"[{i}/{len(grid)}] {name}: official {m['official']['acc_mean']:.4f}  "
               f"heldout {m['heldout']['acc_mean']:.4f}  ({result.seconds:.0f}s)", flush=True)  # fmt: skip

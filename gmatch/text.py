@@ -54,23 +54,40 @@ class TrainOnlyTfidf:
 
     The API enforces the SPEC's rule: :meth:`fit` takes the training texts and
     nothing else; :meth:`transform` may then embed any text (test intros, OCR).
+
+    ``analyzer="word"`` (default): word uni+bigrams of cleaned, stop-worded,
+    lemmatised text. ``analyzer="char_wb"``: character 3-5-grams inside word
+    boundaries, which survive OCR misreadings ("8atman" still shares "atma",
+    "tman"); use it with ``dim=0`` and :meth:`transform_sparse` (an SVD throws
+    away most of what makes it match).
     """
 
-    def __init__(self, dim: int = 256, min_df: int = 2, max_features: int = 20000, seed: int = 0):
+    def __init__(self, dim: int = 256, min_df: int = 2, max_features: int = 20000, seed: int = 0,
+                 analyzer: str = "word"):  # fmt: skip
+        if analyzer not in ("word", "char_wb"):
+            raise ValueError(f"TrainOnlyTfidf: analyzer must be 'word' or 'char_wb', not {analyzer!r}")
         self.dim, self.min_df, self.max_features, self.seed = dim, min_df, max_features, seed
+        self.analyzer = analyzer
         self.n_fit_texts = 0
 
     def _vectorizer(self):
         from sklearn.feature_extraction.text import TfidfVectorizer
 
+        ngrams = (1, 2) if self.analyzer == "word" else (3, 5)
         return TfidfVectorizer(
-            min_df=self.min_df, max_features=self.max_features, sublinear_tf=True, ngram_range=(1, 2)
-        )
+            min_df=self.min_df, max_features=self.max_features or None, sublinear_tf=True,
+            ngram_range=ngrams, analyzer=self.analyzer, dtype=np.float32,
+        )  # fmt: skip
+
+    def _docs(self, texts: list[str]) -> list[str]:
+        if self.analyzer == "word":
+            return [clean_text(t, stopwords=True, lemmatize=True) for t in texts]
+        return [clean_text(t) for t in texts]
 
     def fit(self, train_texts: list[str]) -> TrainOnlyTfidf:
         from sklearn.decomposition import TruncatedSVD
 
-        docs = [clean_text(t, stopwords=True, lemmatize=True) for t in train_texts]
+        docs = self._docs(train_texts)
         self.vectorizer = self._vectorizer()
         X = self.vectorizer.fit_transform(docs)
         self.components = None  # [dim x vocab] SVD basis; None = raw TF-IDF
@@ -80,9 +97,12 @@ class TrainOnlyTfidf:
         self.n_fit_texts = len(docs)
         return self
 
+    def transform_sparse(self, texts: list[str]):
+        """Raw TF-IDF rows (scipy CSR, float32, L2-normalised; an empty text is a zero row)."""
+        return self.vectorizer.transform(self._docs(texts)).tocsr()
+
     def transform(self, texts: list[str]) -> np.ndarray:
-        docs = [clean_text(t, stopwords=True, lemmatize=True) for t in texts]
-        X = self.vectorizer.transform(docs)
+        X = self.transform_sparse(texts)
         out = X @ self.components.T if self.components is not None else X.toarray()
         return np.asarray(out, dtype=np.float32)
 
@@ -99,7 +119,7 @@ class TrainOnlyTfidf:
                 "idf": torch.from_numpy(self.vectorizer.idf_.astype(np.float64)),
                 "components": None if comps is None else torch.from_numpy(comps),
                 "n_fit_texts": self.n_fit_texts,
-                "params": [self.dim, self.min_df, self.max_features, self.seed],
+                "params": [self.dim, self.min_df, self.max_features, self.seed, self.analyzer],
             }
         return self._state
 

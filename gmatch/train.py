@@ -16,7 +16,7 @@ import torch
 
 from gmatch.config import Config, to_dict
 from gmatch.data import MovieSet, load_movielens
-from gmatch.features import FeatureBlock, extract
+from gmatch.features import FeatureBlock, extract, is_sparse_spec
 from gmatch.io import atomic_torch_save
 from gmatch.losses import total_loss
 from gmatch.metrics import evaluate_distance
@@ -25,30 +25,68 @@ from gmatch.models import Matcher
 __all__ = ["Features", "load_features", "seed_everything", "train", "TrainResult"]
 
 log = logging.getLogger(__name__)
+_SAME = object()  # Features.inputs: intros default to the posters' movies
+LEXICAL_CACHE_MAX = 8000  # movies up to which Features keeps the full lexical matrix (256 MB)
 
 
 @dataclass
 class Features:
-    """Tensors of all views of both sides for one MovieSet."""
+    """Tensors of all views of both sides for one MovieSet.
+
+    ``poster`` / ``intro``: the dense views the node encoders read.
+    ``lexical``: (poster block, intro block) pairs of sparse lexical views
+    (``ocr:chars=text:chars``) that enter the model only as a prior score.
+    """
 
     poster: list[FeatureBlock]
     intro: list[FeatureBlock]
+    lexical: list[tuple[FeatureBlock, FeatureBlock]] = field(default_factory=list)
+    genres: np.ndarray | None = None  # [N x G] multi-hot; G = genres of the training movies
+    genre_names: list[str] = field(default_factory=list)
 
     @classmethod
     def extract(cls, ms: MovieSet, poster_specs, intro_specs, cache_dir, progress=True,
-                states: dict | None = None) -> Features:  # fmt: skip
+                states: dict | None = None, prior: list[str] = (), memo: dict | None = None) -> Features:  # fmt: skip
         """Extract (or read from the cache) every view of both sides; ``states``
-        maps a spec to a fitted encoder state (a checkpoint's TF-IDF)."""
+        maps a spec to a fitted encoder state (a checkpoint's TF-IDF); the
+        lexical pairs named in ``prior`` are extracted too. ``memo`` (a dict the
+        caller keeps, e.g. over a sweep on one data set) reuses blocks by spec."""
+        from gmatch.models.matcher import lexical_prior
+
         states = states or {}
+        for spec in list(poster_specs) + list(intro_specs):
+            if is_sparse_spec(spec):
+                a, b = ("", spec) if spec in intro_specs else (spec, "")
+                raise ValueError(
+                    f"{spec} is a sparse lexical view: it cannot be a node feature; "
+                    f"name it as a prior pair instead, e.g. model.prior=[...,{a or 'ocr:chars'}="
+                    f"{b or 'text:chars'}]"
+                )
 
         def get(s):
-            return extract(ms, s, cache_dir, progress, tfidf_state=states.get(s))
+            if memo is None or states.get(s) is not None:
+                return extract(ms, s, cache_dir, progress, tfidf_state=states.get(s))
+            key = (str(ms.root), len(ms), s)
+            if key not in memo:
+                memo[key] = extract(ms, s, cache_dir, progress)
+            return memo[key]
 
-        return cls([get(s) for s in poster_specs], [get(s) for s in intro_specs])
+        lexical = [(get(a), get(b)) for a, b, _ in lexical_prior(prior)]
+        # Genre targets for the auxiliary loss: the vocabulary comes from training
+        # movies; only training movies' rows are ever used as targets.
+        names = sorted({g for i in ms.train_idx for g in ms.genres[i]})
+        col = {g: k for k, g in enumerate(names)}
+        genres = np.zeros((len(ms), len(names)), dtype=np.float32)
+        for i, gs in enumerate(ms.genres):
+            for g in gs:
+                if g in col:
+                    genres[i, col[g]] = 1
+        return cls([get(s) for s in poster_specs], [get(s) for s in intro_specs], lexical, genres, names)
 
     def states(self) -> dict:
         """Fitted encoder states by spec (saved with checkpoints)."""
-        return {b.spec: b.state for b in self.poster + self.intro if b.state is not None}
+        blocks = self.poster + self.intro + [b for pair in self.lexical for b in pair]
+        return {b.spec: b.state for b in blocks if b.state is not None}
 
     def tensors(self, idx=None, side: str = "poster"):
         blocks = self.poster if side == "poster" else self.intro
@@ -57,12 +95,36 @@ class Features:
         valid = [torch.from_numpy(b.valid)[sel] for b in blocks]
         return views, valid
 
+    def lexical_scores(self, idx0=None, idx1=None) -> list[torch.Tensor]:
+        """Per lexical pair, cosine of posters ``idx0`` vs intros ``idx1`` [N x M].
+
+        Up to ``LEXICAL_CACHE_MAX`` movies the full matrix is computed once and
+        indexed (training episodes and validation passes reuse it)."""
+        n = max(self.lexical[0][0].values.shape[0], self.lexical[0][1].values.shape[0]) if self.lexical else 0
+        if self.lexical and n <= LEXICAL_CACHE_MAX:
+            if getattr(self, "_lexical_full", None) is None:
+                self._lexical_full = [lexical_cosine(a.values, b.values) for a, b in self.lexical]
+            i0 = slice(None) if idx0 is None else torch.as_tensor(np.asarray(idx0), dtype=torch.long)
+            i1 = slice(None) if idx1 is None else torch.as_tensor(np.asarray(idx1), dtype=torch.long)
+            return [full[i0][:, i1] for full in self._lexical_full]
+        return [lexical_cosine(a.values, b.values, idx0, idx1) for a, b in self.lexical]
+
+    def inputs(self, idx0=None, idx1=_SAME) -> dict:
+        """Model inputs for posters ``idx0`` and intros ``idx1`` (default: the same
+        movies; None = all): ``model(**feats.inputs(idx))``."""
+        idx1 = idx0 if idx1 is _SAME else idx1
+        v0, m0 = self.tensors(idx0, "poster")
+        v1, m1 = self.tensors(idx1, "intro")
+        return {"views0": v0, "valid0": m0, "views1": v1, "valid1": m1,
+                "lexical": self.lexical_scores(idx0, idx1)}  # fmt: skip
+
     def build_model(self, conf) -> Matcher:
         """A fresh Matcher for these views (prior pairs resolved by spec name)."""
         from gmatch.models.matcher import build_matcher
 
         specs0, specs1 = [b.spec for b in self.poster], [b.spec for b in self.intro]
-        return build_matcher(conf.model, specs0, specs1, *self.dims())
+        n_genres = len(self.genre_names) if conf.train.genre_weight > 0 else 0
+        return build_matcher(conf.model, specs0, specs1, *self.dims(), n_genres=n_genres)
 
     def dims(self) -> tuple[list[int], list[int]]:
         return [b.values.shape[1] for b in self.poster], [b.values.shape[1] for b in self.intro]
@@ -71,12 +133,27 @@ class Features:
         def sub(b):
             return FeatureBlock(b.spec, b.values[idx], b.valid[idx], b.state)
 
-        return Features([sub(b) for b in self.poster], [sub(b) for b in self.intro])
+        return Features([sub(b) for b in self.poster], [sub(b) for b in self.intro],
+                        [(sub(a), sub(b)) for a, b in self.lexical],
+                        None if self.genres is None else self.genres[idx], self.genre_names)  # fmt: skip
 
 
-def load_features(ms: MovieSet, conf: Config, progress: bool = True) -> Features:
+def lexical_cosine(A, B, idx0=None, idx1=None, chunk: int = 1024) -> torch.Tensor:
+    """``A[idx0] @ B[idx1].T`` for L2-normalised sparse rows, as a dense float32
+    tensor, in row chunks (a sparse x sparse product with a dense result would
+    otherwise hold the whole result in sparse form)."""
+    A = A if idx0 is None else A[np.asarray(idx0)]
+    BT = (B if idx1 is None else B[np.asarray(idx1)]).T.tocsc()
+    out = torch.empty(A.shape[0], BT.shape[1])
+    for s in range(0, A.shape[0], chunk):
+        out[s : s + chunk] = torch.from_numpy((A[s : s + chunk] @ BT).toarray().astype(np.float32, copy=False))
+    return out
+
+
+def load_features(ms: MovieSet, conf: Config, progress: bool = True, memo: dict | None = None) -> Features:
     d = conf.data
-    return Features.extract(ms, d.poster_views, d.intro_views, d.cache_dir, progress)
+    return Features.extract(ms, d.poster_views, d.intro_views, d.cache_dir, progress,
+                            prior=conf.model.prior, memo=memo)  # fmt: skip
 
 
 def seed_everything(seed: int) -> None:
@@ -89,9 +166,7 @@ def predict_dist(model: Matcher, feats: Features, idx=None) -> torch.Tensor:
     """D [N x N] for the movies ``idx`` (default all): all posters vs all intros at once."""
     model.eval()
     with torch.inference_mode():
-        v0, m0 = feats.tensors(idx, "poster")
-        v1, m1 = feats.tensors(idx, "intro")
-        return model(v0, m0, v1, m1)["dist"].float()
+        return model(**feats.inputs(idx))["dist"].float()
 
 
 @dataclass
@@ -177,10 +252,13 @@ def _fit(conf: Config, feats: Features, train_pos, val_pos, steps, progress, all
             break
         model.train()
         ep = next(stream)
-        v0, m0 = feats.tensors(ep, "poster")
-        v1, m1 = feats.tensors(ep, "intro")
-        pred = model(v0, m0, v1, m1, heads=heads)
+        pred = model(**feats.inputs(ep), heads=heads)
         loss = total_loss(pred, tc.loss, tc.deep_supervision, tc.sinkhorn_iters)
+        if tc.genre_weight > 0:  # ep holds training positions only
+            y = torch.from_numpy(feats.genres[ep])
+            bce = torch.nn.functional.binary_cross_entropy_with_logits
+            loss["genre"] = (bce(pred["genre0"], y) + bce(pred["genre1"], y)) / 2
+            loss["total"] = loss["total"] + tc.genre_weight * loss["genre"]
         opt.zero_grad(set_to_none=True)
         loss["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
@@ -271,6 +349,7 @@ def save_checkpoint(path: Path, result: TrainResult, conf: Config, feats: Featur
             "poster_dims": poster_dims,
             "encoder_states": feats.states(),
             "intro_dims": intro_dims,
+            "genre_names": feats.genre_names if result.model.genre_head is not None else [],
             "best_step": result.best_step,
             "history": result.history,
         },

@@ -114,3 +114,16 @@ def test_sweep_runs_a_grid_and_builds_the_table(tiny_dir, cache_dir, tmp_path, c
     assert main(["sweep", str(cfg), "--out", str(out), "--quiet"]) == 2
     assert main(["sweep", str(cfg), "--out", str(out), "--quiet", "--skip-existing"]) == 0
     assert capsys.readouterr().out.count("finished, skipped") == 4
+
+
+def test_sweep_cases_cross_the_grid():
+    from gmatch.sweep import grid_points, run_name
+
+    pts = grid_points({"cases": {"pix": {"data.poster_views": ["image:efficientnet_lite0"], "model.prior": []},
+                                 "all": {}},
+                       "sweep": {"seed": [0, 1]}})  # fmt: skip
+    assert [run_name(labels) for labels, _ in pts] == ["case=pix-seed=0", "case=pix-seed=1",
+                                                       "case=all-seed=0", "case=all-seed=1"]  # fmt: skip
+    assert pts[0][1] == ['data.poster_views=["image:efficientnet_lite0"]', "model.prior=[]", "seed=0"]
+    assert pts[3][1] == ["seed=1"]
+    assert grid_points({"sweep": {"seed": [3]}}) == [(["seed=3"], ["seed=3"])]

@@ -54,7 +54,8 @@ def test_streamed_metrics_equal_dense(course):
     v0, m0 = feats.tensors(None, "poster")
     v1, m1 = feats.tensors(None, "intro")
     dense = evaluate_distance(predict_dist(model, feats))
-    stream = streamed_metrics(streamed_ranks(model, v0, m0, v1, m1, chunk=500))
+    lexical = [(a.values, b.values) for a, b in feats.lexical]
+    stream = streamed_metrics(streamed_ranks(model, v0, m0, v1, m1, chunk=500, lexical=lexical))
     n = len(ms)
     for key, value in dense.items():
         # Chunked matmuls may round differently from the full one: allow 2 flips.

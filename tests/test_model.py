@@ -77,7 +77,7 @@ def test_missing_view_uses_learned_vector():
 def test_training_lowers_the_loss(tiny_dir, cache_dir, overrides):
     conf = load_config(None, [
         f"data.root={tiny_dir}", f"data.cache_dir={cache_dir}",
-        "data.poster_views=[image:efficientnet_lite0]", "data.intro_views=[text:minilm]",
+        "data.poster_views=[image:efficientnet_lite0]", "data.intro_views=[text:minilm]", "model.prior=[]",
         "model.dim=32", "model.hidden=64", "model.feat_dropout=0", "model.view_dropout=0",
         "train.steps=60", "train.eval_every=20",
         "train.episode_sizes=[32]", "train.val_fraction=0", "train.warmup=5", *overrides,
@@ -104,10 +104,109 @@ def test_pipeline_equivariance_on_real_features(tiny_dir, cache_dir):
     ])  # fmt: skip
     ms = load_movielens(tiny_dir)
     torch.manual_seed(0)
-    model = Matcher(*load_features(ms, conf, False).dims(), conf.model).eval()
+    model = load_features(ms, conf, False).build_model(conf).eval()  # incl. the lexical prior
     p = np.random.default_rng(0).permutation(len(ms))
     D = predict_dist(model, load_features(ms, conf, False))
     Dp = predict_dist(model, load_features(ms.subset(p), conf, False))
     assert torch.allclose(Dp, D[p][:, p], atol=1e-4)
     a, b = evaluate_distance(D), evaluate_distance(Dp)
     assert a["acc_dim0"] == b["acc_dim0"] and a["acc_dim1"] == b["acc_dim1"]
+
+
+@pytest.mark.parametrize("edge", ["cosine", "dot", "mlp"])
+def test_sparse_attention_equals_dense_when_m_is_n(edge):
+    """Top-m attention over candidate edges, in row chunks, is the dense attention
+    when every node is a candidate, and differs when m < N."""
+    g = torch.Generator().manual_seed(3)
+    conf = ModelConf(dim=32, n_layers=2, num_heads=4, edge=edge, edge_hidden=16, attn_chunk=7,
+                     dropout=0, feat_dropout=0, view_dropout=0)  # fmt: skip
+    model = Matcher([20, 12], [16], conf).eval()
+    for p in model.parameters():  # the residual ffns start at zero: make the units do something
+        torch.nn.init.normal_(p, std=0.2, generator=g)
+    v0, m0 = rand_views(30, [20, 12], g)
+    v1, m1 = rand_views(25, [16], g)
+    with torch.no_grad():
+        dense = model.embed(v0, m0, v1, m1, topm=0)
+        x0, x1 = model.encode0(v0, m0), model.encode1(v1, m1)
+        cand = model.candidates(x0, x1, 30)  # every node (m is clipped to each set's size)
+        assert cand["01"].shape == (30, 25) and cand["10"].shape == (25, 30)
+        for layer in model.layers:
+            x0, x1, _ = layer(x0, x1, cand, conf.attn_chunk)
+        few = model.embed(v0, m0, v1, m1, topm=5)
+    assert torch.allclose(x0, dense[0], atol=1e-4) and torch.allclose(x1, dense[1], atol=1e-4)
+    assert (few[0] - dense[0]).abs().max() > 1e-2  # m < N really restricts the attention
+
+
+def test_topm_candidates_are_the_exact_top_m():
+    g = torch.Generator().manual_seed(4)
+    from gmatch.models.matcher import topm_candidates
+
+    a, b = torch.randn(40, 8, generator=g), torch.randn(33, 8, generator=g)
+    got = topm_candidates(a, b, 6, chunk=9)
+    cos = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
+    want = cos.topk(6, dim=1).indices
+    assert torch.equal(got.sort(1).values, want.sort(1).values)
+
+
+def test_sparse_model_is_permutation_equivariant():
+    g = torch.Generator().manual_seed(5)
+    conf = ModelConf(dim=32, n_layers=1, edge="mlp", attn_topm=6, attn_chunk=5)
+    model = Matcher([20], [16], conf).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.2, generator=g)
+    v0, m0 = rand_views(30, [20], g, empty=0)
+    v1, m1 = rand_views(25, [16], g, empty=0)
+    with torch.no_grad():
+        D = model(v0, m0, v1, m1)["dist"]
+        p, q = torch.randperm(30, generator=g), torch.randperm(25, generator=g)
+        Dp = model([x[p] for x in v0], [x[p] for x in m0], [x[q] for x in v1], [x[q] for x in m1])["dist"]
+    assert torch.allclose(Dp, D[p][:, q], atol=1e-4)
+
+
+def test_auxiliary_genre_head_learns_training_genres(tiny_dir, cache_dir):
+    conf = load_config(None, [
+        f"data.root={tiny_dir}", f"data.cache_dir={cache_dir}",
+        "data.poster_views=[image:efficientnet_lite0]", "data.intro_views=[text:minilm]", "model.prior=[]",
+        "model.dim=32", "model.feat_dropout=0", "model.view_dropout=0", "train.steps=60",
+        "train.episode_sizes=[32]", "train.val_fraction=0", "train.warmup=5", "train.genre_weight=1.0", "train.lr=0.01",
+    ])  # fmt: skip
+    ms = load_movielens(tiny_dir)
+    feats = load_features(ms, conf, progress=False)
+    assert feats.genres.shape == (len(ms), len(feats.genre_names)) and "Comedy" in feats.genre_names
+    result = train(conf, ms, feats, progress=False)
+    assert result.model.genre_head is not None
+    with torch.no_grad():
+        out = result.model.eval()(**feats.inputs(ms.train_idx))
+    y = torch.from_numpy(feats.genres[ms.train_idx]).bool()
+    for key in ("genre0", "genre1"):  # positives score above negatives on the training movies
+        assert out[key][y].mean() > out[key][~y].mean() + 1.0, key
+
+
+def test_streamed_ranks_with_attention_and_lexical_prior_equal_dense():
+    """Large-N mode on a model with an attention unit and a lexical prior: the
+    streamed ranks equal those of the dense D (attention dense here: topm=0)."""
+    from scipy import sparse
+
+    from gmatch.metrics import evaluate_distance
+    from gmatch.models.matcher import Matcher
+    from gmatch.stream import streamed_metrics, streamed_ranks
+    from gmatch.train import lexical_cosine
+
+    g = torch.Generator().manual_seed(6)
+    conf = ModelConf(dim=32, n_layers=1, edge="mlp")
+    model = Matcher([20], [16], conf, lexical_weights=[4.0]).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.2, generator=g)
+    n = 200
+    v0, m0 = rand_views(n, [20], g, empty=0)
+    v1, m1 = rand_views(n, [16], g, empty=0)
+    A = sparse.random(n, 300, density=0.05, format="csr", random_state=1, dtype=np.float32)
+    B = sparse.random(n, 300, density=0.05, format="csr", random_state=2, dtype=np.float32)
+    with torch.no_grad():
+        D = model(v0, m0, v1, m1, lexical=[lexical_cosine(A, B)])["dist"]
+    dense = evaluate_distance(D)
+    stream = streamed_metrics(streamed_ranks(model, v0, m0, v1, m1, chunk=37, lexical=[(A, B)], topm=0))
+    for key, value in dense.items():
+        assert stream[key] == pytest.approx(value, abs=1e-6), key
+    with pytest.raises(ValueError, match="lexical"):
+        streamed_ranks(model, v0, m0, v1, m1)

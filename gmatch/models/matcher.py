@@ -31,6 +31,8 @@ __all__ = [
     "CrossBlock",
     "Matcher",
     "build_matcher",
+    "sparse_attend",
+    "topm_candidates",
     "logits_to_dist",
 ]
 
@@ -56,6 +58,15 @@ class CosineEdge(nn.Module):
         logits = (q @ k.transpose(-1, -2)) * scale[:, None, None]
         return logits[0] if h == 1 else logits
 
+    def prepare(self, x0, x1):
+        """Per-node parts for :meth:`combine` ([N x H x D/H] unit vectors)."""
+        h = len(self.log_scale)
+        return F.normalize(x0.unflatten(-1, (h, -1)), dim=-1), F.normalize(x1.unflatten(-1, (h, -1)), dim=-1)
+
+    def combine(self, p0, p1):
+        """Logits [..., H] of gathered, broadcastable parts [..., H, D/H]."""
+        return (p0 * p1).sum(-1) * self.log_scale.clamp(max=math.log(100)).exp()
+
 
 class DotEdge(nn.Module):
     """Scaled dot product, per head."""
@@ -69,6 +80,12 @@ class DotEdge(nn.Module):
         k = x1.unflatten(-1, (self.out, -1)).transpose(0, 1)
         logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
         return logits[0] if self.out == 1 else logits
+
+    def prepare(self, x0, x1):
+        return x0.unflatten(-1, (self.out, -1)), x1.unflatten(-1, (self.out, -1))
+
+    def combine(self, p0, p1):
+        return (p0 * p1).sum(-1) / math.sqrt(p0.shape[-1])
 
 
 class MLPEdge(nn.Module):
@@ -96,6 +113,12 @@ class MLPEdge(nn.Module):
         logits = torch.cat(rows, dim=0).permute(2, 0, 1)  # [out x N x M]
         return logits[0] if logits.shape[0] == 1 else logits
 
+    def prepare(self, x0, x1):
+        return self.proj0(self.norm(x0)), self.proj1(self.norm(x1))
+
+    def combine(self, p0, p1):
+        return self.out(F.relu(p0 + p1))
+
 
 def make_edge(conf: ModelConf, out: int = 1) -> nn.Module:
     if conf.edge == "cosine":
@@ -105,6 +128,31 @@ def make_edge(conf: ModelConf, out: int = 1) -> nn.Module:
     if conf.edge == "mlp":
         return MLPEdge(conf.dim, conf.edge_hidden, out, conf.chunk)
     raise ValueError(f"model.edge must be cosine, dot or mlp, got {conf.edge!r}")
+
+
+def topm_candidates(a: torch.Tensor, b: torch.Tensor, m: int, chunk: int = 1024) -> torch.Tensor:
+    """For each row of ``a``, the indices [N x min(m, M)] of its top-m rows of
+    ``b`` by cosine, found chunk by chunk (never an N x M matrix in memory)."""
+    a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    m = min(m, len(b))
+    return torch.cat([(a[s : s + chunk] @ b.T).topk(m, dim=-1).indices for s in range(0, len(a), chunk)])
+
+
+def sparse_attend(logits_fn, values: torch.Tensor, cand: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Softmax attention restricted to candidate edges, in row chunks.
+
+    Args:
+        logits_fn: ``(rows, idx) -> [c x m x H]`` logits of rows ``rows`` to
+            their candidates ``idx`` [c x m].
+        values: [M x H x D/H] per-node values; cand: [N x m] candidate indices.
+    Returns: messages [N x H x D/H]; equal to dense attention when m = M.
+    """
+    out = []
+    for s in range(0, len(cand), chunk):
+        idx = cand[s : s + chunk]
+        w = torch.softmax(logits_fn(slice(s, s + chunk), idx), dim=1)  # over the m candidates
+        out.append(torch.einsum("cmh,cmhd->chd", w, values[idx]))
+    return torch.cat(out)
 
 
 def ffn(dim: int, dropout: float) -> nn.Sequential:
@@ -168,10 +216,20 @@ class SelfBlock(nn.Module):
         self.merge = nn.Linear(dim, dim)
         self.ffn = ffn(dim, dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, -1)).permute(1, 2, 0, 3)
-        message = F.scaled_dot_product_attention(q, k, v)  # [H x N x D/H]
-        message = self.merge(message.transpose(0, 1).flatten(1))
+    def forward(self, x: torch.Tensor, cand: torch.Tensor | None = None, chunk: int = 1024) -> torch.Tensor:
+        """x [N x d]; ``cand`` [N x m]: attend to these nodes only (None: all)."""
+        if cand is None:
+            q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, -1)).permute(1, 2, 0, 3)
+            message = F.scaled_dot_product_attention(q, k, v).transpose(0, 1)  # [N x H x D/H]
+        else:
+            q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, -1)).unbind(1)  # [N x H x D/H]
+            scale = q.shape[-1] ** -0.5
+
+            def logits(rows, idx):
+                return (q[rows, None] * k[idx]).sum(-1) * scale
+
+            message = sparse_attend(logits, v, cand, chunk)
+        message = self.merge(message.flatten(1))
         return x + self.ffn(torch.cat([x, message], dim=-1))
 
 
@@ -192,7 +250,11 @@ class CrossBlock(nn.Module):
         self.merge = nn.Linear(dim, dim)
         self.ffn = ffn(dim, conf.dropout)
 
-    def forward(self, x0, x1):
+    def forward(self, x0, x1, cand01=None, cand10=None, chunk: int = 1024):
+        """``cand01`` [N x m] / ``cand10`` [M x m]: candidate intros of each poster and
+        candidate posters of each intro (None: dense, all pairs)."""
+        if cand01 is not None:
+            return self._sparse(x0, x1, cand01, cand10, chunk)
         logits = self.edge(self.to_qk(x0), self.to_qk(x1))  # [H x N x M]
         if logits.ndim == 2:
             logits = logits[None]
@@ -205,6 +267,23 @@ class CrossBlock(nn.Module):
         x0 = x0 + self.ffn(torch.cat([x0, m0], dim=-1))
         x1 = x1 + self.ffn(torch.cat([x1, m1], dim=-1))
         return x0, x1, logits.mean(0)
+
+    def _sparse(self, x0, x1, cand01, cand10, chunk):
+        p0, p1 = self.edge.prepare(self.to_qk(x0), self.to_qk(x1))
+        v0 = self.value(x0).unflatten(-1, (self.heads, -1))  # [N x H x D/H]
+        v1 = self.value(x1).unflatten(-1, (self.heads, -1))
+
+        def logits01(rows, idx):  # posters `rows` -> their candidate intros
+            return self.edge.combine(p0[rows, None], p1[idx])
+
+        def logits10(rows, idx):  # intros `rows` -> their candidate posters, same f(x0, x1)
+            return self.edge.combine(p0[idx], p1[rows, None])
+
+        m0 = self.merge(sparse_attend(logits01, v1, cand01, chunk).flatten(1))
+        m1 = self.merge(sparse_attend(logits10, v0, cand10, chunk).flatten(1))
+        x0 = x0 + self.ffn(torch.cat([x0, m0], dim=-1))
+        x1 = x1 + self.ffn(torch.cat([x1, m1], dim=-1))
+        return x0, x1, None
 
 
 class MatchLayer(nn.Module):
@@ -224,13 +303,16 @@ class MatchLayer(nn.Module):
         if "cross" in self.types:
             self.cross = CrossBlock(conf)
 
-    def forward(self, x0, x1):
+    def forward(self, x0, x1, cand: dict | None = None, chunk: int = 1024):
+        """``cand``: candidate edges ``{"00", "11", "01", "10"}`` for sparse
+        attention (see :meth:`Matcher.candidates`); None = dense."""
         logits = None
+        c = cand or {}
         for t in self.types:
             if t == "self":
-                x0, x1 = self.self0(x0), self.self1(x1)
+                x0, x1 = self.self0(x0, c.get("00"), chunk), self.self1(x1, c.get("11"), chunk)
             else:
-                x0, x1, logits = self.cross(x0, x1)
+                x0, x1, logits = self.cross(x0, x1, c.get("01"), c.get("10"), chunk)
         return x0, x1, logits
 
 
@@ -248,68 +330,151 @@ class Matcher(nn.Module):
         intro_dims: list[int],
         conf: ModelConf,
         prior_pairs: list[tuple[int, int]] = (),
+        prior_weights: list[float] | None = None,
+        lexical_weights: list[float] = (),
+        n_genres: int = 0,
     ):
         super().__init__()
+        # Auxiliary head (study 7): genres of training movies from the final nodes.
+        self.genre_head = nn.Linear(conf.dim, n_genres) if n_genres else None
         self.conf = conf
         # Zero-shot skip: views of the two sides that share one embedding space
-        # (OCR text and intro through the same text encoder) add their cosine to S.
+        # (OCR text and intro through the same text encoder) add their cosine to S;
+        # lexical pairs (sparse views) arrive as precomputed cosines in forward().
         self.prior_pairs = list(prior_pairs)
-        w = torch.full((len(self.prior_pairs),), math.log(conf.prior_weight / conf.tau_init))
-        if conf.learn_prior_weight:
-            self.prior_log_weight = nn.Parameter(w)
-        else:
-            self.register_buffer("prior_log_weight", w)
+        if prior_weights is None:
+            prior_weights = [conf.prior_weight] * len(self.prior_pairs)
+
+        def log_w(ws):
+            return torch.tensor([math.log(w / conf.tau_init) for w in ws], dtype=torch.float32)
+
+        for name, ws in (("prior_log_weight", prior_weights), ("lexical_log_weight", lexical_weights)):
+            if conf.learn_prior_weight:
+                setattr(self, name, nn.Parameter(log_w(ws)))
+            else:
+                self.register_buffer(name, log_w(ws))
         self.encode0 = NodeEncoder(poster_dims, conf)
         self.encode1 = NodeEncoder(intro_dims, conf)
         self.layers = nn.ModuleList([MatchLayer(conf) for _ in range(conf.n_layers)])
         self.head = make_edge(conf, out=1)
 
-    def forward(self, views0, valid0, views1, valid1, heads: str = "final") -> dict:
+    def forward(self, views0, valid0, views1, valid1, heads: str = "final", lexical=None) -> dict:
         """Match N posters against M intros.
 
         Args:
             views0 / views1: per view, features [N x D_v] / [M x D_v].
             valid0 / valid1: per view, bool [N] / [M] (False = empty view).
             heads: ``"all"`` also scores the head after every layer (deep supervision).
+            lexical: per lexical prior pair, the cosines [N x M] of its sparse views
+                (``Features.inputs`` supplies them).
         Returns:
             ``logits`` [N x M] (larger = closer), ``dist`` = -logits,
             ``layer_logits``: head logits after the encoder and each unit when heads="all".
         """
-        prior = self.prior_logits(views0, valid0, views1, valid1)
-        # Project frozen features to nodes.
-        x0, x1 = self.encode0(views0, valid0), self.encode1(views1, valid1)
-        layer_logits = [self.head(x0, x1) + prior] if heads == "all" else []
-        # Self- and cross-attention units.
-        for layer in self.layers:
-            x0, x1, _ = layer(x0, x1)
-            if heads == "all":
-                layer_logits.append(self.head(x0, x1) + prior)
+        prior = self.prior_logits(views0, valid0, views1, valid1, lexical)
+        layer_logits = []
+        on_layer = (lambda a, b: layer_logits.append(self.head(a, b) + prior)) if heads == "all" else None
+        x0, x1 = self.embed(views0, valid0, views1, valid1, on_layer=on_layer)
         logits = layer_logits[-1] if heads == "all" else self.head(x0, x1) + prior
-        return {"logits": logits, "dist": logits_to_dist(logits), "layer_logits": layer_logits}
+        out = {"logits": logits, "dist": logits_to_dist(logits), "layer_logits": layer_logits}
+        if self.genre_head is not None:  # auxiliary multi-label genre logits per node
+            out["genre0"], out["genre1"] = self.genre_head(x0), self.genre_head(x1)
+        return out
 
-    def prior_logits(self, views0, valid0, views1, valid1):
+    def embed(self, views0, valid0, views1, valid1, topm: int | None = None, on_layer=None):
+        """Node embeddings after the encoders and all units: ([N x d], [M x d]).
+
+        ``topm`` (default ``conf.attn_topm``; 0 = dense): each node attends only
+        to its top-m candidates, found once by cosine of the encoded nodes, in
+        row chunks, so memory stays O(N m d) for any N. ``on_layer(x0, x1)`` is
+        called after the encoders and after every unit.
+        """
+        x0, x1 = self.encode0(views0, valid0), self.encode1(views1, valid1)
+        if on_layer is not None:
+            on_layer(x0, x1)
+        m = self.conf.attn_topm if topm is None else topm
+        cand = None
+        if len(self.layers) and m and m < max(len(x0), len(x1)):
+            cand = self.candidates(x0, x1, m)
+        for layer in self.layers:
+            x0, x1, _ = layer(x0, x1, cand, self.conf.attn_chunk)
+            if on_layer is not None:
+                on_layer(x0, x1)
+        return x0, x1
+
+    def candidates(self, x0, x1, m: int) -> dict:
+        """Top-m candidate edges by cosine of the encoded nodes (fixed for all units)."""
+        with torch.no_grad():
+            ch = self.conf.attn_chunk
+            return {"00": topm_candidates(x0, x0, m, ch), "11": topm_candidates(x1, x1, m, ch),
+                    "01": topm_candidates(x0, x1, m, ch), "10": topm_candidates(x1, x0, m, ch)}  # fmt: skip
+
+    def prior_logits(self, views0, valid0, views1, valid1, lexical=None):
         """Sum of weighted cosines of the prior view pairs (0 where a view is empty)."""
         out = torch.zeros(len(views0[0]), len(views1[0]))
         for (i, j), log_w in zip(self.prior_pairs, self.prior_log_weight):
             a = F.normalize(views0[i], dim=-1) * valid0[i][:, None]
             b = F.normalize(views1[j], dim=-1) * valid1[j][:, None]
             out = out + log_w.exp() * (a @ b.T)
+        lexical = list(lexical or [])
+        if len(lexical) != len(self.lexical_log_weight):
+            raise ValueError(
+                f"this model has {len(self.lexical_log_weight)} lexical prior pair(s) but got "
+                f"{len(lexical)} lexical score matrices; call model(**features.inputs(idx))"
+            )
+        for sim, log_w in zip(lexical, self.lexical_log_weight):
+            if sim.shape != out.shape:
+                raise ValueError(f"lexical scores have shape {tuple(sim.shape)}, expected {tuple(out.shape)}")
+            out = out + log_w.exp() * sim
         return out
 
 
 def build_matcher(conf: ModelConf, poster_views: list[str], intro_views: list[str],
-                  poster_dims: list[int], intro_dims: list[int]) -> Matcher:  # fmt: skip
+                  poster_dims: list[int], intro_dims: list[int], n_genres: int = 0) -> Matcher:  # fmt: skip
     """A Matcher for views named by feature spec (prior pairs resolved by name)."""
-    pairs = resolve_prior(conf.prior, poster_views, intro_views)
-    return Matcher(poster_dims, intro_dims, conf, pairs)
+    dense = resolve_prior(conf.prior, poster_views, intro_views)
+    lexical = lexical_prior(conf.prior)
+    return Matcher(poster_dims, intro_dims, conf, [(i, j) for i, j, _ in dense],
+                   [w or conf.prior_weight for *_, w in dense],
+                   [w or conf.prior_weight for *_, w in lexical], n_genres)  # fmt: skip
+
+
+def parse_prior(item: str) -> tuple[str, str, float | None]:
+    """``"ocr:minilm=text:minilm@3"`` -> ``("ocr:minilm", "text:minilm", 3.0)``
+    (no ``@w``: weight None, i.e. ``model.prior_weight``)."""
+    pair, _, w = item.partition("@")
+    a, eq, b = pair.partition("=")
+    if not eq or not a or not b:
+        raise ValueError(f"prior entry {item!r}: expected '<poster view>=<intro view>[@weight]'")
+    try:
+        weight = float(w) if w else None
+    except ValueError:
+        raise ValueError(f"prior entry {item!r}: weight {w!r} is not a number") from None
+    if weight is not None and weight <= 0:
+        raise ValueError(f"prior entry {item!r}: weight must be > 0 (drop the entry to turn it off)")
+    return a, b, weight
 
 
 def resolve_prior(prior: list[str], poster_views: list[str], intro_views: list[str]):
-    """``["ocr:minilm=text:minilm"]`` -> ``[(poster view index, intro view index)]``;
+    """Dense prior pairs -> ``[(poster view index, intro view index, weight)]``;
     pairs whose views are not both used are skipped."""
     pairs = []
     for item in prior:
-        a, _, b = item.partition("=")
+        a, b, w = parse_prior(item)
         if a in poster_views and b in intro_views:
-            pairs.append((poster_views.index(a), intro_views.index(b)))
+            pairs.append((poster_views.index(a), intro_views.index(b), w))
     return pairs
+
+
+def lexical_prior(prior: list[str]) -> list[tuple[str, str, float | None]]:
+    """Prior pairs of sparse lexical views (``ocr:chars=text:chars``), in order."""
+    from gmatch.features import is_sparse_spec
+
+    out = []
+    for item in prior:
+        a, b, w = parse_prior(item)
+        if is_sparse_spec(a) != is_sparse_spec(b):
+            raise ValueError(f"prior entry {item!r}: both views must be dense or both sparse")
+        if is_sparse_spec(a):
+            out.append((a, b, w))
+    return out
