@@ -185,7 +185,7 @@ def one_inference(n: int, mode: str) -> dict:
     from gmatch.stream import streamed_metrics, streamed_ranks
 
     torch.set_num_threads(2)
-    from gmatch.train import lexical_cosine
+    from gmatch.lexical import lexical_cosine
 
     label = mode
     model, conf, ckpt = load_checkpoint(CKPT)

@@ -26,7 +26,7 @@ def cosine(ms, a: str, b: str, cache_dir) -> tuple[torch.Tensor, float]:
     """Cosine [N x N] of poster view a vs intro view b, and the share of posters with text."""
     x, y = extract(ms, a, cache_dir, False), extract(ms, b, cache_dir, False)
     if x.sparse:  # lexical views: L2-normalised sparse rows
-        from gmatch.train import lexical_cosine
+        from gmatch.lexical import lexical_cosine
 
         return lexical_cosine(x.values, y.values), float(x.valid.mean())
     xa = torch.nn.functional.normalize(torch.from_numpy(x.values), dim=-1)

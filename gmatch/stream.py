@@ -67,15 +67,16 @@ def streamed_ranks(model, views0, valid0, views1, valid1, chunk: int = 1024, top
         raise ValueError(f"the model has {len(model.lexical_log_weight)} lexical prior pair(s), "
                          f"got {len(lexical)} (pass lexical=[(A, B), ...])")  # fmt: skip
     lex_w = [w.exp().item() for w in model.lexical_log_weight]
-    lex_T = [B.T.tocsc() for _, B in lexical]  # one transpose; column slices are cheap
+    from gmatch.lexical import LexicalScorer
+
+    scorers = [LexicalScorer(A, B) for A, B in lexical]
 
     def logits(s, e, cols=slice(None)):
         out = model.head(x0[s:e], x1[cols])
         if p0 is not None:
             out = out + p0[s:e] @ p1[cols].T
-        for (A, _), BT, w in zip(lexical, lex_T, lex_w):
-            sim = (A[s:e] @ BT[:, cols]).toarray().astype(np.float32, copy=False)
-            out = out + w * torch.from_numpy(sim)
+        for scorer, w in zip(scorers, lex_w):
+            out = out + w * scorer.scores(slice(s, e), cols)
         return out
 
     # Pass 1: the true pairs' logits (diagonal blocks only).

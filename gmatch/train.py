@@ -17,6 +17,7 @@ import torch
 from gmatch.config import Config, to_dict
 from gmatch.data import MovieSet, load_movielens
 from gmatch.features import FeatureBlock, extract, is_sparse_spec
+from gmatch.lexical import lexical_cosine
 from gmatch.io import atomic_torch_save
 from gmatch.losses import total_loss
 from gmatch.metrics import evaluate_distance
@@ -136,18 +137,6 @@ class Features:
         return Features([sub(b) for b in self.poster], [sub(b) for b in self.intro],
                         [(sub(a), sub(b)) for a, b in self.lexical],
                         None if self.genres is None else self.genres[idx], self.genre_names)  # fmt: skip
-
-
-def lexical_cosine(A, B, idx0=None, idx1=None, chunk: int = 1024) -> torch.Tensor:
-    """``A[idx0] @ B[idx1].T`` for L2-normalised sparse rows, as a dense float32
-    tensor, in row chunks (a sparse x sparse product with a dense result would
-    otherwise hold the whole result in sparse form)."""
-    A = A if idx0 is None else A[np.asarray(idx0)]
-    BT = (B if idx1 is None else B[np.asarray(idx1)]).T.tocsc()
-    out = torch.empty(A.shape[0], BT.shape[1])
-    for s in range(0, A.shape[0], chunk):
-        out[s : s + chunk] = torch.from_numpy((A[s : s + chunk] @ BT).toarray().astype(np.float32, copy=False))
-    return out
 
 
 def load_features(ms: MovieSet, conf: Config, progress: bool = True, memo: dict | None = None) -> Features:

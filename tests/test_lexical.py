@@ -10,7 +10,8 @@ from gmatch.features import extract
 from gmatch.metrics import evaluate_distance
 from gmatch.models.matcher import parse_prior
 from gmatch.text import TrainOnlyTfidf
-from gmatch.train import Features, lexical_cosine, load_features, predict_dist
+from gmatch.lexical import LexicalScorer, lexical_cosine
+from gmatch.train import Features, load_features, predict_dist
 
 INTROS = [
     "Batman fights the Joker in Gotham City.",
@@ -41,6 +42,11 @@ def test_lexical_cosine_chunks_and_indexing():
     i, j = rng.permutation(23)[:9], rng.permutation(17)[:11]
     got = lexical_cosine(A, B, i, j, chunk=4).numpy()
     np.testing.assert_allclose(got, (A.toarray()[i] @ B.toarray()[j].T), rtol=1e-5, atol=1e-6)
+    # The common/rare vocabulary split is exact, for row slices and column index arrays.
+    scorer = LexicalScorer(A, B, n_common=5)
+    assert len(scorer.common) == 5 and len(scorer.rare) == 45
+    want = A.toarray()[3:19] @ B.toarray()[j].T
+    np.testing.assert_allclose(scorer.scores(slice(3, 19), j).numpy(), want, rtol=1e-5, atol=1e-6)
 
 
 def test_prior_entries_parse_and_reject_bad_ones():

@@ -190,7 +190,7 @@ def test_streamed_ranks_with_attention_and_lexical_prior_equal_dense():
     from gmatch.metrics import evaluate_distance
     from gmatch.models.matcher import Matcher
     from gmatch.stream import streamed_metrics, streamed_ranks
-    from gmatch.train import lexical_cosine
+    from gmatch.lexical import lexical_cosine
 
     g = torch.Generator().manual_seed(6)
     conf = ModelConf(dim=32, n_layers=1, edge="mlp")
