@@ -36,6 +36,17 @@ def test_efficientnet_weights_give_confident_sensible_classes(effnet):
         assert rand(x).softmax(-1).max() < 0.2
 
 
+def test_execution_settings_do_not_change_features(effnet):
+    """Micro-batch size and memory layout are speed settings only."""
+    ims = [load_image(DATA / "poster" / f"{i}.jpg") for i in (1, 10, 260)]
+    ref = effnet.encode(ims)
+    other = EfficientNetLite0Encoder(micro_batch=3, channels_last=True)
+    other.model = effnet.model
+    assert other.settings() == effnet.settings()  # same cache key
+    np.testing.assert_allclose(other.encode(ims), ref, atol=1e-4)
+    assert np.abs(ref[0] - ref[1]).max() > 0.1  # and the posters do differ
+
+
 def test_corrupt_and_odd_images(tmp_path):
     bad = tmp_path / "7.jpg"
     bad.write_bytes((DATA / "poster" / "1.jpg").read_bytes()[:300])  # truncated

@@ -83,8 +83,13 @@ class EfficientNetLite0Encoder:
 
     name = "efficientnet_lite0"
 
-    def __init__(self, size: int = 224, flip: bool = False):
+    def __init__(self, size: int = 224, flip: bool = False, channels_last: bool = False,
+                 micro_batch: int = 1):  # fmt: skip
         self.size, self.flip = size, flip
+        # Execution only (not in settings(): the features are the same up to rounding).
+        # On a CPU the network runs fastest one poster at a time: a batch of 224x329
+        # activations no longer fits in cache (benchmarks/RESULTS.md: batch 32 ~0.4x).
+        self.channels_last, self.micro_batch = channels_last, micro_batch
         self.model = efficientnet_lite0()
         self.dim = 1280
 
@@ -98,14 +103,17 @@ class EfficientNetLite0Encoder:
 
     @torch.inference_mode()
     def encode(self, images: list[Image.Image]) -> np.ndarray:
-        x = torch.stack([self.preprocess(im) for im in images]).contiguous(
-            memory_format=torch.channels_last
-        )
-        feats = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
-        if self.flip:
-            flipped = self.model.forward_features(torch.flip(x, dims=[3]))
-            feats = (feats + self.model.forward_head(flipped, pre_logits=True)) / 2
-        return feats.float().numpy()
+        out = []
+        for s in range(0, len(images), self.micro_batch):
+            x = torch.stack([self.preprocess(im) for im in images[s : s + self.micro_batch]])
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            feats = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+            if self.flip:
+                flipped = self.model.forward_features(torch.flip(x, dims=[3]))
+                feats = (feats + self.model.forward_head(flipped, pre_logits=True)) / 2
+            out.append(feats.float())
+        return torch.cat(out).numpy()
 
     @torch.inference_mode()
     def classify(self, images: list[Image.Image]) -> torch.Tensor:
