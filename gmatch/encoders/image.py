@@ -83,12 +83,12 @@ class EfficientNetLite0Encoder:
 
     name = "efficientnet_lite0"
 
-    def __init__(self, size: int = 224, flip: bool = False, channels_last: bool = False,
+    def __init__(self, size: int = 224, flip: bool = False, channels_last: bool = True,
                  micro_batch: int = 1):  # fmt: skip
         self.size, self.flip = size, flip
         # Execution only (not in settings(): the features are the same up to rounding).
-        # On a CPU the network runs fastest one poster at a time: a batch of 224x329
-        # activations no longer fits in cache (benchmarks/RESULTS.md: batch 32 ~0.4x).
+        # On a CPU the network runs fastest one poster at a time in channels_last: a batch
+        # of 224x329 activations no longer fits in cache (benchmarks/EXTRACTION.md).
         self.channels_last, self.micro_batch = channels_last, micro_batch
         self.model = efficientnet_lite0()
         self.dim = 1280
