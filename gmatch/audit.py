@@ -62,7 +62,8 @@ def audit(checkpoint, data=None, cache_dir=None, seed: int = 0, atol: float = 1e
                 # The checkpoint's own vocabulary must be what the training intros alone give.
                 from gmatch.text import TrainOnlyTfidf
 
-                refit = TrainOnlyTfidf(*stored["params"]).fit([ms.intros[i] for i in ms.train_idx])
+                # Only the vocabulary is compared, so the refit skips the SVD (dim=0).
+                refit = TrainOnlyTfidf(0, *stored["params"][1:]).fit([ms.intros[i] for i in ms.train_idx])
                 same = stored["vocab"] == refit.state_dict()["vocab"] and stored["n_fit_texts"] == len(ms.train_idx)
                 ok = ok and same
                 details.append(f"checkpoint vocabulary ({len(stored['vocab'])} terms) == training-intro refit: {same}")

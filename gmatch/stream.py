@@ -62,10 +62,7 @@ def streamed_ranks(model, views0, valid0, views1, valid1, chunk: int = 1024, top
     x0, x1 = node_embeddings(model, views0, valid0, views1, valid1, topm)
     p0, p1 = _prior_parts(model, views0, valid0, views1, valid1)
     n = len(x0)
-    lexical = list(lexical)
-    if len(lexical) != len(model.lexical_log_weight):
-        raise ValueError(f"the model has {len(model.lexical_log_weight)} lexical prior pair(s), "
-                         f"got {len(lexical)} (pass lexical=[(A, B), ...])")  # fmt: skip
+    lexical = model.check_lexical(lexical, "(poster, intro) matrix pairs; pass lexical=[(A, B), ...]")
     lex_w = [w.exp().item() for w in model.lexical_log_weight]
     from gmatch.lexical import LexicalScorer
 

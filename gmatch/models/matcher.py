@@ -409,6 +409,14 @@ class Matcher(nn.Module):
             return {"00": topm_candidates(x0, x0, m, ch), "11": topm_candidates(x1, x1, m, ch),
                     "01": topm_candidates(x0, x1, m, ch), "10": topm_candidates(x1, x0, m, ch)}  # fmt: skip
 
+    def check_lexical(self, lexical, what: str) -> list:
+        """``lexical`` as a list, one entry per lexical prior pair of this model, or a ValueError."""
+        lexical = list(lexical or [])
+        if len(lexical) != len(self.lexical_log_weight):
+            raise ValueError(f"this model has {len(self.lexical_log_weight)} lexical prior pair(s) but got "
+                             f"{len(lexical)} {what}")  # fmt: skip
+        return lexical
+
     def prior_logits(self, views0, valid0, views1, valid1, lexical=None):
         """Sum of weighted cosines of the prior view pairs (0 where a view is empty)."""
         out = torch.zeros(len(views0[0]), len(views1[0]))
@@ -416,12 +424,7 @@ class Matcher(nn.Module):
             a = F.normalize(views0[i], dim=-1) * valid0[i][:, None]
             b = F.normalize(views1[j], dim=-1) * valid1[j][:, None]
             out = out + log_w.exp() * (a @ b.T)
-        lexical = list(lexical or [])
-        if len(lexical) != len(self.lexical_log_weight):
-            raise ValueError(
-                f"this model has {len(self.lexical_log_weight)} lexical prior pair(s) but got "
-                f"{len(lexical)} lexical score matrices; call model(**features.inputs(idx))"
-            )
+        lexical = self.check_lexical(lexical, "lexical score matrices; call model(**features.inputs(idx))")
         for sim, log_w in zip(lexical, self.lexical_log_weight):
             if sim.shape != out.shape:
                 raise ValueError(f"lexical scores have shape {tuple(sim.shape)}, expected {tuple(out.shape)}")
