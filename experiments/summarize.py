@@ -5,31 +5,61 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
 
-from gmatch.config import Config
+from gmatch.config import load_config, to_dict
 from gmatch.io import atomic_write_text
+from gmatch.sweep import grid_points
 
 HERE = Path(__file__).resolve().parent
 
 
-def stale_note(study: Path) -> str:
-    """A note when a study's runs used other priors than today's default and its
-    config does not set the priors itself (results from an earlier default)."""
+# Settings that change how a run executes, not what it computes.
+EXECUTION_KEYS = {"threads", "data.cache_dir", "model.chunk", "model.attn_chunk"}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def stale_settings(study: Path) -> dict:
+    """``{key: (used, now)}`` for every setting in which a study's recorded runs
+    differ from what its config file gives today (defaults included). Keys a
+    run does not record predate the option, whose default is the old behaviour."""
     config = HERE / "configs" / f"{study.name}.yaml"
-    if not config.exists() or "prior" in config.read_text():
+    if not config.exists():
+        return {}
+    points = {tuple(labels): overrides for labels, overrides in grid_points(yaml.safe_load(config.read_text()))}
+    diffs = {}
+    for metrics in sorted(study.glob("*/metrics.json")):
+        labels = tuple(json.loads(metrics.read_text()).get("overrides", []))
+        if labels not in points or not (metrics.parent / "config.yaml").exists():
+            continue
+        used = _flat(yaml.safe_load((metrics.parent / "config.yaml").read_text()))
+        now = _flat(to_dict(load_config(config, points[labels])))
+        for key, value in used.items():
+            if key not in EXECUTION_KEYS and key in now and now[key] != value:
+                diffs.setdefault(key, (value, now[key]))
+    return diffs
+
+
+def stale_note(study: Path) -> str:
+    """A note under a table whose runs used other settings than its config gives today."""
+    diffs = stale_settings(study)
+    if not diffs:
         return ""
-    runs = sorted(study.glob("*/config.yaml"))
-    if not runs:
-        return ""
-    used = (yaml.safe_load(runs[0].read_text()).get("model") or {}).get("prior")
-    if used is None or used == Config().model.prior:
-        return ""
-    return (f"\n\n_Run with the previous default priors `model.prior={used}` (no lexical prior); "
-            f"rerun with `python -m gmatch sweep experiments/configs/{study.name}.yaml --out "
-            f"experiments/results/{study.name}` to update._")
+    what = "; ".join(f"`{k}` was `{u}`, now `{n}`" for k, (u, n) in sorted(diffs.items()))
+    return (f"\n\n_Run with an earlier default ({what}); rerun with `python -m gmatch sweep "
+            f"experiments/configs/{study.name}.yaml --out experiments/results/{study.name}` to update._")
 
 
 def main() -> int:

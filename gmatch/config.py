@@ -47,6 +47,8 @@ class ModelConf:
     chunk: int = 512  # rows per chunk of the MLP edge scorer
     attn_topm: int = 0  # 0: dense attention; m > 0: each node attends to its top-m candidates
     attn_chunk: int = 1024  # rows per chunk of the sparse (top-m) attention
+    attn_prior: float = 0.0  # >0: cross-attention logits += gain * prior logits (gain per head,
+    #                          learned, starts here); 0: cross-attention ignores the priors
     prior: list[str] = field(
         default_factory=lambda: ["ocr:minilm=text:minilm@2", "ocr:chars=text:chars@4"]
     )  # zero-shot skips added to S: cosine of a poster view and an intro view in one space
@@ -70,6 +72,8 @@ class TrainConf:
     patience: int = 6  # validation passes without gain before stopping
     grad_clip: float = 1.0  # max gradient norm
     refit: bool = True  # retrain on all training pairs for the best number of steps
+    refit_schedule: str = "fit"  # scaled: the refit's LR decays to zero at its last step;
+    #                                 fit: the fit phase's schedule cut off at the best step
     genre_weight: float = 0.0  # auxiliary multi-label genre loss on training movies (0 = off)
 
 

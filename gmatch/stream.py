@@ -28,6 +28,9 @@ def node_embeddings(model, views0, valid0, views1, valid1, topm: int | None = No
     model.eval()
     m = model.conf.attn_topm if topm is None else topm
     n = max(len(views0[0]), len(views1[0]))
+    if len(model.layers) and model.conf.attn_prior:
+        raise ValueError("large-N mode does not run prior-guided attention (model.attn_prior > 0); "
+                         "score such a model densely")  # fmt: skip
     if len(model.layers) and not m and n > DENSE_ATTENTION_MAX:
         raise ValueError(
             f"{n} nodes: dense attention would build {n}x{n} logits per head; "

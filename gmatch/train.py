@@ -197,23 +197,29 @@ class EpisodeStream:
         self.order, self.start = state["order"].numpy(), int(state["start"])
 
 
+def lr_factor(step: int, warmup: int, horizon: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then a cosine that reaches 0 at ``horizon``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, horizon - warmup))))
+
+
 def _fit(conf: Config, feats: Features, train_pos, val_pos, steps, progress, all_idx,
-         state_path: Path | None = None, phase: str = "fit"):  # fmt: skip
+         state_path: Path | None = None, phase: str = "fit", horizon: int | None = None):  # fmt: skip
     """Train one model for up to ``steps`` steps; with ``state_path`` the full
     training state is saved atomically at every validation pass and, if the
-    file exists for this phase, training resumes from it."""
+    file exists for this phase, training resumes from it. The learning rate
+    warms up, then decays along a cosine that reaches zero at ``horizon``
+    (default ``train.steps``)."""
     tc = conf.train
+    horizon = tc.steps if horizon is None else horizon
+    warmup = min(tc.warmup, max(1, horizon // 3))
     seed_everything(conf.seed)
     model = feats.build_model(conf)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sizes = [min(s, len(train_pos)) for s in tc.episode_sizes]
 
-    def lr_at(step):  # linear warm-up, then cosine decay to zero at tc.steps
-        if step < tc.warmup:
-            return (step + 1) / tc.warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - tc.warmup) / max(1, tc.steps - tc.warmup))))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, warmup, horizon))
     heads = "all" if tc.deep_supervision > 0 and conf.model.n_layers > 0 else "final"
     history, best, best_state, best_step, bad = [], -1.0, None, steps, 0
     stream = EpisodeStream(conf.seed, train_pos, sizes)
@@ -296,6 +302,8 @@ def train(conf: Config, ms: MovieSet | None = None, feats: Features | None = Non
     many steps. With ``state_path`` training state is checkpointed at every
     validation pass and an existing state file is resumed from.
     """
+    if conf.train.refit_schedule not in ("scaled", "fit"):
+        raise ValueError(f"train.refit_schedule must be scaled or fit, got {conf.train.refit_schedule!r}")
     torch.set_num_threads(conf.threads)
     t0 = time.time()
     ms = ms if ms is not None else load_movielens(conf.data.root)
@@ -315,10 +323,15 @@ def train(conf: Config, ms: MovieSet | None = None, feats: Features | None = Non
         conf, feats, fit_pos, val_pos, conf.train.steps, progress, all_idx, state_path, "fit"
     )
     if conf.train.refit and len(val_pos):
-        log.info("refit on all %d training pairs for %d steps", len(train_pos), best_step)
+        # "scaled": the refit's cosine reaches zero at its own last step, so it
+        # ends with a decayed learning rate; "fit": the fit phase's schedule
+        # (train.steps long), cut off at best_step while the rate is still high.
+        horizon = best_step if conf.train.refit_schedule == "scaled" else conf.train.steps
+        log.info("refit on all %d training pairs for %d steps (%s schedule)", len(train_pos),
+                 best_step, conf.train.refit_schedule)  # fmt: skip
         model, refit_hist, _, _ = _fit(
             conf, feats, train_pos, np.array([], int), best_step, progress, all_idx,
-            state_path, "refit",
+            state_path, "refit", horizon,
         )
         history += [{**r, "refit": True} for r in refit_hist]
     return TrainResult(model, history, best_step, best_val, val_pos, train_pos, time.time() - t0)

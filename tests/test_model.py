@@ -93,14 +93,15 @@ def test_training_lowers_the_loss(tiny_dir, cache_dir, overrides):
     assert (D[idx][:, idx].argmin(1) == torch.arange(len(idx))).float().mean() > 0.3
 
 
-def test_pipeline_equivariance_on_real_features(tiny_dir, cache_dir):
+@pytest.mark.parametrize("attn_prior", [0.0, 1.0])
+def test_pipeline_equivariance_on_real_features(tiny_dir, cache_dir, attn_prior):
     """Shuffle the movie order of the data itself: D permutes, metrics stay."""
     from gmatch.metrics import evaluate_distance
 
     conf = load_config(None, [
         f"data.root={tiny_dir}", f"data.cache_dir={cache_dir}",
         "data.poster_views=[image:efficientnet_lite0]", "data.intro_views=[text:minilm,text:tfidf]",
-        "model.n_layers=2", "model.edge=mlp", "model.dim=32",
+        "model.n_layers=2", "model.edge=mlp", "model.dim=32", f"model.attn_prior={attn_prior}",
     ])  # fmt: skip
     ms = load_movielens(tiny_dir)
     torch.manual_seed(0)
@@ -210,3 +211,51 @@ def test_streamed_ranks_with_attention_and_lexical_prior_equal_dense():
         assert stream[key] == pytest.approx(value, abs=1e-6), key
     with pytest.raises(ValueError, match="lexical"):
         streamed_ranks(model, v0, m0, v1, m1)
+
+
+def test_prior_guided_cross_attention_follows_the_prior():
+    """With a large gain, each poster's cross-attention message is the value of
+    the intro its prior favours (and each intro's that of its prior's poster)."""
+    from gmatch.models.matcher import CrossBlock
+
+    g = torch.Generator().manual_seed(3)
+    block = CrossBlock(ModelConf(dim=8, num_heads=2, attn_prior=1.0, dropout=0.0)).eval()
+    x0, x1 = torch.randn(6, 8, generator=g), torch.randn(5, 8, generator=g)
+    prior = torch.randn(6, 5, generator=g)
+    with torch.no_grad():
+        block.prior_gain.fill_(1e4)
+        y0, y1, _ = block(x0, x1, prior=prior)
+        v0, v1 = block.value(x0), block.value(x1)
+        m0 = block.merge(v1[prior.argmax(1)])
+        m1 = block.merge(v0[prior.argmax(0)])
+        assert torch.allclose(y0, x0 + block.ffn(torch.cat([x0, m0], -1)), atol=1e-5)
+        assert torch.allclose(y1, x1 + block.ffn(torch.cat([x1, m1], -1)), atol=1e-5)
+        block.prior_gain.zero_()  # gain 0 = plain cross-attention
+        plain = CrossBlock(ModelConf(dim=8, num_heads=2, dropout=0.0)).eval()
+        plain.load_state_dict({k: v for k, v in block.state_dict().items() if k != "prior_gain"})
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(block(x0, x1, prior=prior)[:2], plain(x0, x1)[:2]))
+    with pytest.raises(ValueError, match="prior"):
+        block(x0, x1)  # a prior-guided block refuses to run without the prior
+
+
+def test_lr_schedule_and_refit_horizon(tiny_dir, cache_dir):
+    from gmatch.train import lr_factor
+
+    assert lr_factor(0, 10, 100) == pytest.approx(0.1) and lr_factor(9, 10, 100) == 1.0
+    assert lr_factor(55, 10, 100) == pytest.approx(0.5) and lr_factor(100, 10, 100) == 0.0
+    last_lr = {}
+    for schedule in ("scaled", "fit"):
+        conf = load_config(None, [
+            f"data.root={tiny_dir}", f"data.cache_dir={cache_dir}", "data.poster_views=[image:efficientnet_lite0]",
+            "data.intro_views=[text:minilm]", "model.prior=[]", "model.dim=16", "model.hidden=32",
+            "train.steps=200", "train.eval_every=10", "train.patience=2", "train.episode_sizes=[8]", "train.warmup=5",
+            "train.val_fraction=0.7", f"train.refit_schedule={schedule}",
+        ])  # fmt: skip
+        result = train(conf, load_movielens(tiny_dir), progress=False)
+        refit = [r for r in result.history if r.get("refit")]
+        assert refit and refit[-1]["step"] == result.best_step < 200
+        last_lr[schedule] = refit[-1]["lr"]
+    assert last_lr["scaled"] == pytest.approx(0.0, abs=1e-9)  # decayed at its own last step
+    assert last_lr["fit"] > 0.5 * 1e-3  # cut off early on the 200-step schedule
+    with pytest.raises(ValueError, match="refit_schedule"):
+        train(load_config(None, [f"data.root={tiny_dir}", "train.refit_schedule=never"]), progress=False)

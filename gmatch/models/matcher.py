@@ -249,15 +249,28 @@ class CrossBlock(nn.Module):
         self.value = nn.Linear(dim, dim)
         self.merge = nn.Linear(dim, dim)
         self.ffn = ffn(dim, conf.dropout)
+        # Prior-guided attention: a learned per-head gain on the zero-shot prior
+        # logits, added to the attention logits (a poster looks at the intros the
+        # priors favour, and back). Off (None) when model.attn_prior = 0.
+        self.prior_gain = (
+            nn.Parameter(torch.full((self.heads,), float(conf.attn_prior))) if conf.attn_prior else None
+        )
 
-    def forward(self, x0, x1, cand01=None, cand10=None, chunk: int = 1024):
+    def forward(self, x0, x1, cand01=None, cand10=None, chunk: int = 1024, prior=None):
         """``cand01`` [N x m] / ``cand10`` [M x m]: candidate intros of each poster and
-        candidate posters of each intro (None: dense, all pairs)."""
+        candidate posters of each intro (None: dense, all pairs). ``prior`` [N x M]:
+        the zero-shot prior logits, used when the block has a prior gain."""
         if cand01 is not None:
+            if self.prior_gain is not None:
+                raise ValueError("model.attn_prior needs dense attention (model.attn_topm=0)")
             return self._sparse(x0, x1, cand01, cand10, chunk)
         logits = self.edge(self.to_qk(x0), self.to_qk(x1))  # [H x N x M]
         if logits.ndim == 2:
             logits = logits[None]
+        if self.prior_gain is not None:
+            if prior is None:
+                raise ValueError("this cross-attention block is prior-guided (model.attn_prior) but got no prior")
+            logits = logits + self.prior_gain[:, None, None] * prior
         v0 = self.value(x0).unflatten(-1, (self.heads, -1)).transpose(0, 1)  # [H x N x D/H]
         v1 = self.value(x1).unflatten(-1, (self.heads, -1)).transpose(0, 1)
         m0 = torch.softmax(logits, dim=-1) @ v1
@@ -303,16 +316,17 @@ class MatchLayer(nn.Module):
         if "cross" in self.types:
             self.cross = CrossBlock(conf)
 
-    def forward(self, x0, x1, cand: dict | None = None, chunk: int = 1024):
+    def forward(self, x0, x1, cand: dict | None = None, chunk: int = 1024, prior=None):
         """``cand``: candidate edges ``{"00", "11", "01", "10"}`` for sparse
-        attention (see :meth:`Matcher.candidates`); None = dense."""
+        attention (see :meth:`Matcher.candidates`); None = dense. ``prior``: the
+        prior logits [N x M] for prior-guided cross-attention."""
         logits = None
         c = cand or {}
         for t in self.types:
             if t == "self":
                 x0, x1 = self.self0(x0, c.get("00"), chunk), self.self1(x1, c.get("11"), chunk)
             else:
-                x0, x1, logits = self.cross(x0, x1, c.get("01"), c.get("10"), chunk)
+                x0, x1, logits = self.cross(x0, x1, c.get("01"), c.get("10"), chunk, prior)
         return x0, x1, logits
 
 
@@ -374,20 +388,22 @@ class Matcher(nn.Module):
         prior = self.prior_logits(views0, valid0, views1, valid1, lexical)
         layer_logits = []
         on_layer = (lambda a, b: layer_logits.append(self.head(a, b) + prior)) if heads == "all" else None
-        x0, x1 = self.embed(views0, valid0, views1, valid1, on_layer=on_layer)
+        x0, x1 = self.embed(views0, valid0, views1, valid1, on_layer=on_layer,
+                            prior=prior if self.conf.attn_prior else None)  # fmt: skip
         logits = layer_logits[-1] if heads == "all" else self.head(x0, x1) + prior
         out = {"logits": logits, "dist": logits_to_dist(logits), "layer_logits": layer_logits}
         if self.genre_head is not None:  # auxiliary multi-label genre logits per node
             out["genre0"], out["genre1"] = self.genre_head(x0), self.genre_head(x1)
         return out
 
-    def embed(self, views0, valid0, views1, valid1, topm: int | None = None, on_layer=None):
+    def embed(self, views0, valid0, views1, valid1, topm: int | None = None, on_layer=None, prior=None):
         """Node embeddings after the encoders and all units: ([N x d], [M x d]).
 
         ``topm`` (default ``conf.attn_topm``; 0 = dense): each node attends only
         to its top-m candidates, found once by cosine of the encoded nodes, in
         row chunks, so memory stays O(N m d) for any N. ``on_layer(x0, x1)`` is
-        called after the encoders and after every unit.
+        called after the encoders and after every unit. ``prior`` [N x M]: the
+        prior logits, needed by prior-guided cross-attention (``conf.attn_prior``).
         """
         x0, x1 = self.encode0(views0, valid0), self.encode1(views1, valid1)
         if on_layer is not None:
@@ -397,7 +413,7 @@ class Matcher(nn.Module):
         if len(self.layers) and m and m < max(len(x0), len(x1)):
             cand = self.candidates(x0, x1, m)
         for layer in self.layers:
-            x0, x1, _ = layer(x0, x1, cand, self.conf.attn_chunk)
+            x0, x1, _ = layer(x0, x1, cand, self.conf.attn_chunk, prior)
             if on_layer is not None:
                 on_layer(x0, x1)
         return x0, x1
