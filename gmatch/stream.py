@@ -62,6 +62,9 @@ def streamed_ranks(model, views0, valid0, views1, valid1, chunk: int = 1024, top
         ``rank_p2i`` [N], ``rank_i2p`` [N] (strictly-closer counts, as
         :func:`gmatch.metrics.true_ranks`), ``top_p2i`` [N x topk] intro indices.
     """
+    if model.conf.out_sinkhorn_tau > 0:
+        raise ValueError("large-N mode does not run the Sinkhorn output layer (model.out_sinkhorn_tau > 0); "
+                         "score such a model densely")  # fmt: skip
     x0, x1 = node_embeddings(model, views0, valid0, views1, valid1, topm)
     p0, p1 = _prior_parts(model, views0, valid0, views1, valid1)
     n = len(x0)

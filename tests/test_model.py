@@ -259,3 +259,28 @@ def test_lr_schedule_and_refit_horizon(tiny_dir, cache_dir):
     assert last_lr["fit"] > 0.5 * 1e-3  # cut off early on the 200-step schedule
     with pytest.raises(ValueError, match="refit_schedule"):
         train(load_config(None, [f"data.root={tiny_dir}", "train.refit_schedule=never"]), progress=False)
+
+
+def test_sinkhorn_output_layer_is_doubly_stochastic_equivariant_and_eval_only():
+    g = torch.Generator().manual_seed(4)
+    conf = ModelConf(dim=16, hidden=32, n_layers=1, out_sinkhorn_tau=2.0, out_sinkhorn_iters=200)
+    model = Matcher([10], [8], conf)
+    v0, m0 = rand_views(20, [10], g, empty=0)
+    v1, m1 = rand_views(20, [8], g, empty=0)
+    with torch.no_grad():
+        model.eval()
+        P = model(v0, m0, v1, m1)["logits"].exp()
+        assert torch.allclose(P.sum(0), torch.ones(20), atol=1e-4)
+        assert torch.allclose(P.sum(1), torch.ones(20), atol=1e-4)
+        p, q = torch.randperm(20, generator=g), torch.randperm(20, generator=g)
+        Dp = model([v0[0][p]], [m0[0][p]], [v1[0][q]], [m1[0][q]])["dist"]
+        assert torch.allclose(Dp, model(v0, m0, v1, m1)["dist"][p][:, q], atol=1e-4)
+        model.conf.out_sinkhorn_tau = 0.0
+        raw = model(v0, m0, v1, m1)["logits"]
+        model.conf.out_sinkhorn_tau = 2.0
+        model.train()  # training scores the raw logits (dropout off in this check)
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.Dropout):
+                mod.p = 0.0
+        model.encode0.view_dropout = model.encode1.view_dropout = 0.0
+        assert torch.allclose(model(v0, m0, v1, m1)["logits"], raw, atol=1e-5)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gmatch.assignment import sinkhorn
 from gmatch.config import ModelConf
 
 __all__ = [
@@ -391,6 +392,11 @@ class Matcher(nn.Module):
         x0, x1 = self.embed(views0, valid0, views1, valid1, on_layer=on_layer,
                             prior=prior if self.conf.attn_prior else None)  # fmt: skip
         logits = layer_logits[-1] if heads == "all" else self.head(x0, x1) + prior
+        if self.conf.out_sinkhorn_tau > 0 and not self.training:
+            # SuperGlue's output layer: log of the (approximately) doubly-stochastic
+            # matrix of exp(S / tau) over all N x M pairs. Inference only; training
+            # scores the raw logits (train.loss=sinkhorn is the training-time analogue).
+            logits = sinkhorn(logits, self.conf.out_sinkhorn_iters, self.conf.out_sinkhorn_tau)
         out = {"logits": logits, "dist": logits_to_dist(logits), "layer_logits": layer_logits}
         if self.genre_head is not None:  # auxiliary multi-label genre logits per node
             out["genre0"], out["genre1"] = self.genre_head(x0), self.genre_head(x1)
