@@ -70,7 +70,8 @@ def main() -> int:
         tables[d.name] = (md.read_text().strip() + stale_note(d)) if md.exists() else "_not run yet_"
     for name in ("depth_ablation", "layer_types", "edge_distance", "edge_width", "encoders", "losses",
                  "train_size", "prior", "prior_off", "fit_vs_transfer", "assignment", "grouped",
-                 "zero_shot", "lexical", "memory", "genre_aux"):  # fmt: skip
+                 "zero_shot", "lexical", "memory", "genre_aux", "refit_schedule", "attn_prior",
+                 "out_sinkhorn", "transductive"):  # fmt: skip
         tables.setdefault(name, "_not run yet_")
     atomic_write_text(HERE / "README.md", template.format(**tables))
     return 0

@@ -70,20 +70,33 @@ def cmd_evaluate(args) -> int:
     from gmatch.evaluate import RunDir, load_checkpoint, summary_line, write_run
     from gmatch.train import Features, predict_dist
 
-    model, conf, ckpt = load_checkpoint(args.checkpoint)
-    root = args.data or conf.data.root
-    ms = load_movielens(root)
-    cache = args.cache_dir or conf.data.cache_dir
-    feats = Features.extract(ms, ckpt["poster_views"], ckpt["intro_views"], cache, not args.quiet,
-                             ckpt.get("encoder_states"), conf.model.prior)
-    if feats.dims() != (ckpt["poster_dims"], ckpt["intro_dims"]):
-        raise SystemExit(
-            f"{args.checkpoint}: built for feature dims {ckpt['poster_dims']}/{ckpt['intro_dims']} "
-            f"but the encoders give {feats.dims()}; re-train or use the same encoders"
-        )
-    D = predict_dist(model, feats)
-    out = args.out or f"runs/eval-{Path(args.checkpoint).stem}"
-    record = write_run(RunDir(out, args.overwrite), D, ms, conf, {"checkpoint": str(args.checkpoint), "kind": "evaluate"})
+    # Several checkpoints = an ensemble: their scores S = -D are averaged.
+    S, confs = None, []
+    for path in args.checkpoint:
+        model, conf, ckpt = load_checkpoint(path)
+        confs.append(conf)
+        ms = load_movielens(args.data or confs[0].data.root)
+        cache = args.cache_dir or conf.data.cache_dir
+        feats = Features.extract(ms, ckpt["poster_views"], ckpt["intro_views"], cache, not args.quiet,
+                                 ckpt.get("encoder_states"), conf.model.prior)  # fmt: skip
+        if feats.dims() != (ckpt["poster_dims"], ckpt["intro_dims"]):
+            raise SystemExit(
+                f"{path}: built for feature dims {ckpt['poster_dims']}/{ckpt['intro_dims']} "
+                f"but the encoders give {feats.dims()}; re-train or use the same encoders"
+            )
+        s = -predict_dist(model, feats).double()
+        S = s if S is None else S + s
+    S = S / len(args.checkpoint)
+    if args.sinkhorn_tau > 0:  # SuperGlue's output layer on the (averaged) scores
+        from gmatch.assignment import sinkhorn
+
+        S = sinkhorn(S, 20, args.sinkhorn_tau)
+    D = (-S).float()
+    names = [Path(c).stem for c in args.checkpoint]
+    out = args.out or f"runs/eval-{'+'.join(names)}"
+    extra = {"checkpoint": str(args.checkpoint[0]) if len(names) == 1 else [str(c) for c in args.checkpoint],
+             "kind": "evaluate", "sinkhorn_tau": args.sinkhorn_tau}  # fmt: skip
+    record = write_run(RunDir(out, args.overwrite), D, ms, confs[0] if len(confs) == 1 else None, extra)
     print(f"run folder: {out}")
     print(summary_line(record["metrics"]))
     return 0
@@ -147,8 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     sp.set_defaults(func=cmd_train)
 
-    sp = sub.add_parser("evaluate", help="score a checkpoint on a data folder", formatter_class=fmt)
-    sp.add_argument("--checkpoint", required=True)
+    sp = sub.add_parser("evaluate", help="score a checkpoint (or an ensemble) on a data folder",
+                        formatter_class=fmt)  # fmt: skip
+    sp.add_argument("--checkpoint", required=True, nargs="+",
+                    help="one checkpoint, or several whose scores are averaged (an ensemble)")
+    sp.add_argument("--sinkhorn-tau", type=float, default=0.0,
+                    help="> 0: D = -log Sinkhorn(exp(S / tau)) of the (averaged) scores S over all pairs")
     sp.add_argument("--data", help="course-format folder (default: the checkpoint's)")
     sp.add_argument("--cache-dir", help="feature cache (default: the checkpoint's)")
     sp.add_argument("--out", help="run folder (default: runs/eval-<checkpoint>)")

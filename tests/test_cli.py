@@ -56,6 +56,25 @@ def test_evaluate_reproduces_D_from_the_checkpoint(trained, tiny_dir, cache_dir,
     assert np.allclose(np.load(out / "D.npy"), np.load(trained / "D.npy"), atol=1e-5)
 
 
+def test_evaluate_an_ensemble_with_the_sinkhorn_output(trained, tiny_dir, cache_dir, tmp_path):
+    """Several checkpoints: their scores are averaged; --sinkhorn-tau normalises them."""
+    other = tmp_path / "seed1"
+    assert main(["train", "--data", str(tiny_dir), "--out", str(other), "--quiet",
+                 f"data.cache_dir={cache_dir}", *FAST, "seed=1"]) == 0  # fmt: skip
+    ckpts = [str(trained / "model.pt"), str(other / "model.pt")]
+    common = ["--data", str(tiny_dir), "--cache-dir", str(cache_dir), "--quiet"]
+    assert main(["evaluate", "--checkpoint", *ckpts, "--out", str(tmp_path / "ens"), *common]) == 0
+    D0, D1 = np.load(trained / "D.npy"), np.load(other / "D.npy")
+    assert not np.allclose(D0, D1)
+    assert np.allclose(np.load(tmp_path / "ens" / "D.npy"), (D0 + D1) / 2, atol=1e-5)
+    rec = json.loads((tmp_path / "ens" / "metrics.json").read_text())
+    assert rec["checkpoint"] == ckpts
+    assert main(["evaluate", "--checkpoint", *ckpts, "--sinkhorn-tau", "2", "--out", str(tmp_path / "sk"), *common]) == 0
+    P = np.exp(-np.load(tmp_path / "sk" / "D.npy").astype(np.float64))
+    assert np.allclose(P.sum(0), 1, atol=1e-4)  # columns exactly, rows nearly, after 20 iterations
+    assert np.allclose(P.sum(1), 1, atol=0.05)
+
+
 def test_audit_passes(trained, tiny_dir, cache_dir, capsys):
     rc = main(["audit", "--checkpoint", str(trained / "model.pt"), "--data", str(tiny_dir),
                "--cache-dir", str(cache_dir)])  # fmt: skip
