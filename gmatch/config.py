@@ -53,6 +53,7 @@ class ModelConf:
         default_factory=lambda: ["ocr:minilm=text:minilm@2", "ocr:chars=text:chars@4"]
     )  # zero-shot skips added to S: cosine of a poster view and an intro view in one space
     #    (``<poster view>=<intro view>[@weight]``); sparse views (chars) are lexical priors
+    members: int = 1  # >1: an ensemble of this many matchers, seeds seed, seed+1, ...; logits averaged
     out_sinkhorn_tau: float = 0.0  # >0: at inference D = -log Sinkhorn(exp(S / tau)) over all pairs
     out_sinkhorn_iters: int = 20  # iterations of that output layer
     prior_weight: float = 3.0  # weight of a prior entry without @weight (in units of 1/tau_init)

@@ -157,7 +157,7 @@ def train_and_record(run: RunDir, conf: Config, ms: MovieSet, feats, progress: b
     from gmatch.io import atomic_write_json
     from gmatch.train import predict_dist, save_checkpoint, train
 
-    leftovers = list(run.path.glob("train_state.*.pt"))
+    leftovers = list(run.path.glob("train_state*.pt"))
     if leftovers and not resume:
         if not run.overwrite:
             raise FileExistsError(
@@ -174,7 +174,7 @@ def train_and_record(run: RunDir, conf: Config, ms: MovieSet, feats, progress: b
         "train_seconds": result.seconds, "best_step": result.best_step,
         "val_acc": result.best_val, **(extra or {}),
     })  # fmt: skip
-    for f in run.path.glob("train_state.*.pt"):  # the run is complete: model.pt suffices
+    for f in run.path.glob("train_state*.pt"):  # the run is complete: model.pt suffices
         f.unlink()
     return result, record
 

@@ -308,6 +308,8 @@ def train(conf: Config, ms: MovieSet | None = None, feats: Features | None = Non
     t0 = time.time()
     ms = ms if ms is not None else load_movielens(conf.data.root)
     feats = feats if feats is not None else load_features(ms, conf, progress)
+    if conf.model.members > 1:
+        return _train_ensemble(conf, ms, feats, progress, state_path, t0)
     if len(ms.train_idx) < 16:
         raise ValueError(f"{ms.root}: need at least 16 training pairs in train.txt to train")
     rng = np.random.default_rng(conf.seed)
@@ -335,6 +337,26 @@ def train(conf: Config, ms: MovieSet | None = None, feats: Features | None = Non
         )
         history += [{**r, "refit": True} for r in refit_hist]
     return TrainResult(model, history, best_step, best_val, val_pos, train_pos, time.time() - t0)
+
+
+def _train_ensemble(conf: Config, ms: MovieSet, feats: Features, progress: bool,
+                    state_path: Path | None, t0: float) -> TrainResult:  # fmt: skip
+    """``model.members`` matchers trained one after another, each exactly as a
+    single run with seed ``seed + i`` (its own validation slice and refit)."""
+    from gmatch.models.matcher import Ensemble
+
+    results = []
+    for i in range(conf.model.members):
+        member = copy.deepcopy(conf)
+        member.model.members, member.seed = 1, conf.seed + i
+        path = None if state_path is None else Path(state_path).with_name(f"{Path(state_path).name}-m{i}")
+        log.info("ensemble member %d/%d (seed %d)", i + 1, conf.model.members, member.seed)
+        results.append(train(member, ms, feats, progress, path))
+    model = Ensemble([r.model for r in results], conf.model)
+    history = [{**row, "member": i} for i, r in enumerate(results) for row in r.history]
+    return TrainResult(model, history, int(round(np.mean([r.best_step for r in results]))),
+                       float(np.mean([r.best_val for r in results])), results[0].val_idx,
+                       results[0].train_idx, time.time() - t0)  # fmt: skip
 
 
 def save_checkpoint(path: Path, result: TrainResult, conf: Config, feats: Features) -> None:

@@ -284,3 +284,33 @@ def test_sinkhorn_output_layer_is_doubly_stochastic_equivariant_and_eval_only():
                 mod.p = 0.0
         model.encode0.view_dropout = model.encode1.view_dropout = 0.0
         assert torch.allclose(model(v0, m0, v1, m1)["logits"], raw, atol=1e-5)
+
+
+def test_ensemble_is_the_average_of_its_single_seed_runs(tiny_dir, cache_dir, tmp_path):
+    from gmatch.assignment import sinkhorn
+    from gmatch.evaluate import load_checkpoint
+    from gmatch.models.matcher import Ensemble
+    from gmatch.train import save_checkpoint
+
+    base = [
+        f"data.root={tiny_dir}", f"data.cache_dir={cache_dir}", "data.poster_views=[image:efficientnet_lite0]",
+        "data.intro_views=[text:minilm]", "model.prior=[]", "model.dim=16", "model.hidden=32",
+        "train.steps=20", "train.eval_every=10", "train.episode_sizes=[16]", "train.warmup=5",
+    ]  # fmt: skip
+    ms = load_movielens(tiny_dir)
+    conf = load_config(None, [*base, "model.members=2", "seed=3"])
+    feats = load_features(ms, conf, progress=False)
+    ens = train(conf, ms, feats, progress=False)
+    assert isinstance(ens.model, Ensemble) and {r["member"] for r in ens.history} == {0, 1}
+    singles = [predict_dist(train(load_config(None, [*base, f"seed={s}"]), ms, feats, progress=False).model, feats)
+               for s in (3, 4)]  # fmt: skip
+    assert not torch.allclose(singles[0], singles[1])
+    D = predict_dist(ens.model, feats)
+    assert torch.allclose(D, (singles[0] + singles[1]) / 2, atol=1e-5)
+    # The Sinkhorn output layer runs once, on the average.
+    ens.model.conf.out_sinkhorn_tau = 1.0
+    assert torch.allclose(predict_dist(ens.model, feats), -sinkhorn(-D, 20, 1.0), atol=1e-4)
+    ens.model.conf.out_sinkhorn_tau = 0.0
+    save_checkpoint(tmp_path / "ens.pt", ens, conf, feats)
+    model, _, _ = load_checkpoint(tmp_path / "ens.pt")
+    assert isinstance(model, Ensemble) and torch.allclose(predict_dist(model, feats), D, atol=1e-6)

@@ -331,6 +331,16 @@ class MatchLayer(nn.Module):
         return x0, x1, logits
 
 
+def output_layer(logits: torch.Tensor, conf: ModelConf, training: bool) -> torch.Tensor:
+    """SuperGlue's output layer when ``conf.out_sinkhorn_tau > 0``: the log of the
+    (approximately) doubly-stochastic matrix of exp(S / tau) over all N x M pairs.
+    Inference only; training scores the raw logits (``train.loss=sinkhorn`` is the
+    training-time analogue)."""
+    if conf.out_sinkhorn_tau > 0 and not training:
+        return sinkhorn(logits, conf.out_sinkhorn_iters, conf.out_sinkhorn_tau)
+    return logits
+
+
 class Matcher(nn.Module):
     """Node encoders -> ``n_layers`` x (self + cross) -> edge-scorer head.
 
@@ -373,7 +383,8 @@ class Matcher(nn.Module):
         self.layers = nn.ModuleList([MatchLayer(conf) for _ in range(conf.n_layers)])
         self.head = make_edge(conf, out=1)
 
-    def forward(self, views0, valid0, views1, valid1, heads: str = "final", lexical=None) -> dict:
+    def forward(self, views0, valid0, views1, valid1, heads: str = "final", lexical=None,
+                normalise: bool = True) -> dict:  # fmt: skip
         """Match N posters against M intros.
 
         Args:
@@ -382,6 +393,8 @@ class Matcher(nn.Module):
             heads: ``"all"`` also scores the head after every layer (deep supervision).
             lexical: per lexical prior pair, the cosines [N x M] of its sparse views
                 (``Features.inputs`` supplies them).
+            normalise: apply the Sinkhorn output layer when it is on (an
+                :class:`Ensemble` applies it once, to the average).
         Returns:
             ``logits`` [N x M] (larger = closer), ``dist`` = -logits,
             ``layer_logits``: head logits after the encoder and each unit when heads="all".
@@ -392,11 +405,8 @@ class Matcher(nn.Module):
         x0, x1 = self.embed(views0, valid0, views1, valid1, on_layer=on_layer,
                             prior=prior if self.conf.attn_prior else None)  # fmt: skip
         logits = layer_logits[-1] if heads == "all" else self.head(x0, x1) + prior
-        if self.conf.out_sinkhorn_tau > 0 and not self.training:
-            # SuperGlue's output layer: log of the (approximately) doubly-stochastic
-            # matrix of exp(S / tau) over all N x M pairs. Inference only; training
-            # scores the raw logits (train.loss=sinkhorn is the training-time analogue).
-            logits = sinkhorn(logits, self.conf.out_sinkhorn_iters, self.conf.out_sinkhorn_tau)
+        if normalise:
+            logits = output_layer(logits, self.conf, self.training)
         out = {"logits": logits, "dist": logits_to_dist(logits), "layer_logits": layer_logits}
         if self.genre_head is not None:  # auxiliary multi-label genre logits per node
             out["genre0"], out["genre1"] = self.genre_head(x0), self.genre_head(x1)
@@ -454,14 +464,43 @@ class Matcher(nn.Module):
         return out
 
 
+class Ensemble(nn.Module):
+    """Matchers that differ only in their seed (``model.members``): their logits
+    are averaged, then the output layer runs once on the average. Same call as
+    :class:`Matcher`; trained member by member (:func:`gmatch.train.train`)."""
+
+    def __init__(self, members: list[Matcher], conf: ModelConf):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.conf = conf
+
+    @property
+    def genre_head(self):
+        return self.members[0].genre_head
+
+    def forward(self, views0, valid0, views1, valid1, heads: str = "final", lexical=None) -> dict:
+        logits = torch.stack([
+            m(views0, valid0, views1, valid1, lexical=lexical, normalise=False)["logits"] for m in self.members
+        ]).mean(0)  # fmt: skip
+        logits = output_layer(logits, self.conf, self.training)
+        return {"logits": logits, "dist": logits_to_dist(logits), "layer_logits": []}
+
+
 def build_matcher(conf: ModelConf, poster_views: list[str], intro_views: list[str],
-                  poster_dims: list[int], intro_dims: list[int], n_genres: int = 0) -> Matcher:  # fmt: skip
-    """A Matcher for views named by feature spec (prior pairs resolved by name)."""
+                  poster_dims: list[int], intro_dims: list[int], n_genres: int = 0) -> Matcher | Ensemble:  # fmt: skip
+    """A Matcher for views named by feature spec (prior pairs resolved by name);
+    an :class:`Ensemble` of ``conf.members`` of them when that is > 1."""
+    if conf.members < 1:
+        raise ValueError(f"model.members must be >= 1, got {conf.members}")
     dense = resolve_prior(conf.prior, poster_views, intro_views)
     lexical = lexical_prior(conf.prior)
-    return Matcher(poster_dims, intro_dims, conf, [(i, j) for i, j, _ in dense],
-                   [w or conf.prior_weight for *_, w in dense],
-                   [w or conf.prior_weight for *_, w in lexical], n_genres)  # fmt: skip
+
+    def one():
+        return Matcher(poster_dims, intro_dims, conf, [(i, j) for i, j, _ in dense],
+                       [w or conf.prior_weight for *_, w in dense],
+                       [w or conf.prior_weight for *_, w in lexical], n_genres)  # fmt: skip
+
+    return one() if conf.members == 1 else Ensemble([one() for _ in range(conf.members)], conf)
 
 
 def parse_prior(item: str) -> tuple[str, str, float | None]:
