@@ -71,7 +71,7 @@ def main() -> int:
     for name in ("depth_ablation", "layer_types", "edge_distance", "edge_width", "encoders", "losses",
                  "train_size", "prior", "prior_off", "fit_vs_transfer", "assignment", "grouped",
                  "zero_shot", "lexical", "memory", "genre_aux", "refit_schedule", "attn_prior",
-                 "out_sinkhorn", "transductive"):  # fmt: skip
+                 "out_sinkhorn", "transductive", "ensemble"):  # fmt: skip
         tables.setdefault(name, "_not run yet_")
     atomic_write_text(HERE / "README.md", template.format(**tables))
     return 0
