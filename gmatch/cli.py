@@ -66,16 +66,17 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from gmatch.config import ModelConf
     from gmatch.data import load_movielens
     from gmatch.evaluate import RunDir, load_checkpoint, summary_line, write_run
+    from gmatch.models.matcher import output_layer
     from gmatch.train import Features, predict_dist
 
     # Several checkpoints = an ensemble: their scores S = -D are averaged.
-    S, confs = None, []
-    for path in args.checkpoint:
-        model, conf, ckpt = load_checkpoint(path)
-        confs.append(conf)
-        ms = load_movielens(args.data or confs[0].data.root)
+    loaded = [(path, *load_checkpoint(path)) for path in args.checkpoint]
+    ms = load_movielens(args.data or loaded[0][2].data.root)
+    S = 0
+    for path, model, conf, ckpt in loaded:
         cache = args.cache_dir or conf.data.cache_dir
         feats = Features.extract(ms, ckpt["poster_views"], ckpt["intro_views"], cache, not args.quiet,
                                  ckpt.get("encoder_states"), conf.model.prior)  # fmt: skip
@@ -84,19 +85,15 @@ def cmd_evaluate(args) -> int:
                 f"{path}: built for feature dims {ckpt['poster_dims']}/{ckpt['intro_dims']} "
                 f"but the encoders give {feats.dims()}; re-train or use the same encoders"
             )
-        s = -predict_dist(model, feats).double()
-        S = s if S is None else S + s
-    S = S / len(args.checkpoint)
-    if args.sinkhorn_tau > 0:  # SuperGlue's output layer on the (averaged) scores
-        from gmatch.assignment import sinkhorn
-
-        S = sinkhorn(S, 20, args.sinkhorn_tau)
+        S = S - predict_dist(model, feats).double() / len(loaded)
+    # SuperGlue's output layer on the (averaged) scores, as a model applies it.
+    S = output_layer(S, ModelConf(out_sinkhorn_tau=args.sinkhorn_tau), training=False)
     D = (-S).float()
     names = [Path(c).stem for c in args.checkpoint]
     out = args.out or f"runs/eval-{'+'.join(names)}"
     extra = {"checkpoint": str(args.checkpoint[0]) if len(names) == 1 else [str(c) for c in args.checkpoint],
              "kind": "evaluate", "sinkhorn_tau": args.sinkhorn_tau}  # fmt: skip
-    record = write_run(RunDir(out, args.overwrite), D, ms, confs[0] if len(confs) == 1 else None, extra)
+    record = write_run(RunDir(out, args.overwrite), D, ms, loaded[0][2] if len(loaded) == 1 else None, extra)
     print(f"run folder: {out}")
     print(summary_line(record["metrics"]))
     return 0

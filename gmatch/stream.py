@@ -25,7 +25,9 @@ DENSE_ATTENTION_MAX = 20000
 def node_embeddings(model, views0, valid0, views1, valid1, topm: int | None = None):
     """Inputs of the final head; attention units run sparse with ``topm`` candidates
     (default the model's ``attn_topm``)."""
-    if not hasattr(model, "layers"):
+    from gmatch.models.matcher import Ensemble
+
+    if isinstance(model, Ensemble):
         raise ValueError("large-N mode scores one matcher, not an ensemble (model.members > 1)")
     model.eval()
     m = model.conf.attn_topm if topm is None else topm
