@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gmatch.assignment import sinkhorn
+from gmatch.config import ModelConf
 from gmatch.data import load_movielens
 from gmatch.evaluate import split_metrics
 from gmatch.io import atomic_write_text
+from gmatch.models.matcher import output_layer
 
 
 def main(argv=None) -> int:
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
             for subset in itertools.combinations(range(len(runs)), k):
                 s = sum(S[i] for i in subset) / k
                 if sk:
-                    s = sinkhorn(s, 20, args.sinkhorn_tau)
+                    s = output_layer(s, ModelConf(out_sinkhorn_tau=args.sinkhorn_tau), training=False)
                 m = split_metrics(-s.float(), ms)
                 vals.append((m["official"]["acc_mean"], m["heldout"]["acc_mean"], m["heldout"]["poster_to_intro/R@1"]))
             v = np.array(vals)
