@@ -39,14 +39,14 @@ def main(argv=None) -> int:
             row = {"g": size, "groups": kind, "n_groups": ms_[0]["groups"]}
             for key in ("item_acc/nearest", "item_acc/hungarian", "group_exact/nearest", "group_exact/hungarian"):
                 v = np.array([m[key] for m in ms_])
-                row[key] = f"{v.mean():.3f} ± {v.std():.3f}"
+                row[key] = f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
             rows.append(row)
     out = Path(args.out)
     keys = list(rows[0])
     md = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     md += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
     text = (f"Run: `{args.run}` ({rec.get('command', '')}); held-out movies only; "
-            f"mean ± std over {args.seeds} seeds; chance item accuracy = 1/g.\n\n" + "\n".join(md) + "\n")  # fmt: skip
+            f"mean ± sample std (ddof = 1) over {args.seeds} seeds; chance item accuracy = 1/g.\n\n" + "\n".join(md) + "\n")  # fmt: skip
     atomic_write_text(out / "results.md", text)
     atomic_write_text(out / "results.csv", "\n".join(
         [",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in rows]) + "\n")  # fmt: skip

@@ -15,7 +15,7 @@ std(D). Analysis only: the run's official numbers stay those of its raw D.
 
     python -m experiments.transductive --runs experiments/results/depth_ablation/seed=*-n_layers=0
 
-Several runs (seeds) give mean ± std per cell.
+Several runs (seeds) give mean ± sample std (ddof = 1) per cell.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
           "|---|---|---|---|---|---|"]  # fmt: skip
     md += [f"| {n} | {cell(i, 'official')} | {cell(i, 'heldout')} | {gain(i)} | {cell(i, 'heldout_R@1')} | "
            f"{cell(i, 'heldout_alone')} |" for i, n in enumerate(names)]  # fmt: skip
-    text = (f"Runs ({len(runs)}): " + ", ".join(f"`{r}`" for r in runs) + "; t in units of std(D).\n\n"
+    text = (f"Runs ({len(runs)}): " + ", ".join(f"`{r}`" for r in runs) + "; t in units of std(D); ± = sample std (ddof = 1) over runs.\n\n"
             + "\n".join(md) + "\n")  # fmt: skip
     out = Path(args.out)
     atomic_write_text(out / "results.md", text)

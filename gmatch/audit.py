@@ -1,89 +1,123 @@
-"""Check a checkpoint on a data folder against the SPEC's rules; PASS/FAIL per check."""
+"""Check a checkpoint on a data folder against the SPEC's rules; PASS/FAIL per check.
+
+Each check is a function of a scoring callable ``score(idx0, idx1) -> D`` (posters
+``idx0`` against intros ``idx1``; None = all), so the tests can hand it a model
+that breaks the rule and show that the check fails (a negative control).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from gmatch.data import load_movielens
+from gmatch.data import MovieSet, load_movielens
 from gmatch.evaluate import load_checkpoint
 from gmatch.features import extract
 from gmatch.metrics import DegenerateDistanceError, check_distance, evaluate_distance, true_ranks
-from gmatch.train import Features, predict_dist
+from gmatch.text import TrainOnlyTfidf
+from gmatch.train import Features
 
-__all__ = ["audit"]
+__all__ = ["audit", "check_equivariance", "check_diagonal", "check_text_statistics", "check_degenerate"]
+
+Check = tuple[str, bool, str]
+Score = Callable[[np.ndarray | None, np.ndarray | None], torch.Tensor]
 
 
-def audit(checkpoint, data=None, cache_dir=None, seed: int = 0, atol: float = 1e-4):
+def check_equivariance(score: Score, n: int, rng: np.random.Generator, atol: float = 1e-4) -> list[Check]:
+    """Shuffle posters by q and intros by p independently: D must permute with them,
+    and a shared shuffle must leave every get_acc unchanged."""
+    D = score(None, None)
+    q, p = rng.permutation(n), rng.permutation(n)
+    err = (score(q, p) - D[q][:, p]).abs().max().item()
+    out = [("equivariance: D(P0 x, P1 y) == P0 D P1^T", err <= atol, f"max |diff| = {err:.2e}")]
+    s = rng.permutation(n)
+    a, b = evaluate_distance(D), evaluate_distance(score(s, s))
+    same = all(a[k] == b[k] for k in a if k.startswith("acc"))
+    out.append(("metrics invariant to a shared shuffle", same, f"acc_mean {a['acc_mean']:.4f} vs {b['acc_mean']:.4f}"))
+    return out
+
+
+def check_diagonal(score: Score, n: int, atol: float = 1e-4) -> Check:
+    """The true pairs score the same when they are *not* on the diagonal: intros
+    shifted by one place (a derangement) move every true pair off it."""
+    D = score(None, None)
+    shift = np.roll(np.arange(n), 1)  # column j holds intro shift[j]
+    Ds = score(np.arange(n), shift)
+    where = np.argsort(shift)  # intro i sits in column where[i]
+    off = Ds[torch.arange(n), torch.as_tensor(where)]
+    err = (off - D.diagonal()).abs().max().item()
+    ranks = true_ranks(D, dim=1)
+    return ("diagonal computed like the rest", err <= atol,
+            f"max |D_ii on vs off the diagonal| = {err:.2e}; mean rank of the true pair "
+            f"{ranks.mean() + 1:.1f} of {n}")  # fmt: skip
+
+
+def check_degenerate(D: torch.Tensor) -> Check:
+    try:
+        check_distance(D)
+        return ("D not degenerate", True, "no constant rows/columns, all finite")
+    except DegenerateDistanceError as e:
+        return ("D not degenerate", False, str(e))
+
+
+def check_text_statistics(ms: MovieSet, states: dict, cache_dir, specs: list[str]) -> Check:
+    """Fitted text statistics see training intros only: editing every held-out intro
+    leaves the training rows unchanged, and each stored state (vocabulary, IDF and
+    SVD basis) equals a refit on the training intros alone."""
+    name = "text statistics fitted on training intros only"
+    fitted = sorted({s.split(":")[1] for s in list(states) + specs if s.split(":")[1] in ("tfidf", "chars")})
+    if not fitted:
+        return (name, True, "no fitted text view")
+    changed = ms.subset(np.arange(len(ms)))
+    for i in changed.heldout_idx:
+        changed.intros[i] = "zebra quantum " + " ".join(reversed(changed.intros[i].split()))
+    ok, details = True, []
+    for enc in fitted:
+        spec = f"text:{enc}"
+        stored = next((v for k, v in states.items() if k.endswith(f":{enc}")), None)
+        x = extract(ms, spec, cache_dir, False, tfidf_state=None).values[ms.train_idx]
+        y = extract(changed, spec, cache_dir, False, tfidf_state=None).values[ms.train_idx]
+        diff = float(abs(x - y).max())
+        ok = ok and diff < 1e-5
+        details.append(f"{spec}: train rows move by {diff:.1e} when held-out intros change")
+        if stored is not None:
+            refit = TrainOnlyTfidf(*stored["params"]).fit([ms.intros[i] for i in ms.train_idx]).state_dict()
+            same = {
+                "vocabulary": stored["vocab"] == refit["vocab"],
+                "IDF": len(stored["idf"]) == len(refit["idf"]) and torch.allclose(stored["idf"], refit["idf"]),
+                "SVD": (stored["components"] is None and refit["components"] is None)
+                or (stored["components"] is not None and refit["components"] is not None
+                    and stored["components"].shape == refit["components"].shape
+                    and torch.allclose(stored["components"], refit["components"], atol=1e-3)),
+                "n texts": stored["n_fit_texts"] == len(ms.train_idx),
+            }  # fmt: skip
+            ok = ok and all(same.values())
+            details.append(f"{spec} checkpoint state == training-intro refit: "
+                           + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in same.items()))  # fmt: skip
+    return (name, ok, "; ".join(details))
+
+
+def audit(checkpoint, data=None, cache_dir=None, seed: int = 0, atol: float = 1e-4) -> list[Check]:
     """Returns ``[(check name, passed, detail), ...]``."""
     model, conf, ckpt = load_checkpoint(checkpoint)
     ms = load_movielens(data or conf.data.root)
     cache = cache_dir or conf.data.cache_dir
     feats = Features.extract(ms, ckpt["poster_views"], ckpt["intro_views"], cache, False,
-                             ckpt.get("encoder_states"), conf.model.prior)
-    results = []
-    D = predict_dist(model, feats)
+                             ckpt.get("encoder_states"), conf.model.prior)  # fmt: skip
     rng = np.random.default_rng(seed)
     n = len(ms)
 
-    # 1. Permutation equivariance: shuffle posters by q and intros by p independently.
-    q, p = rng.permutation(n), rng.permutation(n)
-    with torch.inference_mode():
-        Dp = model(**feats.inputs(q, p))["dist"]
-    err = (Dp - D[q][:, p]).abs().max().item()
-    results.append(("equivariance: D(P0 x, P1 y) == P0 D P1^T", err <= atol, f"max |diff| = {err:.2e}"))
-    # A simultaneous permutation must leave every metric unchanged.
-    s = rng.permutation(n)
-    Ds = predict_dist(model, feats.subset(s))
-    a, b = evaluate_distance(D), evaluate_distance(Ds)
-    same = all(abs(a[k] - b[k]) < 1e-9 for k in a if k.startswith("acc"))
-    results.append(("metrics invariant to a shared shuffle", same,
-                    f"acc_mean {a['acc_mean']:.4f} vs {b['acc_mean']:.4f}"))  # fmt: skip
+    def score(idx0, idx1):
+        with torch.inference_mode():
+            return model(**feats.inputs(idx0, idx1))["dist"].float()
 
-    # 2. Text statistics see training intros only: change every held-out intro and
-    #    the TF-IDF features of the training intros must not move.
     states = ckpt.get("encoder_states") or {}
-    fitted = sorted({spec.split(":")[1] for spec in states} | {
-        s.split(":")[1] for s in ckpt["poster_views"] + ckpt["intro_views"] if s.endswith(":tfidf")})
-    if fitted:
-        changed = ms.subset(np.arange(n))
-        for i in changed.heldout_idx:
-            changed.intros[i] = "zebra quantum " + " ".join(reversed(changed.intros[i].split()))
-        ok, details = True, []
-        for name in fitted:
-            spec = f"text:{name}"
-            x = extract(ms, spec, cache, False).values[ms.train_idx]
-            y = extract(changed, spec, cache, False).values[ms.train_idx]
-            diff = float(abs(x - y).max())
-            ok = ok and diff < 1e-5
-            details.append(f"{spec}: train-row change after editing held-out intros {diff:.2e}")
-            stored = next((v for k, v in states.items() if k.endswith(f":{name}")), None)
-            if stored is not None:
-                # The checkpoint's own vocabulary must be what the training intros alone give.
-                from gmatch.text import TrainOnlyTfidf
-
-                # Only the vocabulary is compared, so the refit skips the SVD (dim=0).
-                refit = TrainOnlyTfidf(0, *stored["params"][1:]).fit([ms.intros[i] for i in ms.train_idx])
-                same = stored["vocab"] == refit.state_dict()["vocab"] and stored["n_fit_texts"] == len(ms.train_idx)
-                ok = ok and same
-                details.append(f"checkpoint vocabulary ({len(stored['vocab'])} terms) == training-intro refit: {same}")
-        results.append(("text statistics fitted on training intros only", ok, "; ".join(details)))
-    else:
-        results.append(("text statistics fitted on training intros only", True, "no TF-IDF view"))
-
-    # 3. D is not degenerate and the diagonal is not special.
-    try:
-        check_distance(D)
-        ok, detail = True, "no constant rows/columns, all finite"
-    except DegenerateDistanceError as e:
-        ok, detail = False, str(e)
-    results.append(("D not degenerate", ok, detail))
-    ranks = true_ranks(D, dim=1)
-    i, j = rng.integers(0, n, 2000), rng.integers(0, n, 2000)
-    off = [(D[a] < D[a, b]).sum().item() for a, b in zip(i, j) if a != b]
-    results.append((
-        "diagonal computed like the rest",
-        err <= atol,  # shown by check 1: permuted diagonals land off the diagonal unchanged
-        f"mean rank of true pair {ranks.mean() + 1:.1f}, of a random pair {np.mean(off) + 1:.1f} (N={n})",
-    ))  # fmt: skip
-    return results
+    specs = ckpt["poster_views"] + ckpt["intro_views"]
+    return [
+        *check_equivariance(score, n, rng, atol),
+        check_text_statistics(ms, states, cache, specs),
+        check_degenerate(score(None, None)),
+        check_diagonal(score, n, atol),
+    ]

@@ -66,34 +66,21 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from gmatch.config import ModelConf
     from gmatch.data import load_movielens
-    from gmatch.evaluate import RunDir, load_checkpoint, summary_line, write_run
-    from gmatch.models.matcher import output_layer
-    from gmatch.train import Features, predict_dist
+    from gmatch.evaluate import RunDir, checkpoints_dist, load_checkpoint, summary_line, write_run
 
-    # Several checkpoints = an ensemble: their scores S = -D are averaged.
-    loaded = [(path, *load_checkpoint(path)) for path in args.checkpoint]
-    ms = load_movielens(args.data or loaded[0][2].data.root)
-    S = 0
-    for path, model, conf, ckpt in loaded:
-        cache = args.cache_dir or conf.data.cache_dir
-        feats = Features.extract(ms, ckpt["poster_views"], ckpt["intro_views"], cache, not args.quiet,
-                                 ckpt.get("encoder_states"), conf.model.prior)  # fmt: skip
-        if feats.dims() != (ckpt["poster_dims"], ckpt["intro_dims"]):
-            raise SystemExit(
-                f"{path}: built for feature dims {ckpt['poster_dims']}/{ckpt['intro_dims']} "
-                f"but the encoders give {feats.dims()}; re-train or use the same encoders"
-            )
-        S = S - predict_dist(model, feats).double() / len(loaded)
-    # SuperGlue's output layer on the (averaged) scores, as a model applies it.
-    S = output_layer(S, ModelConf(out_sinkhorn_tau=args.sinkhorn_tau), training=False)
-    D = (-S).float()
     names = [Path(c).stem for c in args.checkpoint]
     out = args.out or f"runs/eval-{'+'.join(names)}"
+    run = RunDir(out, args.overwrite)  # refuse a finished run before computing anything
+    ms = load_movielens(args.data or load_checkpoint(args.checkpoint[0])[1].data.root)
+    # Several checkpoints = an ensemble: their scores S = -D are averaged.
+    D, loaded = checkpoints_dist(args.checkpoint, ms, args.cache_dir, not args.quiet)
+    conf = loaded[0][1] if len(loaded) == 1 else None
     extra = {"checkpoint": str(args.checkpoint[0]) if len(names) == 1 else [str(c) for c in args.checkpoint],
-             "kind": "evaluate", "sinkhorn_tau": args.sinkhorn_tau}  # fmt: skip
-    record = write_run(RunDir(out, args.overwrite), D, ms, loaded[0][2] if len(loaded) == 1 else None, extra)
+             "kind": "evaluate"}  # fmt: skip
+    # --sinkhorn-tau adds the test-set-wide Sinkhorn analysis; D.npy stays raw.
+    tau = args.sinkhorn_tau if args.sinkhorn_tau is not None else None
+    record = write_run(run, D, ms, conf, extra, sinkhorn_tau=tau)
     print(f"run folder: {out}")
     print(summary_line(record["metrics"]))
     return 0
@@ -161,8 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=fmt)  # fmt: skip
     sp.add_argument("--checkpoint", required=True, nargs="+",
                     help="one checkpoint, or several whose scores are averaged (an ensemble)")
-    sp.add_argument("--sinkhorn-tau", type=float, default=0.0,
-                    help="> 0: D = -log Sinkhorn(exp(S / tau)) of the (averaged) scores S over all pairs")
+    sp.add_argument("--sinkhorn-tau", type=float, default=None,
+                    help="> 0: also report -log Sinkhorn(exp(S / tau)) over all test movies at once "
+                         "(analysis block; D.npy and official stay raw); default: the checkpoint's "
+                         "analysis.sinkhorn_tau")
     sp.add_argument("--data", help="course-format folder (default: the checkpoint's)")
     sp.add_argument("--cache-dir", help="feature cache (default: the checkpoint's)")
     sp.add_argument("--out", help="run folder (default: runs/eval-<checkpoint>)")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["ConfigError", "DataConf", "ModelConf", "TrainConf", "Config", "load_config", "merge", "to_dict"]
+__all__ = ["ConfigError", "DataConf", "ModelConf", "TrainConf", "AnalysisConf", "Config", "load_config", "merge", "to_dict"]
 
 
 class ConfigError(ValueError):
@@ -54,8 +54,6 @@ class ModelConf:
     )  # zero-shot skips added to S: cosine of a poster view and an intro view in one space
     #    (``<poster view>=<intro view>[@weight]``); sparse views (chars) are lexical priors
     members: int = 1  # >1: an ensemble of this many matchers, seeds seed, seed+1, ...; logits averaged
-    out_sinkhorn_tau: float = 0.0  # >0: at inference D = -log Sinkhorn(exp(S / tau)) over all pairs
-    out_sinkhorn_iters: int = 20  # iterations of that output layer
     prior_weight: float = 3.0  # weight of a prior entry without @weight (in units of 1/tau_init)
     learn_prior_weight: bool = False  # learn the weight (True) or keep it fixed
 
@@ -81,10 +79,19 @@ class TrainConf:
 
 
 @dataclass
+class AnalysisConf:
+    sinkhorn_tau: float = 0.0  # >0: also score D' = -log Sinkhorn(exp(S / tau)) over all test
+    #                            movies at once (SuperGlue's output layer), reported under
+    #                            metrics.json's analysis block; D.npy and official stay raw
+    sinkhorn_iters: int = 20  # iterations of that Sinkhorn normalisation
+
+
+@dataclass
 class Config:
     data: DataConf = field(default_factory=DataConf)
     model: ModelConf = field(default_factory=ModelConf)
     train: TrainConf = field(default_factory=TrainConf)
+    analysis: AnalysisConf = field(default_factory=AnalysisConf)
     seed: int = 0  # seeds python, numpy and torch
     threads: int = 2  # torch intra-op threads
 

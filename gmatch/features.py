@@ -12,8 +12,16 @@ A feature spec names a view and an encoder, ``<view>:<encoder>``:
                        enters the model only as a prior pair (``ocr:chars=text:chars``)
 ``text:st:<p>``        intro text, any sentence-transformers model
 ``text:hf-clip:<p>``   intro text, CLIP text tower
-``ocr:<text encoder>`` poster text read by RapidOCR, then a text encoder above
+``text:mpnet``         intro text, all-mpnet-base-v2 (PyPI split zip, hash-checked)
+``ocr:<text encoder>`` poster text read by RapidOCR (lines joined), then a text encoder above
+``ocrseg:<encoder>``   the same with runs like "grumpieroldmen" split into words
+``ocrlines:<encoder>`` a *set* view: each segmented OCR line of a poster on its own
+``sents:<encoder>``    a *set* view: each sentence of an intro on its own
 =====================  =====================================================
+
+Set views hold ``values`` [T x D] for all elements and ``owner`` [T] (the item of
+each element); like the sparse views they enter the model only as prior pairs,
+scored by max-pooled cosine (``ocrlines:mpnet=sents:mpnet``, see gmatch.lexical).
 
 Features are cached per item under ``cache_dir``: one ``.npz`` per encoder
 (name + settings), rows keyed by the item's content hash (poster bytes or
@@ -37,8 +45,8 @@ from tqdm.auto import tqdm
 
 from gmatch.data import MovieSet
 
-__all__ = ["FeatureBlock", "ENCODERS", "SPARSE_ENCODERS", "build_encoder", "extract", "is_sparse_spec",
-           "poster_texts"]
+__all__ = ["FeatureBlock", "ENCODERS", "SPARSE_ENCODERS", "SET_VIEWS", "build_encoder", "extract",
+           "is_sparse_spec", "is_set_spec", "is_prior_only_spec", "poster_texts", "poster_lines"]
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +57,37 @@ class FeatureBlock:
     empty (a poster with no text), so the model can use a learned vector."""
 
     spec: str
-    values: np.ndarray  # [N x D] float32 (scipy CSR for the sparse lexical views)
+    values: np.ndarray  # [N x D] float32 (scipy CSR for the sparse lexical views; [T x D] for set views)
     valid: np.ndarray  # [N] bool
     state: dict | None = None  # fitted encoder state (TF-IDF), saved with checkpoints
+    owner: np.ndarray | None = None  # set views: [T] item of each element (sorted); None otherwise
 
     @property
     def sparse(self) -> bool:
         return not isinstance(self.values, np.ndarray)
+
+    def subset(self, idx) -> FeatureBlock:
+        """The block of items ``idx`` (in that order)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if self.owner is None:
+            return FeatureBlock(self.spec, self.values[idx], self.valid[idx], self.state)
+        starts = np.searchsorted(self.owner, np.arange(len(self.valid) + 1))
+        counts = starts[idx + 1] - starts[idx]
+        elems = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in idx]) if len(idx) else np.zeros(0, int)
+        return FeatureBlock(self.spec, self.values[elems], self.valid[idx], self.state,
+                            np.repeat(np.arange(len(idx)), counts))  # fmt: skip
 
 
 def _efficientnet(arg: str | None, **kw):
     from gmatch.encoders.image import EfficientNetLite0Encoder
 
     return EfficientNetLite0Encoder(**kw)
+
+
+def _mpnet(arg: str | None, **kw):
+    from gmatch.encoders.text import SentenceTransformerEncoder, mpnet_path
+
+    return SentenceTransformerEncoder(mpnet_path(), name="mpnet", batch_size=32, **kw)
 
 
 def _minilm(arg: str | None, **kw):
@@ -88,6 +114,7 @@ def _hf_clip(arg: str | None, view: str = "text", **kw):
 ENCODERS: dict[str, tuple[Callable, str]] = {
     "efficientnet_lite0": (_efficientnet, "image"),
     "minilm": (_minilm, "text"),
+    "mpnet": (_mpnet, "text"),
     "st": (_st, "text"),
     "hf-clip": (_hf_clip, "both"),
     "tfidf": (None, "text"),  # fitted per data set, see extract()
@@ -99,15 +126,29 @@ ENCODERS: dict[str, tuple[Callable, str]] = {
 SPARSE_ENCODERS = ("chars",)
 
 
+# Views whose items are sets of elements (prior pairs only, max-pooled).
+SET_VIEWS = ("ocrlines", "sents")
+VIEWS = ("image", "text", "ocr", "ocrseg", *SET_VIEWS)
+
+
 def is_sparse_spec(spec: str) -> bool:
     return parse_spec(spec)[1] in SPARSE_ENCODERS
+
+
+def is_set_spec(spec: str) -> bool:
+    return parse_spec(spec)[0] in SET_VIEWS
+
+
+def is_prior_only_spec(spec: str) -> bool:
+    """Sparse lexical and set views: usable in prior pairs, never as node features."""
+    return is_sparse_spec(spec) or is_set_spec(spec)
 
 
 def parse_spec(spec: str) -> tuple[str, str, str | None]:
     view, _, rest = spec.partition(":")
     name, _, arg = rest.partition(":")
-    if view not in ("image", "text", "ocr"):
-        raise ValueError(f"feature spec {spec!r}: view must be image, text or ocr")
+    if view not in VIEWS:
+        raise ValueError(f"feature spec {spec!r}: view must be one of {', '.join(VIEWS)}")
     if name not in ENCODERS:
         raise ValueError(f"feature spec {spec!r}: unknown encoder {name!r}; known: {sorted(ENCODERS)}")
     kind = ENCODERS[name][1]
@@ -174,9 +215,8 @@ def _cached_encode(cache_dir, key, item_keys, items, encode_fn, batch_size, desc
     return np.stack([cache.rows[k] for k in item_keys]).astype(np.float32)
 
 
-def poster_texts(ms: MovieSet, cache_dir: Path, progress: bool = True) -> list[str]:
-    """Cleaned OCR text of every poster (empty string: no text found)."""
-    from gmatch.encoders.ocr import OCRConfig, clean_ocr, read_posters
+def _poster_ocr(ms: MovieSet, cache_dir: Path, progress: bool = True):
+    from gmatch.encoders.ocr import OCRConfig, read_posters
 
     conf = OCRConfig()
     cache_file = Path(cache_dir) / f"ocr_rapidocr_{conf.key()}.json"
@@ -184,7 +224,39 @@ def poster_texts(ms: MovieSet, cache_dir: Path, progress: bool = True) -> list[s
     seed = Path(ms.root).parent / "ocr" / f"{Path(ms.root).name}_rapidocr.json"
     lines = read_posters(ms.poster_paths, ms.poster_hashes(), cache_file, conf,
                          progress=progress, seeds=(seed,) if seed.exists() else ())  # fmt: skip
-    return [clean_ocr(x, conf.min_confidence) for x in lines]
+    return lines, conf
+
+
+def poster_texts(ms: MovieSet, cache_dir: Path, progress: bool = True, segment: bool = False) -> list[str]:
+    """Cleaned OCR text of every poster (empty string: no text found); ``segment``
+    splits runs read without spaces into words."""
+    from gmatch.encoders.ocr import clean_ocr
+
+    lines, conf = _poster_ocr(ms, cache_dir, progress)
+    return [clean_ocr(x, conf.min_confidence, segment) for x in lines]
+
+
+def poster_lines(ms: MovieSet, cache_dir: Path, progress: bool = True) -> list[list[str]]:
+    """Confident, segmented OCR lines of every poster (an empty list: no text)."""
+    from gmatch.encoders.ocr import ocr_lines
+
+    lines, conf = _poster_ocr(ms, cache_dir, progress)
+    return [ocr_lines(x, conf.min_confidence, segment=True) for x in lines]
+
+
+def _text_encode(spec: str, texts: list[str], cache_dir: Path, batch_size: int, progress: bool):
+    """[len(texts) x D] embeddings of non-empty texts through the spec's text encoder
+    (cached per text hash)."""
+    name = parse_spec(spec)[1]
+    enc = build_encoder("text:" + spec.split(":", 1)[1])
+    key = f"{name}-{_sha(enc.settings())}"
+    values = np.zeros((len(texts), enc.dim), dtype=np.float32)
+    idx = [i for i, t in enumerate(texts) if t]
+    if idx:
+        keys = [hashlib.sha1(texts[i].encode()).hexdigest() for i in idx]
+        values[idx] = _cached_encode(cache_dir, key, keys, [texts[i] for i in idx], enc.encode,
+                                     batch_size, f"{spec} texts", progress)  # fmt: skip
+    return values
 
 
 def extract(
@@ -215,9 +287,21 @@ def extract(
         )  # fmt: skip
         return FeatureBlock(spec, values, np.ones(len(ms), dtype=bool))
 
-    texts = (
-        [_strip(t) for t in ms.intros] if view == "text" else poster_texts(ms, cache_dir, progress)
-    )
+    if view in SET_VIEWS:
+        if name in SPARSE_ENCODERS or name == "tfidf":
+            raise ValueError(f"feature spec {spec!r}: set views ({', '.join(SET_VIEWS)}) take a sentence encoder")
+        from gmatch.text import split_sentences
+
+        lists = poster_lines(ms, cache_dir, progress) if view == "ocrlines" else [split_sentences(t) for t in ms.intros]
+        owner = np.repeat(np.arange(len(lists)), [len(x) for x in lists])
+        flat = [x for items in lists for x in items]
+        values = _text_encode(spec, flat, cache_dir, 4 * batch_size, progress)
+        return FeatureBlock(spec, values, np.array([len(x) > 0 for x in lists]), None, owner)
+
+    if view == "text":
+        texts = [_strip(t) for t in ms.intros]
+    else:
+        texts = poster_texts(ms, cache_dir, progress, segment=view == "ocrseg")
     valid = np.array([bool(t) for t in texts])
     state = None
     if name in SPARSE_ENCODERS or name == "tfidf":
@@ -238,16 +322,7 @@ def extract(
             return FeatureBlock(spec, tfidf.transform_sparse(texts), valid, state)
         values = tfidf.transform(texts)
     else:
-        enc = build_encoder(spec.replace("ocr:", "text:", 1))
-        key = f"{name}-{_sha(enc.settings())}"
-        item_keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
-        values = np.zeros((len(texts), enc.dim), dtype=np.float32)
-        idx = np.nonzero(valid)[0]
-        if len(idx):
-            values[idx] = _cached_encode(
-                cache_dir, key, [item_keys[i] for i in idx], [texts[i] for i in idx],
-                enc.encode, 4 * batch_size, f"{spec} texts", progress,
-            )  # fmt: skip
+        values = _text_encode(spec, texts, cache_dir, 4 * batch_size, progress)
     values[~valid] = 0
     return FeatureBlock(spec, values, valid, state)
 

@@ -1,4 +1,5 @@
-"""Cosines of sparse lexical rows (the ``chars`` views), fast at any N.
+"""Precomputed prior scores: cosines of sparse lexical rows (the ``chars`` views)
+and max-pooled cosines of sets of local embeddings (OCR lines, intro sentences).
 
 The output of ``A @ B.T`` is nearly dense (common character n-grams occur in
 almost every intro), which is where a sparse x sparse product spends its time.
@@ -13,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["LexicalScorer", "lexical_cosine"]
+__all__ = ["LexicalScorer", "PooledScorer", "lexical_cosine", "make_scorer", "pair_scores"]
 
 
 class LexicalScorer:
@@ -53,3 +54,72 @@ def lexical_cosine(A, B, idx0=None, idx1=None, chunk: int = 1024) -> torch.Tenso
     for s in range(0, A.shape[0], chunk):
         out[s : s + chunk] = scorer.scores(slice(s, s + chunk))
     return out
+
+
+class PooledScorer:
+    """``score[i, j] = max over elements e of item i and f of item j of cos(e, f)``.
+
+    Each side is a feature block: a *set* view (``values`` [T x D] with ``owner``
+    [T], the item of each element: OCR lines of a poster, sentences of an intro)
+    or a dense view (one element per item). An item without elements scores 0.
+    The T0 x T1 element similarities are built for ``chunk`` items of rows at a
+    time and max-reduced onto items with ``scatter_reduce``.
+    """
+
+    def __init__(self, a, b, chunk: int = 256):
+        def side(block):
+            x = torch.nn.functional.normalize(torch.as_tensor(np.asarray(block.values, dtype=np.float32)), dim=-1)
+            n = len(block.valid)
+            owner = np.arange(n) if getattr(block, "owner", None) is None else np.asarray(block.owner)
+            starts = np.searchsorted(owner, np.arange(n + 1))  # owner is sorted: elements are contiguous
+            return x, torch.as_tensor(owner, dtype=torch.long), starts, n
+
+        self.x0, self.o0, self.s0, self.n0 = side(a)
+        self.x1, self.o1, self.s1, self.n1 = side(b)
+        self.chunk = chunk
+
+    def _elements(self, x, owner, starts, n, items):
+        """Elements of ``items`` (slice or index array) and their position in ``items``."""
+        idx = np.arange(n)[items]
+        elems = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in idx]) if len(idx) else np.zeros(0, int)
+        local = np.repeat(np.arange(len(idx)), starts[idx + 1] - starts[idx])
+        return x[elems], torch.as_tensor(local, dtype=torch.long), len(idx)
+
+    def scores(self, rows=slice(None), cols=slice(None)) -> torch.Tensor:
+        """Dense float32 [len(rows) x len(cols)]; rows/cols: slices or index arrays."""
+        rows_idx = np.arange(self.n0)[rows]
+        x1, l1, m = self._elements(self.x1, self.o1, self.s1, self.n1, cols)
+        out = torch.zeros(len(rows_idx), m)
+        for c in range(0, len(rows_idx), self.chunk):
+            x0, l0, n = self._elements(self.x0, self.o0, self.s0, self.n0, rows_idx[c : c + self.chunk])
+            if not len(x0) or not len(x1):
+                continue
+            sim = x0 @ x1.T  # [elements of these rows x elements of the columns]
+            per_col = torch.full((len(x0), m), float("-inf")).scatter_reduce_(
+                1, l1.expand(len(x0), -1), sim, "amax")  # fmt: skip
+            pooled = torch.full((n, m), float("-inf")).scatter_reduce_(
+                0, l0[:, None].expand(-1, m), per_col, "amax")  # fmt: skip
+            out[c : c + n] = pooled.nan_to_num(neginf=0.0).clamp_min(-1.0)
+        out[~torch.isfinite(out)] = 0.0
+        return out
+
+
+def make_scorer(a, b):
+    """A scorer with ``scores(rows, cols)`` for one precomputed prior pair: feature
+    blocks (sparse -> :class:`LexicalScorer`, set views -> :class:`PooledScorer`)
+    or a pair of sparse matrices."""
+    if not hasattr(a, "values"):
+        return LexicalScorer(a, b)
+    if not isinstance(a.values, np.ndarray):
+        return LexicalScorer(a.values, b.values)
+    return PooledScorer(a, b)
+
+
+def pair_scores(a, b, idx0=None, idx1=None, chunk: int = 1024) -> torch.Tensor:
+    """Scores of a precomputed prior pair, posters ``idx0`` x intros ``idx1`` [N x M]."""
+    scorer = make_scorer(a, b)
+    rows = np.arange(scorer.n0 if isinstance(scorer, PooledScorer) else scorer.A.shape[0])
+    rows = rows if idx0 is None else rows[np.asarray(idx0)]
+    cols = slice(None) if idx1 is None else np.asarray(idx1)
+    parts = [scorer.scores(rows[s : s + chunk], cols) for s in range(0, len(rows), chunk)]
+    return torch.cat(parts) if parts else torch.zeros(0, 0)

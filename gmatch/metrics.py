@@ -4,6 +4,13 @@ Conventions: ``D[i, j]`` is the distance between poster ``i`` and intro ``j``
 (smaller is closer); the true partner of poster ``i`` is intro ``i``.
 ``dim=1`` ranks intros for each poster (poster_to_intro), ``dim=0`` ranks
 posters for each intro (intro_to_poster).
+
+Ties: ``topk``'s order among equal distances is undefined, so the SPEC's loop
+has no single answer when the true partner ties with other candidates. Every
+function here breaks ties *against* the query (a tied candidate counts as
+closer than the true partner): the result is the SPEC loop's under the tie
+order least favourable to the model, identical to it whenever the true
+partner ties with nothing, and the same in the dense and streamed paths.
 """
 
 from __future__ import annotations
@@ -55,14 +62,15 @@ def check_distance(D) -> None:
 
 
 def get_acc(D, ratio: float = 0.05, dim: int = 1) -> float:
-    """The course metric, exactly as the SPEC's loop but vectorised.
+    """The course metric: the SPEC's loop, vectorised (ties against the query).
 
     Args:
         D: [N x N] distances, rows = posters, columns = intros.
         ratio: k = int(ratio * N) nearest candidates count as a hit.
         dim: 1 = for each poster search the intros; 0 = for each intro the posters.
     Returns:
-        Share of queries whose true partner is among the k nearest.
+        Share of queries whose true partner is among the k nearest, as the
+        exact fraction hits / N.
     """
     D = _as_tensor(D)
     if dim not in (0, 1):
@@ -71,25 +79,23 @@ def get_acc(D, ratio: float = 0.05, dim: int = 1) -> float:
     k = int(ratio * N)
     if k < 1:
         raise ValueError(f"ratio {ratio} gives k = 0 for N = {N}")
-    _, topk = D.topk(k, dim=dim, largest=False)
-    if dim == 0:
-        topk = topk.T
-    hits = (topk == torch.arange(N, device=topk.device).unsqueeze(1)).any(dim=1)
-    return hits.float().mean().item()
+    # A hit is the true partner inside topk(k): fewer than k others as close or closer.
+    hits = int((true_ranks(D, dim) < k).sum())
+    return hits / N
 
 
 def true_ranks(D, dim: int = 1) -> np.ndarray:
     """0-based rank of the true partner for every query.
 
-    The rank counts candidates strictly closer than the true partner, so ties
-    are resolved in the query's favour (optimistic); get_acc itself keeps the
-    SPEC's ``topk`` semantics and rejects degenerate D instead.
+    The rank counts the other candidates at least as close as the true partner
+    (ties against the query, see the module docstring), so ``rank < k`` is a
+    get_acc hit and ``rank == 0`` means the true partner is strictly nearest.
     """
-    D = _as_tensor(D).float()
+    D = _as_tensor(D)
     if dim == 0:
         D = D.T
     diag = torch.diagonal(D).unsqueeze(1)
-    return (D < diag).sum(dim=1).cpu().numpy()
+    return ((D <= diag).sum(dim=1) - 1).cpu().numpy()
 
 
 def rank_metrics(ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict:

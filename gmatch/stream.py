@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gmatch.metrics import rank_metrics
+from gmatch.metrics import DegenerateDistanceError, rank_metrics
 
 __all__ = ["node_embeddings", "streamed_ranks", "streamed_metrics"]
 
@@ -59,24 +59,24 @@ def streamed_ranks(model, views0, valid0, views1, valid1, chunk: int = 1024, top
                    lexical=(), topm: int | None = None):  # fmt: skip
     """0-based ranks of the true partner in both directions plus top-k lists.
 
-    ``lexical``: per lexical prior pair of the model, its (poster, intro) sparse
-    CSR matrices (``Features.lexical`` values); scored chunk by chunk too.
+    ``lexical``: per precomputed prior pair of the model, its (poster, intro)
+    feature blocks (``Features.lexical``) or sparse CSR matrices; scored chunk by
+    chunk too.
 
     Returns:
-        ``rank_p2i`` [N], ``rank_i2p`` [N] (strictly-closer counts, as
-        :func:`gmatch.metrics.true_ranks`), ``top_p2i`` [N x topk] intro indices.
+        ``rank_p2i`` [N], ``rank_i2p`` [N] (other candidates at least as close,
+        as :func:`gmatch.metrics.true_ranks`), ``top_p2i`` [N x topk] intro indices.
+    Raises:
+        DegenerateDistanceError: non-finite scores or a constant row or column.
     """
-    if model.conf.out_sinkhorn_tau > 0:
-        raise ValueError("large-N mode does not run the Sinkhorn output layer (model.out_sinkhorn_tau > 0); "
-                         "score such a model densely")  # fmt: skip
     x0, x1 = node_embeddings(model, views0, valid0, views1, valid1, topm)
     p0, p1 = _prior_parts(model, views0, valid0, views1, valid1)
     n = len(x0)
     lexical = model.check_lexical(lexical, "(poster, intro) matrix pairs; pass lexical=[(A, B), ...]")
     lex_w = [w.exp().item() for w in model.lexical_log_weight]
-    from gmatch.lexical import LexicalScorer
+    from gmatch.lexical import make_scorer
 
-    scorers = [LexicalScorer(A, B) for A, B in lexical]
+    scorers = [make_scorer(A, B) for A, B in lexical]
 
     def logits(s, e, cols=slice(None)):
         out = model.head(x0[s:e], x1[cols])
@@ -89,17 +89,42 @@ def streamed_ranks(model, views0, valid0, views1, valid1, chunk: int = 1024, top
     # Pass 1: the true pairs' logits (diagonal blocks only).
     diag = torch.cat([logits(s, min(s + chunk, n), slice(s, min(s + chunk, n))).diagonal()
                       for s in range(0, n, chunk)])  # fmt: skip
-    # Pass 2: count strictly better candidates per row and per column.
+    # Pass 2: per row and per column, count the *other* candidates scoring at least
+    # as high as the true pair (ties against the query, as gmatch.metrics), and
+    # refuse degenerate scores as gmatch.metrics.check_distance does.
     rank_p2i = torch.zeros(n, dtype=torch.long)
     rank_i2p = torch.zeros(n, dtype=torch.long)
+    col_min = torch.full((n,), float("inf"))
+    col_max = torch.full((n,), float("-inf"))
     top = torch.zeros(n, topk, dtype=torch.long)
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
         L = logits(s, e)
-        rank_p2i[s:e] = (L > diag[s:e, None]).sum(1)
-        rank_i2p += (L > diag[None, :]).sum(0)
+        _check_scores(L, s)
+        rows = torch.arange(e - s)
+        at_least = L >= diag[s:e, None]
+        at_least[rows, rows + s] = False  # the true pair itself
+        rank_p2i[s:e] = at_least.sum(1)
+        at_least = L >= diag[None, :]
+        at_least[rows, rows + s] = False
+        rank_i2p += at_least.sum(0)
+        col_min, col_max = torch.minimum(col_min, L.amin(0)), torch.maximum(col_max, L.amax(0))
         top[s:e] = L.topk(topk, dim=1).indices
+    if n > 1 and (col_max == col_min).any():
+        j = int(torch.nonzero(col_max == col_min)[0])
+        raise DegenerateDistanceError(f"D has a constant column (index {j}); its top-k is undefined")
     return {"rank_p2i": rank_p2i.numpy(), "rank_i2p": rank_i2p.numpy(), "top_p2i": top.numpy()}
+
+
+def _check_scores(L: torch.Tensor, start: int) -> None:
+    """The streamed twin of :func:`gmatch.metrics.check_distance` for one row chunk."""
+    if not torch.isfinite(L).all():
+        raise DegenerateDistanceError("D contains NaN or inf values")
+    if L.shape[1] > 1:
+        const = L.amax(1) == L.amin(1)
+        if const.any():
+            i = start + int(torch.nonzero(const)[0])
+            raise DegenerateDistanceError(f"D has a constant row (index {i}); its top-k is undefined")
 
 
 def streamed_metrics(ranks: dict, ratio: float = 0.05) -> dict:
@@ -107,8 +132,8 @@ def streamed_metrics(ranks: dict, ratio: float = 0.05) -> dict:
     n = len(ranks["rank_p2i"])
     k = int(ratio * n)
     out = {"n": n, "k": k,
-           "acc_dim0": float(np.mean(ranks["rank_i2p"] < k)),
-           "acc_dim1": float(np.mean(ranks["rank_p2i"] < k))}  # fmt: skip
+           "acc_dim0": int((ranks["rank_i2p"] < k).sum()) / n,
+           "acc_dim1": int((ranks["rank_p2i"] < k).sum()) / n}  # fmt: skip
     out["acc_mean"] = (out["acc_dim0"] + out["acc_dim1"]) / 2
     for key, name in (("rank_p2i", "poster_to_intro"), ("rank_i2p", "intro_to_poster")):
         for m, v in rank_metrics(ranks[key]).items():

@@ -30,7 +30,7 @@ import yaml
 from gmatch.config import load_config
 from gmatch.io import atomic_write_text
 
-__all__ = ["expand", "grid_points", "run_name", "run_sweep", "collect", "build_table"]
+__all__ = ["expand", "grid_points", "run_name", "run_sweep", "collect", "build_table", "mean_sd", "commit_label"]
 
 # Columns of every results table: (column, block, metric key).
 COLUMNS = [
@@ -104,8 +104,9 @@ def run_sweep(config: str | Path, out: str | Path | None = None, extra: list[str
         conf = load_config(config, list(extra) + overrides)
         run = RunDir(path)  # raises on a finished run without --skip-existing
         ms = load_movielens(conf.data.root)
+        subset = (conf.data.train_fraction, conf.seed) if conf.data.train_fraction < 1 else None
         key = (conf.data.root, tuple(conf.data.poster_views), tuple(conf.data.intro_views),
-               tuple(conf.model.prior))
+               tuple(conf.model.prior), subset)
         if key not in features_cache:
             features_cache[key] = load_features(ms, conf, progress, memo=blocks)
         feats = features_cache[key]
@@ -128,6 +129,7 @@ def collect(runs: str | Path) -> list[dict]:
         rec = json.loads(mfile.read_text())
         row = {
             "run": mfile.parent.name,
+            "commit": commit_label(rec),
             "train_seconds": rec.get("train_seconds", float("nan")),
             "val_acc": rec.get("val_acc", float("nan")),
         }
@@ -140,8 +142,29 @@ def collect(runs: str | Path) -> list[dict]:
     return rows
 
 
+def commit_label(record: dict) -> str:
+    """``<sha>``, ``<sha>+dirty`` (uncommitted changes) or ``<sha>?`` (recorded
+    before runs noted the dirty flag) of the code that produced a run."""
+    sha = record.get("git_sha", "unknown")
+    dirty = record.get("git_dirty", "missing")
+    return sha + ("?" if dirty == "missing" or dirty is None else "+dirty" if dirty else "")
+
+
+def mean_sd(values, digits: int = 3) -> str:
+    """``mean ± sample std (ddof=1)``, the one ± convention of every table; a
+    single value is shown alone."""
+    v = np.asarray(values, dtype=float)
+    if len(v) == 1:
+        return f"{v[0]:.{digits}f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+
+
+SD_NOTE = "± = sample standard deviation (ddof = 1) over seeds."
+
+
 def build_table(runs: str | Path) -> str:
-    """Write ``results.csv`` (one row per run) and ``results.md`` (mean ± std over seeds)."""
+    """Write ``results.csv`` (one row per run) and ``results.md`` (mean ± sample std over
+    seeds, with the commits the rows come from)."""
     runs = Path(runs)
     rows = collect(runs)
     if not rows:
@@ -150,13 +173,13 @@ def build_table(runs: str | Path) -> str:
     lines = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in rows]
     atomic_write_text(runs / "results.csv", "\n".join(lines) + "\n")
     # Group over seeds.
-    measured = {"run", "train_seconds", "val_acc", "seed"} | {c for c, _, _ in COLUMNS}
+    measured = {"run", "commit", "train_seconds", "val_acc", "seed"} | {c for c, _, _ in COLUMNS}
     factors = [k for k in keys if k not in measured]
     groups: dict = {}
     for r in rows:
         groups.setdefault(tuple(r.get(f, "") for f in factors), []).append(r)
     show = ["val_acc", "official_mean", "heldout_dim0", "heldout_dim1", "heldout_mean", "heldout_R@1", "heldout_R@10"]
-    head = factors + ["seeds"] + show + ["train_s"]
+    head = factors + ["seeds"] + show + ["train_s", "commit"]
     md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     def order(item):  # numeric factors sort as numbers
         return [(0, float(v), "") if _is_number(v) else (1, 0.0, str(v)) for v in item[0]]
@@ -165,13 +188,14 @@ def build_table(runs: str | Path) -> str:
         cells = list(g) + [str(len(rs))]
         for c in show:
             v = np.array([r[c] for r in rs], dtype=float)
-            if np.isnan(v).all():
-                cells.append("—")
-            else:
-                cells.append(f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}")
+            cells.append("—" if np.isnan(v).all() else mean_sd(v))
         cells.append(f"{np.mean([r['train_seconds'] for r in rs]):.0f}")
+        cells.append(", ".join(sorted({r["commit"] for r in rs})))
         md.append("| " + " | ".join(cells) + " |")
-    table = "\n".join(md)
+    commits = sorted({r["commit"] for r in rows})
+    note = SD_NOTE + (f" Rows come from {len(commits)} commits (column `commit`; `?` = recorded before "
+                      "runs noted uncommitted changes)." if len(commits) > 1 else f" All rows: commit {commits[0]}.")
+    table = "\n".join(md) + "\n\n" + note
     atomic_write_text(runs / "results.md", table + "\n")
     _plot(runs, groups, factors)
     return table
@@ -196,10 +220,11 @@ def _plot(runs: Path, groups: dict, factors: list[str]) -> None:
     x = np.arange(len(groups))
     for off, (col, name) in zip((-0.2, 0.2), (("official_mean", "official"), ("heldout_mean", "held-out"))):
         vals = [np.array([r[col] for r in rs], float) for rs in groups.values()]
-        ax.bar(x + off, [v.mean() for v in vals], 0.4, yerr=[v.std() for v in vals], label=name, capsize=3)
+        err = [v.std(ddof=1) if len(v) > 1 else 0.0 for v in vals]
+        ax.bar(x + off, [v.mean() for v in vals], 0.4, yerr=err, label=name, capsize=3)
     ax.axhline(0.05, color="grey", ls=":", label="chance")
     ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("get_acc @ 0.05 (mean of dims)")
+    ax.set_ylabel("get_acc @ 0.05 (mean of dims; bars: sample std over seeds)")
     ax.set_title(runs.name)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -7,7 +7,7 @@ import string
 
 import numpy as np
 
-__all__ = ["strip_boilerplate", "clean_text", "TrainOnlyTfidf"]
+__all__ = ["strip_boilerplate", "clean_text", "split_sentences", "TrainOnlyTfidf"]
 
 _BOILERPLATE = re.compile(r"\s*(\.\.\.)?\s*See full summary\s*»?\s*$", re.IGNORECASE)
 _PUNCT = str.maketrans({c: " " for c in string.punctuation + "«»“”‘’—–"})
@@ -16,6 +16,20 @@ _PUNCT = str.maketrans({c: " " for c in string.punctuation + "«»“”‘’�
 def strip_boilerplate(text: str) -> str:
     """Drop the trailing "See full summary »" that truncated IMDb intros carry."""
     return _BOILERPLATE.sub("", text).strip()
+
+
+_SENTENCE_END = re.compile(
+    r"(?<!\bMr\.)(?<!\bMrs\.)(?<!\bMs\.)(?<!\bDr\.)(?<!\bSt\.)(?<!\bJr\.)(?<!\bvs\.)"
+    r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]*[A-Z0-9])"
+)
+
+
+def split_sentences(text: str, min_chars: int = 3) -> list[str]:
+    """Sentences of an intro (after the boilerplate is stripped): split after
+    ``.``, ``!`` or ``?`` followed by a capitalised word; fragments shorter than
+    ``min_chars`` are dropped."""
+    parts = _SENTENCE_END.split(strip_boilerplate(text))
+    return [p.strip() for p in parts if len(p.strip()) >= min_chars]
 
 
 def _lemma(word: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -16,14 +17,14 @@ import torch
 
 from gmatch.config import Config, to_dict
 from gmatch.data import MovieSet, load_movielens
-from gmatch.features import FeatureBlock, extract, is_sparse_spec
-from gmatch.lexical import lexical_cosine
+from gmatch.features import FeatureBlock, extract, is_prior_only_spec
+from gmatch.lexical import pair_scores
 from gmatch.io import atomic_torch_save
 from gmatch.losses import total_loss
 from gmatch.metrics import evaluate_distance
 from gmatch.models import Matcher
 
-__all__ = ["Features", "load_features", "seed_everything", "train", "TrainResult"]
+__all__ = ["Features", "load_features", "seed_everything", "train", "TrainResult", "training_positions"]
 
 log = logging.getLogger(__name__)
 _SAME = object()  # Features.inputs: intros default to the posters' movies
@@ -56,10 +57,10 @@ class Features:
 
         states = states or {}
         for spec in list(poster_specs) + list(intro_specs):
-            if is_sparse_spec(spec):
+            if is_prior_only_spec(spec):
                 a, b = ("", spec) if spec in intro_specs else (spec, "")
                 raise ValueError(
-                    f"{spec} is a sparse lexical view: it cannot be a node feature; "
+                    f"{spec} is a sparse lexical or set view: it cannot be a node feature; "
                     f"name it as a prior pair instead, e.g. model.prior=[...,{a or 'ocr:chars'}="
                     f"{b or 'text:chars'}]"
                 )
@@ -97,18 +98,19 @@ class Features:
         return views, valid
 
     def lexical_scores(self, idx0=None, idx1=None) -> list[torch.Tensor]:
-        """Per lexical pair, cosine of posters ``idx0`` vs intros ``idx1`` [N x M].
+        """Per precomputed prior pair (lexical or pooled), scores of posters ``idx0``
+        vs intros ``idx1`` [N x M].
 
         Up to ``LEXICAL_CACHE_MAX`` movies the full matrix is computed once and
         indexed (training episodes and validation passes reuse it)."""
-        n = max(self.lexical[0][0].values.shape[0], self.lexical[0][1].values.shape[0]) if self.lexical else 0
+        n = max(len(self.lexical[0][0].valid), len(self.lexical[0][1].valid)) if self.lexical else 0
         if self.lexical and n <= LEXICAL_CACHE_MAX:
             if getattr(self, "_lexical_full", None) is None:
-                self._lexical_full = [lexical_cosine(a.values, b.values) for a, b in self.lexical]
+                self._lexical_full = [pair_scores(a, b) for a, b in self.lexical]
             i0 = slice(None) if idx0 is None else torch.as_tensor(np.asarray(idx0), dtype=torch.long)
             i1 = slice(None) if idx1 is None else torch.as_tensor(np.asarray(idx1), dtype=torch.long)
             return [full[i0][:, i1] for full in self._lexical_full]
-        return [lexical_cosine(a.values, b.values, idx0, idx1) for a, b in self.lexical]
+        return [pair_scores(a, b, idx0, idx1) for a, b in self.lexical]
 
     def inputs(self, idx0=None, idx1=_SAME) -> dict:
         """Model inputs for posters ``idx0`` and intros ``idx1`` (default: the same
@@ -131,16 +133,33 @@ class Features:
         return [b.values.shape[1] for b in self.poster], [b.values.shape[1] for b in self.intro]
 
     def subset(self, idx) -> Features:
-        def sub(b):
-            return FeatureBlock(b.spec, b.values[idx], b.valid[idx], b.state)
+        def sub(b: FeatureBlock) -> FeatureBlock:
+            return b.subset(idx)
 
         return Features([sub(b) for b in self.poster], [sub(b) for b in self.intro],
                         [(sub(a), sub(b)) for a, b in self.lexical],
                         None if self.genres is None else self.genres[idx], self.genre_names)  # fmt: skip
 
 
+def training_positions(ms: MovieSet, conf: Config) -> tuple[np.ndarray, np.random.Generator]:
+    """The train.txt positions a run trains on: all of them, or a seeded
+    ``data.train_fraction`` share (learning curves). Returns them with the run's
+    generator, which then draws the validation slice."""
+    rng = np.random.default_rng(conf.seed)
+    pos = np.sort(ms.train_idx)
+    if conf.data.train_fraction < 1:
+        keep = max(16, int(round(conf.data.train_fraction * len(pos))))
+        pos = np.sort(rng.choice(pos, keep, replace=False))
+    return pos, rng
+
+
 def load_features(ms: MovieSet, conf: Config, progress: bool = True, memo: dict | None = None) -> Features:
+    """Features of ``ms`` for ``conf``; text statistics (TF-IDF, character n-grams)
+    and the genre vocabulary are fitted on the intros the run trains on only."""
     d = conf.data
+    if d.train_fraction < 1:
+        ms = dataclasses.replace(ms, train_idx=training_positions(ms, conf)[0])
+        memo = None  # blocks fitted on another subset must not be shared
     return Features.extract(ms, d.poster_views, d.intro_views, d.cache_dir, progress,
                             prior=conf.model.prior, memo=memo)  # fmt: skip
 
@@ -312,11 +331,7 @@ def train(conf: Config, ms: MovieSet | None = None, feats: Features | None = Non
         return _train_ensemble(conf, ms, feats, progress, state_path, t0)
     if len(ms.train_idx) < 16:
         raise ValueError(f"{ms.root}: need at least 16 training pairs in train.txt to train")
-    rng = np.random.default_rng(conf.seed)
-    train_pos = np.sort(ms.train_idx)
-    if conf.data.train_fraction < 1:
-        keep = max(16, int(round(conf.data.train_fraction * len(train_pos))))
-        train_pos = np.sort(rng.choice(train_pos, keep, replace=False))
+    train_pos, rng = training_positions(ms, conf)
     n_val = int(round(conf.train.val_fraction * len(train_pos)))
     val_pos = np.sort(rng.choice(train_pos, n_val, replace=False)) if n_val >= 20 else np.array([], int)
     fit_pos = np.setdiff1d(train_pos, val_pos)

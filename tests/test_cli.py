@@ -56,8 +56,12 @@ def test_evaluate_reproduces_D_from_the_checkpoint(trained, tiny_dir, cache_dir,
     assert np.allclose(np.load(out / "D.npy"), np.load(trained / "D.npy"), atol=1e-5)
 
 
-def test_evaluate_an_ensemble_with_the_sinkhorn_output(trained, tiny_dir, cache_dir, tmp_path):
-    """Several checkpoints: their scores are averaged; --sinkhorn-tau normalises them."""
+def test_evaluate_an_ensemble_with_the_sinkhorn_analysis(trained, tiny_dir, cache_dir, tmp_path):
+    """Several checkpoints: their scores are averaged. --sinkhorn-tau adds the
+    test-set-wide Sinkhorn as an analysis; D.npy and the official block stay raw."""
+    from gmatch.assignment import sinkhorn
+    from gmatch.metrics import get_acc
+
     other = tmp_path / "seed1"
     assert main(["train", "--data", str(tiny_dir), "--out", str(other), "--quiet",
                  f"data.cache_dir={cache_dir}", *FAST, "seed=1"]) == 0  # fmt: skip
@@ -66,13 +70,21 @@ def test_evaluate_an_ensemble_with_the_sinkhorn_output(trained, tiny_dir, cache_
     assert main(["evaluate", "--checkpoint", *ckpts, "--out", str(tmp_path / "ens"), *common]) == 0
     D0, D1 = np.load(trained / "D.npy"), np.load(other / "D.npy")
     assert not np.allclose(D0, D1)
-    assert np.allclose(np.load(tmp_path / "ens" / "D.npy"), (D0 + D1) / 2, atol=1e-5)
+    D = np.load(tmp_path / "ens" / "D.npy")
+    assert np.allclose(D, (D0 + D1) / 2, atol=1e-5)
     rec = json.loads((tmp_path / "ens" / "metrics.json").read_text())
-    assert rec["checkpoint"] == ckpts
+    assert rec["checkpoint"] == ckpts and "test_set_sinkhorn" not in rec["metrics"]["analysis"]
     assert main(["evaluate", "--checkpoint", *ckpts, "--sinkhorn-tau", "2", "--out", str(tmp_path / "sk"), *common]) == 0
-    P = np.exp(-np.load(tmp_path / "sk" / "D.npy").astype(np.float64))
-    assert np.allclose(P.sum(0), 1, atol=1e-4)  # columns exactly, rows nearly, after 20 iterations
-    assert np.allclose(P.sum(1), 1, atol=0.05)
+    sk = json.loads((tmp_path / "sk" / "metrics.json").read_text())["metrics"]
+    D_sk_file = np.load(tmp_path / "sk" / "D.npy")
+    assert np.array_equal(D_sk_file, D)  # the raw D, not the normalised one
+    for dim in (0, 1):
+        assert sk["official"][f"acc_dim{dim}"] == get_acc(D_sk_file, 0.05, dim)
+    analysis = sk["analysis"]["test_set_sinkhorn"]
+    assert analysis["tau"] == 2 and "not official" in analysis["note"]
+    D_norm = -sinkhorn(-torch.from_numpy(D).double(), 20, 2.0)
+    assert analysis["official"]["acc_dim1"] == get_acc(D_norm.float(), 0.05, 1)
+    assert analysis["official"]["intro_to_poster/mean_rank"] != sk["official"]["intro_to_poster/mean_rank"]
 
 
 def test_audit_passes(trained, tiny_dir, cache_dir, capsys):
@@ -81,6 +93,39 @@ def test_audit_passes(trained, tiny_dir, cache_dir, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert out.count("PASS") == 5 and "FAIL" not in out
+
+
+def test_audit_checks_fail_on_negative_controls(trained, tiny_dir, cache_dir):
+    """Each audit check catches a model that breaks its rule."""
+    from gmatch.audit import check_diagonal, check_equivariance, check_text_statistics
+    from gmatch.data import load_movielens
+    from gmatch.text import TrainOnlyTfidf
+    from gmatch.train import Features
+
+    model, conf, ckpt = load_checkpoint(trained / "model.pt")
+    ms = load_movielens(tiny_dir)
+    feats = Features.extract(ms, ckpt["poster_views"], ckpt["intro_views"], cache_dir, False,
+                             ckpt["encoder_states"], conf.model.prior)  # fmt: skip
+    n = len(ms)
+
+    def score(idx0, idx1):
+        with torch.no_grad():
+            return model(**feats.inputs(idx0, idx1))["dist"]
+
+    def diagonal_bonus(idx0, idx1):  # cheats by position: whatever sits on the diagonal wins
+        return score(idx0, idx1) - 0.5 * torch.eye(n)
+
+    rng = np.random.default_rng(0)
+    assert all(ok for _, ok, _ in check_equivariance(score, n, rng)) and check_diagonal(score, n)[1]
+    assert not check_diagonal(diagonal_bonus, n)[1]
+    assert not check_equivariance(diagonal_bonus, n, rng)[0][1]
+    states = ckpt["encoder_states"]
+    assert check_text_statistics(ms, states, cache_dir, ["text:tfidf"])[1]
+    leaky = dict(states)
+    spec = next(k for k in states if k.endswith(":tfidf"))
+    leaky[spec] = TrainOnlyTfidf(*states[spec]["params"]).fit(list(ms.intros)).state_dict()  # all intros
+    name, ok, detail = check_text_statistics(ms, leaky, cache_dir, ["text:tfidf"])
+    assert not ok and "NO" in detail
 
 
 def test_bad_checkpoints(trained, tmp_path):
@@ -127,7 +172,12 @@ def test_sweep_runs_a_grid_and_builds_the_table(tiny_dir, cache_dir, tmp_path, c
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
         "n_layers=0-seed=0", "n_layers=0-seed=1", "n_layers=1-seed=0", "n_layers=1-seed=1"]  # fmt: skip
     table = (out / "results.md").read_text().splitlines()
-    assert len(table) == 2 + 2 and "| 0 | 2 |" in table[2]  # one row per depth, 2 seeds each
+    assert len(table) == 2 + 2 + 2 and "| 0 | 2 |" in table[2]  # one row per depth, 2 seeds each
+    assert table[-1].startswith("± = sample standard deviation (ddof = 1)") and "commit" in table[-1]
+    rows = [json.loads((out / r / "metrics.json").read_text()) for r in ("n_layers=0-seed=0", "n_layers=0-seed=1")]
+    vals = [r["metrics"]["official"]["acc_mean"] for r in rows]
+    assert f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f}" in table[2]  # sample std, ddof = 1
+    assert all(isinstance(r["git_dirty"], bool) and r["git_sha"] != "unknown" for r in rows)
     assert (out / "results.png").stat().st_size > 0
     # A rerun refuses finished runs unless told to skip them.
     assert main(["sweep", str(cfg), "--out", str(out), "--quiet"]) == 2

@@ -87,7 +87,7 @@ def test_lexical_prior_in_the_pipeline(tiny_dir, cache_dir):
     Dp = predict_dist(model, load_features(ms.subset(p), conf, False))
     assert torch.allclose(Dp, D[p][:, p], atol=1e-4)
     assert evaluate_distance(Dp)["acc_dim0"] == evaluate_distance(D)["acc_dim0"]
-    with pytest.raises(ValueError, match="sparse lexical view"):
+    with pytest.raises(ValueError, match="sparse lexical or set view"):
         Features.extract(ms, ["ocr:chars"], ["text:minilm"], cache_dir, False)
 
 

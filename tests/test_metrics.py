@@ -35,10 +35,25 @@ def test_get_acc_matches_loop(seed, dim, ratio):
 
 
 @pytest.mark.parametrize("dim", [0, 1])
-def test_get_acc_matches_loop_with_ties(dim):
+def test_ties_count_against_the_query(dim):
+    """With ties the SPEC loop depends on topk's tie order; get_acc gives the loop's
+    answer for the order least favourable to the model: the literal loop on D with
+    the diagonal nudged up by less than any gap between distinct values."""
     g = torch.Generator().manual_seed(1)
-    D = torch.randint(0, 4, (120, 120), generator=g).float()  # many ties
-    assert get_acc(D, 0.05, dim) == pytest.approx(get_acc_loop(D, 0.05, dim))
+    D = torch.randint(0, 4, (120, 120), generator=g).double()  # many ties
+    pessimistic = D + 1e-6 * torch.eye(120, dtype=torch.float64)
+    assert get_acc(D, 0.05, dim) == get_acc_loop(pessimistic, 0.05, dim)
+    optimistic = D - 1e-6 * torch.eye(120, dtype=torch.float64)
+    assert get_acc_loop(optimistic, 0.05, dim) > get_acc(D, 0.05, dim)  # the tie rule matters here
+    ranks = true_ranks(D, 1 if dim == 1 else 0)
+    loop_ranks = true_ranks(pessimistic, 1 if dim == 1 else 0)
+    assert np.array_equal(ranks, loop_ranks)
+
+
+def test_get_acc_is_the_exact_fraction():
+    D = torch.rand(97, 97, generator=torch.Generator().manual_seed(3))
+    hits = sum(i in D[i].topk(4, largest=False).indices for i in range(97))
+    assert get_acc(D, 0.05, 1) == hits / 97  # exactly, not a float32 mean
 
 
 def test_dim_direction():

@@ -1,3 +1,5 @@
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -15,19 +17,58 @@ def rand_views(n, dims, g, empty=0.3):
     return views, valid
 
 
+def scramble_(model: torch.nn.Module, seed: int = 0, std: float = 0.3) -> torch.nn.Module:
+    """Re-initialise every parameter to random values. A fresh unit's last ffn layer
+    is zero (the unit is the identity), so a property test on a fresh model would
+    never exercise attention."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
+@contextlib.contextmanager
+def index_bias(module: torch.nn.Module, dim: int = -1, scale: float = 5.0):
+    """Negative control: add a bias that depends on the node *index* along ``dim``
+    to ``module``'s output, i.e. break permutation equivariance inside the model."""
+
+    def hook(_, __, out):
+        n = out.shape[dim]
+        shape = [1] * out.ndim
+        shape[dim] = n
+        return out + scale * torch.arange(n, dtype=out.dtype).reshape(shape) / n
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def equivariance_error(model, v0, m0, v1, m1, g) -> float:
+    """max |D(P0 x, P1 y) - P0 D(x, y) P1^T| for random permutations P0, P1."""
+    p, q = torch.randperm(len(v0[0]), generator=g), torch.randperm(len(v1[0]), generator=g)
+    with torch.no_grad():
+        D = model(v0, m0, v1, m1)["dist"]
+        Dp = model([x[p] for x in v0], [x[p] for x in m0], [x[q] for x in v1], [x[q] for x in m1])["dist"]
+    return (Dp - D[p][:, q]).abs().max().item()
+
+
 @pytest.mark.parametrize("edge", ["cosine", "dot", "mlp"])
 @pytest.mark.parametrize("n_layers", [0, 2])
 def test_permutation_equivariance(edge, n_layers):
     g = torch.Generator().manual_seed(0)
     conf = ModelConf(dim=32, hidden=64, n_layers=n_layers, num_heads=4, edge=edge, edge_hidden=16, chunk=7)
-    model = Matcher([20, 12], [16], conf).eval()
+    model = scramble_(Matcher([20, 12], [16], conf)).eval()
     v0, m0 = rand_views(30, [20, 12], g)
     v1, m1 = rand_views(25, [16], g)
-    with torch.no_grad():
-        D = model(v0, m0, v1, m1)["dist"]
-        p, q = torch.randperm(30, generator=g), torch.randperm(25, generator=g)
-        Dp = model([x[p] for x in v0], [x[p] for x in m0], [x[q] for x in v1], [x[q] for x in m1])["dist"]
-    assert torch.allclose(Dp, D[p][:, q], atol=1e-5)
+    assert equivariance_error(model, v0, m0, v1, m1, g) < 1e-4
+    # Negative control: a column-index bias inside the cross-attention logits
+    # (or, with no attention units, in the head) must make the same check fail.
+    target = model.layers[-1].cross.edge if n_layers else model.head
+    with index_bias(target):
+        assert equivariance_error(model, v0, m0, v1, m1, g) > 1e-3
 
 
 def test_zero_layers_cosine_is_the_dual_encoder():
@@ -104,14 +145,20 @@ def test_pipeline_equivariance_on_real_features(tiny_dir, cache_dir, attn_prior)
         "model.n_layers=2", "model.edge=mlp", "model.dim=32", f"model.attn_prior={attn_prior}",
     ])  # fmt: skip
     ms = load_movielens(tiny_dir)
-    torch.manual_seed(0)
-    model = load_features(ms, conf, False).build_model(conf).eval()  # incl. the lexical prior
+    model = scramble_(load_features(ms, conf, False).build_model(conf), std=0.2).eval()  # incl. the lexical prior
     p = np.random.default_rng(0).permutation(len(ms))
-    D = predict_dist(model, load_features(ms, conf, False))
-    Dp = predict_dist(model, load_features(ms.subset(p), conf, False))
-    assert torch.allclose(Dp, D[p][:, p], atol=1e-4)
+    feats, feats_p = load_features(ms, conf, False), load_features(ms.subset(p), conf, False)
+
+    def error():
+        D, Dp = predict_dist(model, feats), predict_dist(model, feats_p)
+        return (Dp - D[p][:, p]).abs().max().item(), D, Dp
+
+    err, D, Dp = error()
+    assert err < 1e-4
     a, b = evaluate_distance(D), evaluate_distance(Dp)
     assert a["acc_dim0"] == b["acc_dim0"] and a["acc_dim1"] == b["acc_dim1"]
+    with index_bias(model.layers[0].cross.edge):  # negative control inside the attention
+        assert error()[0] > 1e-3
 
 
 @pytest.mark.parametrize("edge", ["cosine", "dot", "mlp"])
@@ -152,16 +199,12 @@ def test_topm_candidates_are_the_exact_top_m():
 def test_sparse_model_is_permutation_equivariant():
     g = torch.Generator().manual_seed(5)
     conf = ModelConf(dim=32, n_layers=1, edge="mlp", attn_topm=6, attn_chunk=5)
-    model = Matcher([20], [16], conf).eval()
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.2, generator=g)
+    model = scramble_(Matcher([20], [16], conf), seed=5, std=0.2).eval()
     v0, m0 = rand_views(30, [20], g, empty=0)
     v1, m1 = rand_views(25, [16], g, empty=0)
-    with torch.no_grad():
-        D = model(v0, m0, v1, m1)["dist"]
-        p, q = torch.randperm(30, generator=g), torch.randperm(25, generator=g)
-        Dp = model([x[p] for x in v0], [x[p] for x in m0], [x[q] for x in v1], [x[q] for x in m1])["dist"]
-    assert torch.allclose(Dp, D[p][:, q], atol=1e-4)
+    assert equivariance_error(model, v0, m0, v1, m1, g) < 1e-4
+    with index_bias(model.layers[0].self1.qkv, dim=0):  # control: a row-index bias in sparse attention
+        assert equivariance_error(model, v0, m0, v1, m1, g) > 1e-3
 
 
 def test_auxiliary_genre_head_learns_training_genres(tiny_dir, cache_dir):
@@ -261,33 +304,7 @@ def test_lr_schedule_and_refit_horizon(tiny_dir, cache_dir):
         train(load_config(None, [f"data.root={tiny_dir}", "train.refit_schedule=never"]), progress=False)
 
 
-def test_sinkhorn_output_layer_is_doubly_stochastic_equivariant_and_eval_only():
-    g = torch.Generator().manual_seed(4)
-    conf = ModelConf(dim=16, hidden=32, n_layers=1, out_sinkhorn_tau=2.0, out_sinkhorn_iters=200)
-    model = Matcher([10], [8], conf)
-    v0, m0 = rand_views(20, [10], g, empty=0)
-    v1, m1 = rand_views(20, [8], g, empty=0)
-    with torch.no_grad():
-        model.eval()
-        P = model(v0, m0, v1, m1)["logits"].exp()
-        assert torch.allclose(P.sum(0), torch.ones(20), atol=1e-4)
-        assert torch.allclose(P.sum(1), torch.ones(20), atol=1e-4)
-        p, q = torch.randperm(20, generator=g), torch.randperm(20, generator=g)
-        Dp = model([v0[0][p]], [m0[0][p]], [v1[0][q]], [m1[0][q]])["dist"]
-        assert torch.allclose(Dp, model(v0, m0, v1, m1)["dist"][p][:, q], atol=1e-4)
-        model.conf.out_sinkhorn_tau = 0.0
-        raw = model(v0, m0, v1, m1)["logits"]
-        model.conf.out_sinkhorn_tau = 2.0
-        model.train()  # training scores the raw logits (dropout off in this check)
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.Dropout):
-                mod.p = 0.0
-        model.encode0.view_dropout = model.encode1.view_dropout = 0.0
-        assert torch.allclose(model(v0, m0, v1, m1)["logits"], raw, atol=1e-5)
-
-
 def test_ensemble_is_the_average_of_its_single_seed_runs(tiny_dir, cache_dir, tmp_path):
-    from gmatch.assignment import sinkhorn
     from gmatch.evaluate import load_checkpoint
     from gmatch.models.matcher import Ensemble
     from gmatch.train import save_checkpoint
@@ -307,10 +324,57 @@ def test_ensemble_is_the_average_of_its_single_seed_runs(tiny_dir, cache_dir, tm
     assert not torch.allclose(singles[0], singles[1])
     D = predict_dist(ens.model, feats)
     assert torch.allclose(D, (singles[0] + singles[1]) / 2, atol=1e-5)
-    # The Sinkhorn output layer runs once, on the average.
-    ens.model.conf.out_sinkhorn_tau = 1.0
-    assert torch.allclose(predict_dist(ens.model, feats), -sinkhorn(-D, 20, 1.0), atol=1e-4)
-    ens.model.conf.out_sinkhorn_tau = 0.0
     save_checkpoint(tmp_path / "ens.pt", ens, conf, feats)
     model, _, _ = load_checkpoint(tmp_path / "ens.pt")
     assert isinstance(model, Ensemble) and torch.allclose(predict_dist(model, feats), D, atol=1e-6)
+
+
+def test_streamed_metrics_equal_dense_with_ties_and_refuse_degenerate_scores():
+    """Duplicated intros give exactly tied scores: both paths count ties against
+    the query and agree; a constant score matrix is refused by both."""
+    from gmatch.metrics import DegenerateDistanceError, evaluate_distance
+    from gmatch.stream import streamed_metrics, streamed_ranks
+
+    g = torch.Generator().manual_seed(7)
+    model = scramble_(Matcher([12], [10], ModelConf(dim=16, n_layers=0)), seed=7).eval()
+    n = 120
+    v0, m0 = rand_views(n, [12], g, empty=0)
+    v1, m1 = rand_views(n, [10], g, empty=0)
+    v1[0][1::2] = v1[0][0::2]  # intro 2i+1 is a copy of intro 2i: tied columns
+    v0[0][1::2] = v0[0][0::2]  # and poster 2i+1 of poster 2i: tied rows
+    with torch.no_grad():
+        D = model(v0, m0, v1, m1)["dist"]
+    assert (D[:, 0] == D[:, 1]).all()  # the ties are exact
+    dense = evaluate_distance(D)
+    stream = streamed_metrics(streamed_ranks(model, v0, m0, v1, m1, chunk=17))
+    for key, value in dense.items():
+        assert stream[key] == value, key
+    # Ties count against the query: a duplicated pair can never be rank 0.
+    assert dense["poster_to_intro/R@1"] == 0.0
+    with torch.no_grad():
+        model.encode1.proj.weight.zero_()
+        model.encode1.proj.bias.fill_(1.0)  # every intro the same node: constant rows
+    with torch.no_grad():
+        D = model(v0, m0, v1, m1)["dist"]
+    with pytest.raises(DegenerateDistanceError):
+        evaluate_distance(D)
+    with pytest.raises(DegenerateDistanceError, match="constant row"):
+        streamed_ranks(model, v0, m0, v1, m1, chunk=17)
+
+
+def test_train_fraction_fits_text_statistics_on_the_subset_only(tiny_dir, cache_dir):
+    from gmatch.train import training_positions
+
+    base = [f"data.root={tiny_dir}", f"data.cache_dir={cache_dir}", "data.poster_views=[image:efficientnet_lite0]",
+            "data.intro_views=[text:tfidf]", "model.prior=[ocr:chars=text:chars]", "seed=2"]  # fmt: skip
+    ms = load_movielens(tiny_dir)
+    half = load_config(None, [*base, "data.train_fraction=0.6"])
+    pos, _ = training_positions(ms, half)
+    assert 16 <= len(pos) < len(ms.train_idx) and set(pos) <= set(ms.train_idx)
+    feats = load_features(ms, half, progress=False)
+    for spec, state in feats.states().items():
+        assert state["n_fit_texts"] == len(pos), spec
+    full = load_features(ms, load_config(None, base), progress=False)
+    assert all(s["n_fit_texts"] == len(ms.train_idx) for s in full.states().values())  # control
+    assert feats.intro[0].state["vocab"] != full.intro[0].state["vocab"]
+    assert ms.train_idx.tolist() == load_movielens(tiny_dir).train_idx.tolist()  # evaluation keeps train.txt

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from gmatch.io import atomic_write_text
 
-__all__ = ["OCRConfig", "read_posters", "clean_ocr"]
+__all__ = ["OCRConfig", "read_posters", "clean_ocr", "ocr_lines", "segment_words"]
 
 
 @dataclass(frozen=True)
@@ -128,12 +128,25 @@ def read_posters(
 _WORD = re.compile(r"[A-Za-z][A-Za-z'&\-]*|\d+")
 
 
-def clean_ocr(lines: list[list], min_confidence: float = 0.6) -> str:
-    """Join confident OCR lines into one lowercase text.
+def segment_words(text: str, min_len: int = 7) -> str:
+    """Split the runs RapidOCR reads without spaces into words
+    ("grumpieroldmen" -> "grumpier old men") with wordninja's English unigram
+    model; only alphabetic tokens of ``min_len`` or more characters are split, so
+    names and short words stay as they are."""
+    import wordninja
 
-    Drops low-confidence fragments and lines without a letter, and splits
-    runs like ``CITYHALL`` no further (MiniLM's word pieces cope with them).
-    """
+    out = []
+    for token in text.split():
+        if len(token) >= min_len and token.isalpha():
+            out.extend(wordninja.split(token))
+        else:
+            out.append(token)
+    return " ".join(out)
+
+
+def ocr_lines(lines: list[list], min_confidence: float = 0.6, segment: bool = False) -> list[str]:
+    """Confident OCR lines that contain a letter, as lowercase word strings
+    (segmented with :func:`segment_words` when ``segment``)."""
     kept = []
     for text, score in lines:
         if score < min_confidence:
@@ -141,5 +154,15 @@ def clean_ocr(lines: list[list], min_confidence: float = 0.6) -> str:
         words = _WORD.findall(text)
         if not any(w[0].isalpha() for w in words):
             continue
-        kept.append(" ".join(words))
-    return " ".join(kept).lower()
+        line = " ".join(words).lower()
+        kept.append(segment_words(line) if segment else line)
+    return kept
+
+
+def clean_ocr(lines: list[list], min_confidence: float = 0.6, segment: bool = False) -> str:
+    """Join confident OCR lines into one lowercase text.
+
+    Drops low-confidence fragments and lines without a letter; with ``segment``
+    splits runs like ``CITYHALL`` into words (:func:`segment_words`).
+    """
+    return " ".join(ocr_lines(lines, min_confidence, segment))

