@@ -8,7 +8,7 @@ layer, ``analysis.sinkhorn_tau``) at an absolute temperature: that normalises ov
 all test movies at once, so those rows are an analysis, never official. tau = 8 is
 fixed in advance (logit units), not chosen on held-out.
 
-    python -m experiments.ensemble --runs experiments/results/depth_ablation/n_layers=0-seed=*
+    python -m experiments.ensemble --runs experiments/results/depth_ablation/seed=*-n_layers=0
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -62,6 +63,39 @@ def stale_note(study: Path) -> str:
             f"experiments/configs/{study.name}.yaml --out experiments/results/{study.name}` to update._")
 
 
+_PM = re.compile(r"(-?\d+\.\d+) ± (\d+\.\d+)")
+_NUM = re.compile(r"(?<![\d.])(-?0\.\d{3,4})(?![\d])")
+
+
+def _variants(x: str) -> set[str]:
+    """A table number and its 3-decimal rounding (tables of analyses print 4)."""
+    out = {x}
+    if len(x.split(".")[1]) == 4:
+        out.add(f"{float(x):.3f}")
+    return out
+
+
+def unquoted_numbers(page: str) -> list[str]:
+    """Numbers of the form 0.xxx and "mean ± sd" that the prose of ``page`` quotes but
+    no table of the page contains: a reading must quote its tables, not a memory."""
+    table_nums, table_pms = set(), set()
+    prose = []
+    for line in page.splitlines():
+        if line.startswith("|"):
+            for m, sd in _PM.findall(line):
+                for a in _variants(m):
+                    for b in _variants(sd):
+                        table_pms.add(f"{a} ± {b}")
+            for x in _NUM.findall(line):
+                table_nums |= _variants(x)
+        else:
+            prose.append(line)
+    text = "\n".join(prose)
+    missing = [f"{m} ± {sd}" for m, sd in _PM.findall(text) if f"{m} ± {sd}" not in table_pms]
+    missing += [x for x in _NUM.findall(_PM.sub("", text)) if x not in table_nums]
+    return missing
+
+
 def main() -> int:
     template = (HERE / "README.template.md").read_text()
     tables = {}
@@ -71,9 +105,14 @@ def main() -> int:
     for name in ("depth_ablation", "layer_types", "edge_distance", "edge_width", "encoders", "losses",
                  "train_size", "prior", "prior_off", "fit_vs_transfer", "assignment", "grouped",
                  "zero_shot", "lexical", "memory", "genre_aux", "refit_schedule", "attn_prior",
-                 "out_sinkhorn", "transductive", "ensemble"):  # fmt: skip
+                 "transductive", "ensemble"):  # fmt: skip
         tables.setdefault(name, "_not run yet_")
-    atomic_write_text(HERE / "README.md", template.format(**tables))
+    page = template.format(**tables)
+    atomic_write_text(HERE / "README.md", page)
+    missing = unquoted_numbers(page)
+    if missing:
+        print(f"experiments/README.md: {len(missing)} number(s) in readings are in no table: {', '.join(missing)}")
+        return 1
     return 0
 
 

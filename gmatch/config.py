@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["ConfigError", "DataConf", "ModelConf", "TrainConf", "AnalysisConf", "Config", "load_config", "merge", "to_dict"]
+__all__ = ["config_diff", "flatten", "EXECUTION_KEYS", "ConfigError", "DataConf", "ModelConf", "TrainConf", "AnalysisConf", "Config", "load_config", "merge", "to_dict"]
 
 
 class ConfigError(ValueError):
@@ -98,6 +98,29 @@ class Config:
 
 def to_dict(conf) -> dict:
     return dataclasses.asdict(conf)
+
+
+# Settings that change how a run executes, not what it computes.
+EXECUTION_KEYS = frozenset({"threads", "data.cache_dir", "model.chunk", "model.attn_chunk"})
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """``{"model": {"dim": 8}}`` -> ``{"model.dim": 8}``."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_diff(old: dict, new: dict, ignore=EXECUTION_KEYS) -> dict:
+    """``{key: (old value, new value)}`` for every setting that differs (execution
+    settings ignored); a key only one side has counts as a difference."""
+    a, b = flatten(old), flatten(new)
+    return {k: (a.get(k, "<missing>"), b.get(k, "<missing>")) for k in sorted(set(a) | set(b))
+            if k not in ignore and a.get(k, "<missing>") != b.get(k, "<missing>")}  # fmt: skip
 
 
 def _coerce(value, typ, key: str):

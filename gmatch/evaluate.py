@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +27,8 @@ __all__ = [
     "split_metrics",
     "assignment_analysis",
     "RunDir",
+    "RunLockedError",
+    "ResumeError",
     "write_run",
     "train_and_record",
     "summary_line",
@@ -145,22 +150,76 @@ def git_state() -> dict:
     return {"git_sha": sha or "unknown", "git_dirty": None if status is None else bool(status)}
 
 
+class ResumeError(ValueError):
+    """``--resume`` of a run that cannot be continued; the message says why."""
+
+
+class RunLockedError(FileExistsError):
+    """Another process holds the run folder; the message names it."""
+
+
 class RunDir:
-    """A run folder; finished when ``COMPLETE`` exists. Never overwritten silently."""
+    """A run folder; finished when ``COMPLETE`` exists. Never overwritten silently.
+
+    The folder is locked (``fcntl.flock`` on ``<parent>/.<name>.lock``) from the
+    start of a run to its end, so a second run into the same folder refuses at
+    once and names the holder. With ``overwrite``, a finished run is replaced
+    only when the new one completes: the new run writes into a sibling staging
+    folder, which :meth:`complete` swaps into place.
+    """
 
     def __init__(self, path: str | Path, overwrite: bool = False):
-        self.path = Path(path)
+        self.final = Path(path)
         self.overwrite = overwrite
-        if (self.path / "COMPLETE").exists() and not overwrite:
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = self._acquire()
+        finished = (self.final / "COMPLETE").exists()
+        if finished and not overwrite:
+            self.release()
             raise FileExistsError(
-                f"{self.path}: a finished run is already there; pick another --out or pass --overwrite"
+                f"{self.final}: a finished run is already there; pick another --out or pass --overwrite"
             )
-        if overwrite and (self.path / "COMPLETE").exists():
-            (self.path / "COMPLETE").unlink()
+        # Replacing a finished run: work in a staging sibling until the new run completes.
+        self.path = self.final.parent / f".{self.final.name}.partial" if finished else self.final
+        if finished and self.path.exists():
+            shutil.rmtree(self.path)  # an earlier replacement that never completed
         self.path.mkdir(parents=True, exist_ok=True)
+
+    def _acquire(self):
+        lock = self.final.parent / f".{self.final.name}.lock"
+        f = open(lock, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise RunLockedError(
+                f"{self.final}: in use by {holder}; wait for it to finish or pick another --out"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} ({_command()}) since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        f.flush()
+        return f
+
+    def release(self) -> None:
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
 
     def complete(self) -> None:
         atomic_write_text(self.path / "COMPLETE", time.strftime("%Y-%m-%d %H:%M:%S\n"))
+        if self.path != self.final:  # swap the finished replacement into place
+            old = self.final.parent / f".{self.final.name}.old"
+            if old.exists():
+                shutil.rmtree(old)
+            self.final.replace(old)
+            self.path.replace(self.final)
+            shutil.rmtree(old)
+            self.path = self.final
+        self.release()
 
 
 def write_run(run: RunDir, D: torch.Tensor, ms: MovieSet, conf: Config | None, extra: dict,
@@ -210,7 +269,10 @@ def train_and_record(run: RunDir, conf: Config, ms: MovieSet, feats, progress: b
     from gmatch.io import atomic_write_json
     from gmatch.train import predict_dist, save_checkpoint, train
 
+    from gmatch.config import config_diff, to_dict
+
     leftovers = list(run.path.glob("train_state*.pt"))
+    saved = run.path / "config.yaml"
     if leftovers and not resume:
         if not run.overwrite:
             raise FileExistsError(
@@ -219,6 +281,14 @@ def train_and_record(run: RunDir, conf: Config, ms: MovieSet, feats, progress: b
             )
         for f in leftovers:
             f.unlink()
+    if leftovers and resume and saved.exists():
+        # A resumed run must be the run that was interrupted.
+        diff = config_diff(yaml.safe_load(saved.read_text()) or {}, to_dict(conf))
+        if diff:
+            what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in diff.items()))
+            raise ResumeError(f"{run.path}: --resume with another config than the interrupted run ({what}); "
+                              "resume with the same settings or pass --overwrite to start again")  # fmt: skip
+    atomic_write_text(saved, yaml.safe_dump(to_dict(conf), sort_keys=False))
     result = train(conf, ms, feats, progress=progress, state_path=run.path / "train_state")
     save_checkpoint(run.path / "model.pt", result, conf, feats)
     atomic_write_json(run.path / "history.json", result.history)

@@ -87,13 +87,14 @@ def _efficientnet(arg: str | None, **kw):
 def _mpnet(arg: str | None, **kw):
     from gmatch.encoders.text import SentenceTransformerEncoder, mpnet_path
 
-    return SentenceTransformerEncoder(mpnet_path(), name="mpnet", batch_size=32, **kw)
+    return SentenceTransformerEncoder(mpnet_path, name="mpnet", batch_size=32,
+                                      known={"max_seq_length": 384, "dim": 768}, **kw)  # fmt: skip
 
 
 def _minilm(arg: str | None, **kw):
     from gmatch.encoders.text import SentenceTransformerEncoder, minilm_path
 
-    return SentenceTransformerEncoder(minilm_path(), name="minilm", **kw)
+    return SentenceTransformerEncoder(minilm_path, name="minilm", known={"max_seq_length": 256, "dim": 384}, **kw)
 
 
 def _st(arg: str | None, **kw):
@@ -169,21 +170,38 @@ def _sha(obj) -> str:
 
 
 class _Cache:
-    """Rows keyed by item hash in ``<dir>/<key>.npz`` plus a checksum."""
+    """Rows keyed by item hash in ``<dir>/<key>.npz`` plus a checksum.
 
-    def __init__(self, cache_dir: Path, key: str):
+    ``seeds``: folders of read-only caches shipped with a data set (e.g.
+    ``data/features/`` beside the course data, float16 to halve their size); a row
+    found there is used *instead of* a locally computed one, so every machine
+    scores the course data on the same numbers.
+    """
+
+    def __init__(self, cache_dir: Path, key: str, seeds: tuple[Path, ...] = ()):
         self.path = Path(cache_dir) / f"{key}.npz"
-        self.rows: dict[str, np.ndarray] = {}
-        if self.path.exists():
-            try:
-                with np.load(self.path, allow_pickle=False) as z:
-                    keys, values, checksum = z["keys"], z["values"], str(z["checksum"])
-                if _checksum(keys, values) != checksum:
-                    raise ValueError("checksum mismatch")
-                self.rows = dict(zip(keys.tolist(), values))
-            except Exception as e:  # noqa: BLE001 - any unreadable cache is rebuilt
-                log.warning("feature cache %s is corrupt or stale (%s); rebuilding", self.path, e)
-                self.rows = {}
+        self.rows = self._read(self.path)
+        self.seed_rows: dict[str, np.ndarray] = {}
+        for folder in seeds:
+            self.seed_rows.update(self._read(Path(folder) / f"{key}.npz"))
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, np.ndarray]:
+        if not path.exists():
+            return {}
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                keys, values, checksum = z["keys"], z["values"], str(z["checksum"])
+            if _checksum(keys, values) != checksum:
+                raise ValueError("checksum mismatch")
+            return dict(zip(keys.tolist(), values))
+        except Exception as e:  # noqa: BLE001 - any unreadable cache is rebuilt
+            log.warning("feature cache %s is corrupt or stale (%s); rebuilding", path, e)
+            return {}
+
+    def get(self, key: str) -> np.ndarray | None:
+        row = self.seed_rows.get(key)
+        return self.rows.get(key) if row is None else row
 
     def save(self) -> None:
         keys = np.array(list(self.rows), dtype="U64")
@@ -200,11 +218,11 @@ def _checksum(keys: np.ndarray, values: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _cached_encode(cache_dir, key, item_keys, items, encode_fn, batch_size, desc, progress):
-    cache = _Cache(cache_dir, key)
+def _cached_encode(cache_dir, key, item_keys, items, encode_fn, batch_size, desc, progress, seeds=()):
+    cache = _Cache(cache_dir, key, seeds)
     todo = {}
     for k, item in zip(item_keys, items):
-        if k not in cache.rows:
+        if cache.get(k) is None:
             todo.setdefault(k, item)
     if todo:
         keys, values = list(todo), list(todo.values())
@@ -212,7 +230,21 @@ def _cached_encode(cache_dir, key, item_keys, items, encode_fn, batch_size, desc
             out = encode_fn(values[s : s + batch_size])
             cache.rows.update(zip(keys[s : s + batch_size], out))
         cache.save()
-    return np.stack([cache.rows[k] for k in item_keys]).astype(np.float32)
+    return np.stack([cache.get(k) for k in item_keys]).astype(np.float32)
+
+
+def write_seed(cache_dir, key: str, item_keys: list[str], out_dir: Path, dtype=np.float16) -> Path:
+    """Write the cached rows ``item_keys`` of encoder ``key`` as a read-only seed cache
+    (``<out_dir>/<key>.npz``, ``dtype``) to ship beside a data set."""
+    rows = _Cache(cache_dir, key).rows
+    keys = np.array(sorted(set(item_keys)), dtype="U64")
+    values = np.stack([rows[k] for k in keys]).astype(dtype)
+    out = Path(out_dir) / f"{key}.npz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.npz")
+    np.savez(tmp, keys=keys, values=values, checksum=np.array(_checksum(keys, values)))
+    tmp.replace(out)
+    return out
 
 
 def _poster_ocr(ms: MovieSet, cache_dir: Path, progress: bool = True):
@@ -244,19 +276,30 @@ def poster_lines(ms: MovieSet, cache_dir: Path, progress: bool = True) -> list[l
     return [ocr_lines(x, conf.min_confidence, segment=True) for x in lines]
 
 
-def _text_encode(spec: str, texts: list[str], cache_dir: Path, batch_size: int, progress: bool):
-    """[len(texts) x D] embeddings of non-empty texts through the spec's text encoder
-    (cached per text hash)."""
-    name = parse_spec(spec)[1]
+def text_cache_key(spec: str) -> str:
+    """Cache file name (encoder name + settings hash) of a text spec's encoder."""
     enc = build_encoder("text:" + spec.split(":", 1)[1])
-    key = f"{name}-{_sha(enc.settings())}"
+    return f"{parse_spec(spec)[1]}-{_sha(enc.settings())}"
+
+
+def _text_encode(spec: str, texts: list[str], cache_dir: Path, batch_size: int, progress: bool, seeds=()):
+    """[len(texts) x D] embeddings of non-empty texts through the spec's text encoder
+    (cached per text hash; shipped ``seeds`` first)."""
+    enc = build_encoder("text:" + spec.split(":", 1)[1])
+    key = f"{parse_spec(spec)[1]}-{_sha(enc.settings())}"
     values = np.zeros((len(texts), enc.dim), dtype=np.float32)
     idx = [i for i, t in enumerate(texts) if t]
     if idx:
         keys = [hashlib.sha1(texts[i].encode()).hexdigest() for i in idx]
         values[idx] = _cached_encode(cache_dir, key, keys, [texts[i] for i in idx], enc.encode,
-                                     batch_size, f"{spec} texts", progress)  # fmt: skip
+                                     batch_size, f"{spec} texts", progress, seeds)  # fmt: skip
     return values
+
+
+def feature_seeds(ms: MovieSet) -> tuple[Path, ...]:
+    """Shipped read-only feature caches of a data set: ``<root>/../features/``."""
+    folder = Path(ms.root).parent / "features"
+    return (folder,) if folder.is_dir() else ()
 
 
 def extract(
@@ -295,7 +338,7 @@ def extract(
         lists = poster_lines(ms, cache_dir, progress) if view == "ocrlines" else [split_sentences(t) for t in ms.intros]
         owner = np.repeat(np.arange(len(lists)), [len(x) for x in lists])
         flat = [x for items in lists for x in items]
-        values = _text_encode(spec, flat, cache_dir, 4 * batch_size, progress)
+        values = _text_encode(spec, flat, cache_dir, 4 * batch_size, progress, feature_seeds(ms))
         return FeatureBlock(spec, values, np.array([len(x) > 0 for x in lists]), None, owner)
 
     if view == "text":
@@ -322,7 +365,7 @@ def extract(
             return FeatureBlock(spec, tfidf.transform_sparse(texts), valid, state)
         values = tfidf.transform(texts)
     else:
-        values = _text_encode(spec, texts, cache_dir, 4 * batch_size, progress)
+        values = _text_encode(spec, texts, cache_dir, 4 * batch_size, progress, feature_seeds(ms))
     values[~valid] = 0
     return FeatureBlock(spec, values, valid, state)
 

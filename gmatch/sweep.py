@@ -193,8 +193,10 @@ def build_table(runs: str | Path) -> str:
         cells.append(", ".join(sorted({r["commit"] for r in rs})))
         md.append("| " + " | ".join(cells) + " |")
     commits = sorted({r["commit"] for r in rows})
-    note = SD_NOTE + (f" Rows come from {len(commits)} commits (column `commit`; `?` = recorded before "
-                      "runs noted uncommitted changes)." if len(commits) > 1 else f" All rows: commit {commits[0]}.")
+    unsure = " (`?`: recorded before runs noted uncommitted changes, so the code may differ from that commit)"
+    note = SD_NOTE + (f" Rows come from {len(commits)} commits, see column `commit`" if len(commits) > 1
+                      else f" All rows: commit {commits[0]}")
+    note += (unsure if any(c.endswith("?") for c in commits) else "") + "."
     table = "\n".join(md) + "\n\n" + note
     atomic_write_text(runs / "results.md", table + "\n")
     _plot(runs, groups, factors)

@@ -27,6 +27,10 @@ from gmatch.models import Matcher
 __all__ = ["Features", "load_features", "seed_everything", "train", "TrainResult", "training_positions"]
 
 log = logging.getLogger(__name__)
+
+
+class TrainStateError(ValueError):
+    """A training state file that cannot be resumed; the message says what to do."""
 _SAME = object()  # Features.inputs: intros default to the posters' movies
 LEXICAL_CACHE_MAX = 8000  # movies up to which Features keeps the full lexical matrix (256 MB)
 
@@ -246,9 +250,16 @@ def _fit(conf: Config, feats: Features, train_pos, val_pos, steps, progress, all
     if state_path is not None:
         state_path = Path(state_path).with_suffix(f".{phase}.pt")
     if state_path is not None and state_path.exists():
-        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        try:
+            st = torch.load(state_path, map_location="cpu", weights_only=True)
+            if st["phase"] == phase:
+                model.load_state_dict(st["model"])
+        except Exception as e:  # noqa: BLE001 - truncated, not a torch file, or another model
+            raise TrainStateError(
+                f"{state_path}: training state is damaged or from another model ({type(e).__name__}); "
+                "delete it or pass --overwrite to start the run again"
+            ) from e
         if st["phase"] == phase:
-            model.load_state_dict(st["model"])
             opt.load_state_dict(st["opt"])
             sched.load_state_dict(st["sched"])
             stream.load_state_dict(st["stream"])

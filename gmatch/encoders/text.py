@@ -89,22 +89,50 @@ def mpnet_path(models_dir: str | Path | None = None, expected_sha256: str = MPNE
 
 
 class SentenceTransformerEncoder:
-    """Mean-pooled sentence embeddings (unnormalised; heads normalise later)."""
+    """Mean-pooled sentence embeddings (unnormalised; heads normalise later).
 
-    def __init__(self, name_or_path: str | Path, name: str | None = None, batch_size: int = 64):
-        if Path(str(name_or_path)).exists():
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder needs no hub
-        from sentence_transformers import SentenceTransformer
+    ``name_or_path`` may be a callable that returns the model folder: with
+    ``known`` = ``{"max_seq_length": ..., "dim": ...}`` of a shipped model the
+    encoder then loads (and hash-checks) its weights only when it first encodes,
+    so a run whose features are all cached never touches them.
+    """
 
+    def __init__(self, name_or_path, name: str | None = None, batch_size: int = 64, known: dict | None = None):
+        self._source = name_or_path
         self.name = name or f"st:{name_or_path}"
-        self.model = SentenceTransformer(str(name_or_path), device="cpu")
-        self.model.eval().requires_grad_(False)
         self.batch_size = batch_size
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        self.dim = get_dim()
+        self._model = None
+        self._known = dict(known or {})
+        if not self._known:
+            self._load()
+
+    def _load(self):
+        if self._model is None:
+            path = self._source() if callable(self._source) else self._source
+            if Path(str(path)).exists():
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder needs no hub
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(str(path), device="cpu")
+            self._model.eval().requires_grad_(False)
+            get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+            loaded = {"max_seq_length": self._model.max_seq_length, "dim": get_dim()}
+            for k, v in self._known.items():
+                if loaded[k] != v:
+                    raise RuntimeError(f"{self.name}: expected {k}={v}, the weights give {loaded[k]}")
+            self._known = loaded
+        return self._model
+
+    @property
+    def model(self):
+        return self._load()
+
+    @property
+    def dim(self) -> int:
+        return self._known["dim"]
 
     def settings(self) -> dict:
-        return {"model": self.name, "max_seq_length": self.model.max_seq_length}
+        return {"model": self.name, "max_seq_length": self._known["max_seq_length"]}
 
     @torch.inference_mode()
     def encode(self, texts: list[str]) -> np.ndarray:

@@ -1,0 +1,63 @@
+"""Write the read-only feature seeds shipped beside the course data (``data/features/``).
+
+The default's all-mpnet-base-v2 views take ~8 min to extract on 2 cores; shipping
+their rows for the course data (float16) keeps a cold ``make run`` within minutes.
+A row in a seed is used instead of a locally computed one, so every machine scores
+the course data on the same numbers; other data sets are extracted as usual.
+
+    python -m experiments.ship_features            # the default config's text views
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+from gmatch.config import load_config
+from gmatch.data import load_movielens
+from gmatch.features import extract, parse_spec, poster_lines, poster_texts, text_cache_key, write_seed
+from gmatch.models.matcher import lexical_prior, parse_prior
+from gmatch.text import split_sentences, strip_boilerplate
+
+SHIP = ("mpnet",)  # encoders slow enough to ship
+
+
+def texts_of(ms, spec: str, cache_dir) -> list[str]:
+    """The texts a spec encodes (as gmatch.features.extract builds them)."""
+    view = parse_spec(spec)[0]
+    if view == "text":
+        return [strip_boilerplate(t) for t in ms.intros]
+    if view == "sents":
+        return [s for t in ms.intros for s in split_sentences(t)]
+    if view == "ocrlines":
+        return [x for lines in poster_lines(ms, cache_dir, False) for x in lines]
+    return poster_texts(ms, cache_dir, False, segment=view == "ocrseg")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*", help="config overrides (default: the default config)")
+    p.add_argument("--out", default="data/features")
+    args = p.parse_args(argv)
+    conf = load_config(None, args.overrides)
+    ms = load_movielens(conf.data.root)
+    specs = set(conf.data.poster_views) | set(conf.data.intro_views)
+    for item in conf.model.prior:
+        specs |= set(parse_prior(item)[:2])
+    specs |= {s for pair in lexical_prior(conf.model.prior) for s in pair[:2]}
+    by_key: dict[str, list[str]] = {}
+    for spec in sorted(specs):
+        if parse_spec(spec)[1] not in SHIP:
+            continue
+        extract(ms, spec, conf.data.cache_dir, progress=True)  # make sure every row is cached
+        texts = [t for t in texts_of(ms, spec, conf.data.cache_dir) if t]
+        by_key.setdefault(text_cache_key(spec), []).extend(hashlib.sha1(t.encode()).hexdigest() for t in texts)
+    for key, item_keys in by_key.items():
+        out = write_seed(conf.data.cache_dir, key, item_keys, Path(args.out))
+        print(f"{out}: {len(set(item_keys))} rows, {out.stat().st_size / 1e6:.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
