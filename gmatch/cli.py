@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="gmatch", description=__doc__, formatter_class=fmt)
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of input errors (or GMATCH_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp, overrides=True):
@@ -188,20 +189,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input, not a bug: one line, no traceback."""
+    from gmatch.config import ConfigError
+    from gmatch.data import DataError
+    from gmatch.encoders.text import WeightsError
+    from gmatch.evaluate import CheckpointError, ResumeError
+    from gmatch.metrics import DegenerateDistanceError
+    from gmatch.report import ReportError
+    from gmatch.train import TrainStateError
+
+    return (DataError, CheckpointError, ConfigError, FileExistsError, ResumeError, TrainStateError,
+            WeightsError, DegenerateDistanceError, ReportError, OSError)  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command. Bad input ends in one line on stderr naming the file and the fix,
+    and exit code 2; ``--debug`` (or ``GMATCH_DEBUG=1``) shows the traceback instead.
+    An unexpected internal error always shows its traceback."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
-    from gmatch.config import ConfigError
-    from gmatch.data import DataError
-    from gmatch.evaluate import CheckpointError
-
+    debug = args.debug or os.environ.get("GMATCH_DEBUG", "") not in ("", "0")
     try:
         return args.func(args)
-    except (DataError, CheckpointError, ConfigError, FileExistsError) as e:
-        if args.verbose:
+    except user_errors() as e:
+        unexpected = isinstance(e, OSError) and not isinstance(e, FileExistsError) and not e.filename
+        if debug or unexpected:  # an OSError without a file is not an input problem: show it
             raise
-        print(f"gmatch {args.command}: error: {e}", file=sys.stderr)
+        if isinstance(e, OSError) and e.filename:
+            msg = f"{e.filename}: {e.strerror or e}; check the path (a writable folder, not a file)"
+        else:
+            msg = " ".join(str(e).split())  # one line
+        print(f"gmatch {args.command}: error: {msg}", file=sys.stderr)
         return 2
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def read_train_positions(path: Path, n: int) -> np.ndarray:
     Trailing blank lines are allowed; a blank line between positions is an error.
     """
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a BOM is fine, as in info.csv
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e}); save it as plain UTF-8") from e
     while lines and not lines[-1].strip():
@@ -127,7 +128,9 @@ def _read_info(path: Path) -> dict[int, dict]:
         raise DataError(
             f"{path}: line {row} is not valid UTF-8 ({e.reason}); re-save the file as UTF-8"
         ) from e
-    reader = csv.DictReader(text.splitlines(keepends=True))
+    # Records are split by the csv module's own rules (newline=''), so a field holding a
+    # form feed, U+0085 or U+2028 (which csv.writer leaves unquoted) stays one field.
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
         raise DataError(
@@ -135,11 +138,21 @@ def _read_info(path: Path) -> dict[int, dict]:
             f"{list(REQUIRED_COLUMNS)} (found {reader.fieldnames})"
         )
     rows: dict[int, dict] = {}
-    for rowno, row in enumerate(reader, start=2):
+    limit = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)  # a long intro is legitimate
+    try:
+        records = list(enumerate(reader, start=2))
+    except csv.Error as e:
+        raise DataError(f"{path}: line {reader.line_num}: {e}; fix the quoting of that record") from None
+    finally:
+        csv.field_size_limit(limit)
+    for rowno, row in records:
         try:
             movie_id = int(str(row["id"]).strip())
-        except ValueError:
+        except (TypeError, ValueError):
             raise DataError(f"{path}: row {rowno}: id {row['id']!r} is not an integer") from None
+        if not 0 <= movie_id < 2**63:
+            raise DataError(f"{path}: row {rowno}: id {movie_id} is outside [0, 2^63); ids are non-negative 64-bit integers")
         if movie_id in rows:
             raise DataError(
                 f"{path}: row {rowno}: duplicate id {movie_id} (first at row "
@@ -170,8 +183,15 @@ def load_movielens(root: str | Path, group_column: str | None = None) -> MovieSe
 
     posters: dict[int, Path] = {}
     for p in poster_dir.iterdir():
-        if p.suffix.lower() not in (".jpg", ".jpeg", ".png") or not p.stem.isdigit():
+        if p.suffix.lower() not in (".jpg", ".jpeg", ".png"):
             continue
+        if not p.stem.isdigit():
+            if p.stem.lstrip("-").isdigit():
+                raise DataError(f"{p}: poster name is a negative id; ids are non-negative integers, rename it")
+            continue
+        if not p.is_file():
+            raise DataError(f"{p}: not a readable file (a directory or a dangling symlink); "
+                            "replace it with the poster image or remove it")  # fmt: skip
         if int(p.stem) in posters:
             raise DataError(f"{p}: a second poster for id {p.stem}; keep one file per id")
         posters[int(p.stem)] = p

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from gmatch.assignment import assignment_accuracy, hungarian, sinkhorn
-from gmatch.config import Config, merge
+from gmatch.config import Config, ConfigError, merge
 from gmatch.data import MovieSet
 from gmatch.io import atomic_save_npy, atomic_write_json, atomic_write_text
 from gmatch.metrics import evaluate_distance
@@ -50,18 +50,30 @@ def load_checkpoint(path: str | Path) -> tuple[Matcher, Config, dict]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - truncated / not a torch file
-        raise CheckpointError(f"{path}: cannot read checkpoint ({e}); it is truncated or not a gmatch checkpoint") from e
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: cannot read checkpoint ({reason}); it is truncated or not a gmatch checkpoint") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != "gmatch-matcher-1":
         raise CheckpointError(f"{path}: not a gmatch matcher checkpoint (format key missing)")
-    conf = merge(Config(), ckpt["config"])
+    try:
+        conf = merge(Config(), ckpt["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: its config is not valid for this version of gmatch ({e})") from None
     from gmatch.models.matcher import build_matcher
 
-    model = build_matcher(conf.model, ckpt["poster_views"], ckpt["intro_views"],
-                          ckpt["poster_dims"], ckpt["intro_dims"], len(ckpt.get("genre_names", [])))  # fmt: skip
+    try:
+        from gmatch.features import parse_spec
+
+        for spec in ckpt["poster_views"] + ckpt["intro_views"]:
+            parse_spec(spec)  # names an encoder this installation has
+        model = build_matcher(conf.model, ckpt["poster_views"], ckpt["intro_views"],
+                              ckpt["poster_dims"], ckpt["intro_dims"], len(ckpt.get("genre_names", [])))  # fmt: skip
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from None
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the model its config describes ({e})") from e
+        first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e).splitlines()[0])
+        raise CheckpointError(f"{path}: weights do not fit the model its config describes ({first})") from None
     return model.eval(), conf, ckpt
 
 
@@ -94,8 +106,9 @@ def split_metrics(D, ms: MovieSet, ratio: float = 0.05) -> dict:
     movies and k = int(ratio * n_subset).
     """
     out = {"official": evaluate_distance(D, None, ratio)}
-    if len(ms.train_idx):
+    if len(ms.train_idx) and len(ms.heldout_idx):  # no block for an empty subset
         out["heldout"] = evaluate_distance(D, ms.heldout_idx, ratio)
+    if len(ms.train_idx):
         out["train"] = evaluate_distance(D, ms.train_idx, ratio)
     return out
 
@@ -183,7 +196,8 @@ class RunDir:
         self.path = self.final.parent / f".{self.final.name}.partial" if finished else self.final
         if finished and self.path.exists():
             shutil.rmtree(self.path)  # an earlier replacement that never completed
-        self.path.mkdir(parents=True, exist_ok=True)
+        # The folder itself appears with the first file written (atomic writes create
+        # it), so a run that fails on its inputs leaves no empty folder behind.
 
     def _acquire(self):
         lock = self.final.parent / f".{self.final.name}.lock"

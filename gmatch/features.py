@@ -43,7 +43,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from gmatch.data import MovieSet
+from gmatch.config import ConfigError
+from gmatch.data import DataError, MovieSet
 
 __all__ = ["FeatureBlock", "ENCODERS", "SPARSE_ENCODERS", "SET_VIEWS", "build_encoder", "extract",
            "is_sparse_spec", "is_set_spec", "is_prior_only_spec", "poster_texts", "poster_lines"]
@@ -149,13 +150,13 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
     view, _, rest = spec.partition(":")
     name, _, arg = rest.partition(":")
     if view not in VIEWS:
-        raise ValueError(f"feature spec {spec!r}: view must be one of {', '.join(VIEWS)}")
+        raise ConfigError(f"feature spec {spec!r}: view must be one of {', '.join(VIEWS)}")
     if name not in ENCODERS:
-        raise ValueError(f"feature spec {spec!r}: unknown encoder {name!r}; known: {sorted(ENCODERS)}")
+        raise ConfigError(f"feature spec {spec!r}: unknown encoder {name!r}; known: {sorted(ENCODERS)}")
     kind = ENCODERS[name][1]
     want = "image" if view == "image" else "text"
     if kind not in (want, "both"):
-        raise ValueError(f"feature spec {spec!r}: {name} is a {kind} encoder, not for view {view}")
+        raise ConfigError(f"feature spec {spec!r}: {name} is a {kind} encoder, not for view {view}")
     return view, name, arg or None
 
 
@@ -332,7 +333,7 @@ def extract(
 
     if view in SET_VIEWS:
         if name in SPARSE_ENCODERS or name == "tfidf":
-            raise ValueError(f"feature spec {spec!r}: set views ({', '.join(SET_VIEWS)}) take a sentence encoder")
+            raise ConfigError(f"feature spec {spec!r}: set views ({', '.join(SET_VIEWS)}) take a sentence encoder")
         from gmatch.text import split_sentences
 
         lists = poster_lines(ms, cache_dir, progress) if view == "ocrlines" else [split_sentences(t) for t in ms.intros]
@@ -353,7 +354,7 @@ def extract(
         if tfidf_state is not None:
             tfidf = TrainOnlyTfidf.from_state(tfidf_state)
         elif len(ms.train_idx) == 0:
-            raise ValueError(
+            raise DataError(
                 f"{spec}: TF-IDF needs training intros (train.txt in {ms.root}) to fit on, "
                 "or a checkpoint that carries a fitted TF-IDF"
             )
@@ -375,9 +376,15 @@ def _fit_tfidf(train_intros: tuple[str, ...], analyzer: str = "word"):
     """One fit per set of training intros (text:tfidf and ocr:tfidf share it)."""
     from gmatch.text import TrainOnlyTfidf
 
-    if analyzer == "word":
-        return TrainOnlyTfidf().fit(list(train_intros))
-    return TrainOnlyTfidf(dim=0, min_df=2, max_features=0, analyzer=analyzer).fit(list(train_intros))
+    try:
+        if analyzer == "word":
+            return TrainOnlyTfidf().fit(list(train_intros))
+        return TrainOnlyTfidf(dim=0, min_df=2, max_features=0, analyzer=analyzer).fit(list(train_intros))
+    except ValueError as e:  # sklearn: no term left after min_df / max_df
+        raise DataError(
+            f"train.txt: {len(train_intros)} training intros are too few to fit the TF-IDF views "
+            f"({e}); add training pairs or drop the tfidf/chars views and priors"
+        ) from None
 
 
 def _strip(text: str) -> str:

@@ -102,13 +102,39 @@ def _fig_b64(fig, path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+class ReportError(ValueError):
+    """A run folder the report cannot be made from; the message names the file."""
+
+
+def _load_run(run_dir: Path, data):
+    """metrics.json, the data set and D of a finished run, or a ReportError."""
+    for name in ("metrics.json", "D.npy"):
+        if not (run_dir / name).is_file():
+            raise ReportError(f"{run_dir / name}: missing; pass a finished run folder (gmatch train/evaluate --out)")
+    try:
+        rec = json.loads((run_dir / "metrics.json").read_text())
+        metrics = rec["metrics"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise ReportError(f"{run_dir / 'metrics.json'}: not a gmatch metrics file ({type(e).__name__}); "
+                          "re-run the evaluation") from None  # fmt: skip
+    ms = load_movielens(data or rec.get("data", ""))
+    try:
+        D = torch.from_numpy(np.load(run_dir / "D.npy", allow_pickle=False))
+    except (ValueError, OSError, EOFError) as e:
+        raise ReportError(f"{run_dir / 'D.npy'}: unreadable ({type(e).__name__}); re-run the evaluation") from None
+    if D.shape != (len(ms), len(ms)):
+        raise ReportError(f"{run_dir / 'D.npy'}: shape {tuple(D.shape)} does not fit the {len(ms)} movies of "
+                          f"{ms.root}; pass --data with the folder the run scored")  # fmt: skip
+    return rec, metrics, ms, D
+
+
 def _find(ms: MovieSet, query: str) -> int:
     if query.isdigit() and int(query) in set(ms.ids.tolist()):
         return int(np.nonzero(ms.ids == int(query))[0][0])
     for i, t in enumerate(ms.titles):
         if query.lower() in t.lower():
             return i
-    raise ValueError(f"no movie with id or title {query!r}")
+    raise ReportError(f"no movie with id or title {query!r} in {ms.root}")
 
 
 def make_report(run_dir: str | Path, data: str | Path | None = None, queries: list[str] = (),
@@ -120,12 +146,7 @@ def make_report(run_dir: str | Path, data: str | Path | None = None, queries: li
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    rec = json.loads((run_dir / "metrics.json").read_text())
-    ms = load_movielens(data or rec["data"])
-    D = torch.from_numpy(np.load(run_dir / "D.npy"))
-    if D.shape != (len(ms), len(ms)):
-        raise ValueError(f"{run_dir / 'D.npy'}: shape {tuple(D.shape)} does not fit {len(ms)} movies")
-    metrics = rec["metrics"]
+    rec, metrics, ms, D = _load_run(run_dir, data)
     held = ms.heldout_idx
     rng = np.random.default_rng(seed)
     parts = [f"<h1>gmatch report: {html.escape(run_dir.name)}</h1>",

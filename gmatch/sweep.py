@@ -130,14 +130,14 @@ def collect(runs: str | Path) -> list[dict]:
         row = {
             "run": mfile.parent.name,
             "commit": commit_label(rec),
-            "train_seconds": rec.get("train_seconds", float("nan")),
-            "val_acc": rec.get("val_acc", float("nan")),
+            "train_seconds": _num(rec.get("train_seconds")),
+            "val_acc": _num(rec.get("val_acc")),
         }
         for o in rec.get("overrides", []):
             k, v = o.split("=", 1)
             row[k] = v
         for col, block, key in COLUMNS:
-            row[col] = rec["metrics"].get(block, {}).get(key, float("nan"))
+            row[col] = _num(rec["metrics"].get(block, {}).get(key))
         rows.append(row)
     return rows
 
@@ -201,6 +201,11 @@ def build_table(runs: str | Path) -> str:
     atomic_write_text(runs / "results.md", table + "\n")
     _plot(runs, groups, factors)
     return table
+
+
+def _num(v) -> float:
+    """A metric from JSON: null (NaN written as strict JSON) or missing -> NaN."""
+    return float("nan") if v is None else float(v)
 
 
 def _is_number(v) -> bool:

@@ -34,7 +34,7 @@ def test_train_writes_a_complete_run(trained, capsys):
     assert m["official"]["n"] == 48 and m["heldout"]["n"] == 16 and m["train"]["n"] == 32
     for block in ("official", "train"):
         assert 0 <= m[block]["acc_dim0"] <= 1
-    assert np.isnan(m["heldout"]["acc_dim0"])  # k = int(0.05 * 16) = 0: no get_acc, only ranks
+    assert m["heldout"]["acc_dim0"] is None  # k = int(0.05 * 16) = 0: no get_acc (strict JSON null), only ranks
     assert 0 <= m["heldout"]["poster_to_intro/R@1"] <= 1
     assert "hungarian/all" in m["analysis"]
     D = np.load(trained / "D.npy")

@@ -23,12 +23,15 @@ LITE0_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
 
 def load_image(path: Path) -> Image.Image:
     """Open a poster as RGB (greyscale, CMYK, palette and PNG-in-.jpg all work)."""
+    from gmatch.data import DataError
+
     try:
         with Image.open(path) as im:
             im.load()
             return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"{path}: cannot decode poster image ({e}); replace the file") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"{path}: cannot decode poster image ({reason}); replace the file") from None
 
 
 def lukemelas_to_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 from concurrent.futures import ProcessPoolExecutor
@@ -18,7 +19,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from gmatch.io import atomic_write_text
+from gmatch.io import atomic_write_text, clean_stale_temp_files
+
+log = logging.getLogger(__name__)
 
 __all__ = ["OCRConfig", "read_posters", "clean_ocr", "ocr_lines", "segment_words"]
 
@@ -60,11 +63,14 @@ def _read_one(args) -> list[list]:
 
     import numpy as np
 
+    from gmatch.data import DataError
+
     try:
         with Image.open(path) as im:
             arr = np.asarray(im.convert("RGB"))[:, :, ::-1]  # RapidOCR expects BGR
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{path}: cannot decode poster image ({e})") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"{path}: cannot decode poster image ({reason}); replace the file") from None
     result, _ = _engine(conf)(np.ascontiguousarray(arr))
     return [[str(text), round(float(score), 4)] for _, text, score in (result or [])]
 
@@ -90,11 +96,14 @@ def read_posters(
             entries are used for posters the cache lacks, if their settings match.
     """
     cache_file = Path(cache_file)
+    clean_stale_temp_files(cache_file)
     cache: dict = {}
     if cache_file.exists():
         try:
             cache = json.loads(cache_file.read_text())
-        except json.JSONDecodeError:
+            _check_cache(cache)
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
+            log.warning("OCR cache %s is unreadable (%s); rebuilding it", cache_file, e)
             cache = {}  # corrupt cache: rebuild rather than trust it
         if cache.get("settings") != conf.key():
             cache = {}
@@ -113,7 +122,7 @@ def read_posters(
     if todo:
         workers = workers or os.cpu_count() or 1
         bar = tqdm(total=len(todo), desc="OCR posters", disable=not progress)
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
             results = pool.map(_read_one, [(p, conf) for _, p in todo], chunksize=4)
             for n, ((h, _), lines) in enumerate(zip(todo, results), start=1):
                 items[h] = lines
@@ -123,6 +132,29 @@ def read_posters(
         bar.close()
         atomic_write_text(cache_file, json.dumps(cache))
     return [items[h] for h in hashes]
+
+
+def _check_cache(cache) -> None:
+    """Raise ValueError unless ``cache`` has the shape read_posters writes."""
+    if not isinstance(cache, dict) or not isinstance(cache.get("items", {}), dict):
+        raise ValueError("not an OCR cache (expected {'settings': ..., 'items': {hash: lines}})")
+    for lines in cache.get("items", {}).values():
+        if not isinstance(lines, list) or not all(
+            isinstance(x, list) and len(x) == 2 and isinstance(x[0], str) for x in lines
+        ):
+            raise ValueError("an entry is not a list of [text, confidence] lines")
+
+
+def _die_with_parent() -> None:
+    """Worker initializer: on Linux the worker gets SIGTERM when its parent dies (a
+    killed run leaves no OCR workers behind); elsewhere nothing."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'&\-]*|\d+")

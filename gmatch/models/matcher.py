@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gmatch.config import ModelConf
+from gmatch.config import ConfigError, ModelConf
 
 __all__ = [
     "CosineEdge",
@@ -127,7 +127,7 @@ def make_edge(conf: ModelConf, out: int = 1) -> nn.Module:
         return DotEdge(out)
     if conf.edge == "mlp":
         return MLPEdge(conf.dim, conf.edge_hidden, out, conf.chunk)
-    raise ValueError(f"model.edge must be cosine, dot or mlp, got {conf.edge!r}")
+    raise ConfigError(f"model.edge must be cosine, dot or mlp, got {conf.edge!r}")
 
 
 def topm_candidates(a: torch.Tensor, b: torch.Tensor, m: int, chunk: int = 1024) -> torch.Tensor:
@@ -306,7 +306,7 @@ class MatchLayer(nn.Module):
         super().__init__()
         for t in conf.layer_types:
             if t not in ("self", "cross"):
-                raise ValueError(f"model.layer_types entries must be self or cross, got {t!r}")
+                raise ConfigError(f"model.layer_types entries must be self or cross, got {t!r}")
         self.types = list(conf.layer_types)
         if "self" in self.types:
             self.self0 = SelfBlock(conf.dim, conf.num_heads, conf.dropout)
@@ -474,7 +474,7 @@ def build_matcher(conf: ModelConf, poster_views: list[str], intro_views: list[st
     """A Matcher for views named by feature spec (prior pairs resolved by name);
     an :class:`Ensemble` of ``conf.members`` of them when that is > 1."""
     if conf.members < 1:
-        raise ValueError(f"model.members must be >= 1, got {conf.members}")
+        raise ConfigError(f"model.members must be >= 1, got {conf.members}")
     dense = resolve_prior(conf.prior, poster_views, intro_views)
     lexical = lexical_prior(conf.prior)
 
@@ -492,13 +492,13 @@ def parse_prior(item: str) -> tuple[str, str, float | None]:
     pair, _, w = item.partition("@")
     a, eq, b = pair.partition("=")
     if not eq or not a or not b:
-        raise ValueError(f"prior entry {item!r}: expected '<poster view>=<intro view>[@weight]'")
+        raise ConfigError(f"prior entry {item!r}: expected '<poster view>=<intro view>[@weight]'")
     try:
         weight = float(w) if w else None
     except ValueError:
-        raise ValueError(f"prior entry {item!r}: weight {w!r} is not a number") from None
+        raise ConfigError(f"prior entry {item!r}: weight {w!r} is not a number") from None
     if weight is not None and weight <= 0:
-        raise ValueError(f"prior entry {item!r}: weight must be > 0 (drop the entry to turn it off)")
+        raise ConfigError(f"prior entry {item!r}: weight must be > 0 (drop the entry to turn it off)")
     return a, b, weight
 
 
@@ -524,7 +524,7 @@ def lexical_prior(prior: list[str]) -> list[tuple[str, str, float | None]]:
     for item in prior:
         a, b, w = parse_prior(item)
         if is_sparse_spec(a) != is_sparse_spec(b):
-            raise ValueError(f"prior entry {item!r}: both views must be sparse (chars) or neither")
+            raise ConfigError(f"prior entry {item!r}: both views must be sparse (chars) or neither")
         if is_sparse_spec(a) or is_set_spec(a) or is_set_spec(b):
             out.append((a, b, w))
     return out
