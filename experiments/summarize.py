@@ -64,35 +64,45 @@ def stale_note(study: Path) -> str:
 
 
 _PM = re.compile(r"(-?\d+\.\d+) ± (\d+\.\d+)")
-_NUM = re.compile(r"(?<![\d.])(-?0\.\d{3,4})(?![\d])")
+_NUM = re.compile(r"(?<![\d.])(-?0\.\d{2,4})(?![\d])")
+
+
+# Constants a reading may name without a table: the metric's ratio and the course's target.
+EXEMPT = {"0.05", "0.80"}
 
 
 def _variants(x: str) -> set[str]:
-    """A table number and its 3-decimal rounding (tables of analyses print 4)."""
+    """A table number and its roundings to 3 and 2 decimals."""
     out = {x}
-    if len(x.split(".")[1]) == 4:
-        out.add(f"{float(x):.3f}")
+    decimals = len(x.split(".")[1])
+    for d in (3, 2):
+        if decimals > d:
+            out.add(f"{float(x):.{d}f}")
     return out
 
 
+def _sections(page: str) -> list[str]:
+    """The page cut at its ``## `` headings."""
+    return re.split(r"(?m)^(?=## )", page)
+
+
 def unquoted_numbers(page: str) -> list[str]:
-    """Numbers of the form 0.xxx and "mean ± sd" that the prose of ``page`` quotes but
-    no table of the page contains: a reading must quote its tables, not a memory."""
-    table_nums, table_pms = set(), set()
-    prose = []
-    for line in page.splitlines():
-        if line.startswith("|"):
-            for m, sd in _PM.findall(line):
-                for a in _variants(m):
-                    for b in _variants(sd):
-                        table_pms.add(f"{a} ± {b}")
-            for x in _NUM.findall(line):
-                table_nums |= _variants(x)
-        else:
-            prose.append(line)
-    text = "\n".join(prose)
-    missing = [f"{m} ± {sd}" for m, sd in _PM.findall(text) if f"{m} ± {sd}" not in table_pms]
-    missing += [x for x in _NUM.findall(_PM.sub("", text)) if x not in table_nums]
+    """Numbers of the form 0.xx(x) and "mean ± sd" that the prose of a section quotes
+    but no table of that section contains: a reading must quote its own tables
+    (at their precision or rounded), not a number from memory."""
+    missing = []
+    for section in _sections(page):
+        table_nums, table_pms, prose = set(), set(), []
+        for line in section.splitlines():
+            if line.startswith("|"):
+                for m, sd in _PM.findall(line):
+                    table_pms |= {f"{a} ± {b}" for a in _variants(m) for b in _variants(sd)}
+                table_nums |= {v for x in _NUM.findall(line) for v in _variants(x)}
+            else:
+                prose.append(line)
+        text = "\n".join(prose)
+        missing += [f"{m} ± {sd}" for m, sd in _PM.findall(text) if f"{m} ± {sd}" not in table_pms]
+        missing += [x for x in _NUM.findall(_PM.sub("", text)) if x not in table_nums | EXEMPT]
     return missing
 
 

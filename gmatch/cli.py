@@ -211,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
     debug = args.debug or os.environ.get("GMATCH_DEBUG", "") not in ("", "0")
+    from gmatch.evaluate import git_state
+
+    git_state()  # the code this process runs: recorded now, before any run starts
     try:
         return args.func(args)
     except user_errors() as e:

@@ -21,10 +21,10 @@ class DataConf:
     root: str = "data/movielens"  # any course-format folder
     cache_dir: str = "cache"  # feature cache (per item, keyed by content hash)
     poster_views: list[str] = field(
-        default_factory=lambda: ["image:efficientnet_lite0", "ocr:minilm", "ocr:tfidf"]
+        default_factory=lambda: ["image:efficientnet_lite0", "ocrseg:mpnet", "ocr:tfidf"]
     )  # feature specs of the poster nodes (see gmatch.features)
     intro_views: list[str] = field(
-        default_factory=lambda: ["text:minilm", "text:tfidf"]
+        default_factory=lambda: ["text:mpnet", "text:tfidf"]
     )  # feature specs of the intro nodes
     train_fraction: float = 1.0  # use this share of train.txt (learning curves); seeded
 
@@ -50,9 +50,10 @@ class ModelConf:
     attn_prior: float = 0.0  # >0: cross-attention logits += gain * prior logits (gain per head,
     #                          learned, starts here); 0: cross-attention ignores the priors
     prior: list[str] = field(
-        default_factory=lambda: ["ocr:minilm=text:minilm@2", "ocr:chars=text:chars@4"]
+        default_factory=lambda: ["ocrseg:mpnet=text:mpnet@2", "ocr:chars=text:chars@4", "ocrlines:mpnet=text:mpnet@1"]
     )  # zero-shot skips added to S: cosine of a poster view and an intro view in one space
-    #    (``<poster view>=<intro view>[@weight]``); sparse views (chars) are lexical priors
+    #    (``<poster view>=<intro view>[@weight]``); sparse views (chars) are lexical priors,
+    #    set views (ocrlines, sents) max-pooled priors (chosen on val_acc: study `reading`)
     members: int = 1  # >1: an ensemble of this many matchers, seeds seed, seed+1, ...; logits averaged
     prior_weight: float = 3.0  # weight of a prior entry without @weight (in units of 1/tau_init)
     learn_prior_weight: bool = False  # learn the weight (True) or keep it fixed

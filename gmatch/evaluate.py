@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -155,9 +156,12 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+@functools.lru_cache(maxsize=1)
 def git_state() -> dict:
     """``{"git_sha": short sha, "git_dirty": tracked files differ from it}`` of the
-    code that runs (``unknown`` / None outside a git checkout)."""
+    code that runs (``unknown`` / None outside a git checkout). Read once per
+    process (the CLI reads it at start), so edits made while a long sweep runs do
+    not change what its runs record."""
     sha = _git("rev-parse", "--short", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {"git_sha": sha or "unknown", "git_dirty": None if status is None else bool(status)}
@@ -256,7 +260,7 @@ def write_run(run: RunDir, D: torch.Tensor, ms: MovieSet, conf: Config | None, e
         "n_movies": len(ms),
         "n_train": int(len(ms.train_idx)),
         "command": _command(),
-        **git_state(),
+        **dict(git_state()),
         **extra,
     }
     atomic_save_npy(run.path / "D.npy", np.asarray(D, dtype=np.float32))

@@ -42,6 +42,7 @@ COLUMNS = [
     ("heldout_mean", "heldout", "acc_mean"),
     ("heldout_R@1", "heldout", "poster_to_intro/R@1"),
     ("heldout_R@10", "heldout", "poster_to_intro/R@10"),
+    ("train_mean", "train", "acc_mean"),
 ]
 
 
@@ -178,7 +179,8 @@ def build_table(runs: str | Path) -> str:
     groups: dict = {}
     for r in rows:
         groups.setdefault(tuple(r.get(f, "") for f in factors), []).append(r)
-    show = ["val_acc", "official_mean", "heldout_dim0", "heldout_dim1", "heldout_mean", "heldout_R@1", "heldout_R@10"]
+    show = ["val_acc", "official_mean", "train_mean", "heldout_dim0", "heldout_dim1", "heldout_mean", "heldout_R@1",
+            "heldout_R@10"]
     head = factors + ["seeds"] + show + ["train_s", "commit"]
     md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     def order(item):  # numeric factors sort as numbers

@@ -11,7 +11,7 @@ from gmatch.evaluate import CheckpointError, load_checkpoint
 
 FAST = [
     "data.poster_views=[image:efficientnet_lite0,ocr:minilm]",
-    "data.intro_views=[text:minilm,text:tfidf]",
+    "data.intro_views=[text:minilm,text:tfidf]", "model.prior=[ocr:minilm=text:minilm@2,ocr:chars=text:chars@4]",
     "model.dim=32", "model.hidden=64", "model.n_layers=1", "model.edge=mlp",
     "train.steps=30", "train.eval_every=10", "train.episode_sizes=[16,32]", "train.warmup=5",
 ]  # fmt: skip
@@ -164,7 +164,7 @@ def test_sweep_runs_a_grid_and_builds_the_table(tiny_dir, cache_dir, tmp_path, c
     cfg.write_text(
         f"data: {{root: {tiny_dir}, cache_dir: {cache_dir}, poster_views: [image:efficientnet_lite0],"
         " intro_views: [text:minilm]}\n"
-        "model: {dim: 32}\ntrain: {steps: 20, eval_every: 10, episode_sizes: [16]}\n"
+        "model: {dim: 32, prior: []}\ntrain: {steps: 20, eval_every: 10, episode_sizes: [16]}\n"
         "sweep:\n  model.n_layers: [0, 1]\n  seed: [0, 1]\n"
     )
     out = tmp_path / "grid"

@@ -27,7 +27,7 @@ def course(cache_dir):
     ms = load_movielens(DATA)
     model, conf, ckpt = load_checkpoint(CKPT)
     conf.data.cache_dir = str(cache_dir)
-    feats = load_features(ms, conf, progress=False)  # ~2 min cold: EfficientNet + MiniLM
+    feats = load_features(ms, conf, progress=False)  # ~1-2 min cold: EfficientNet (mpnet rows ship as seeds)
     return ms, model, conf, ckpt, feats
 
 
@@ -54,7 +54,7 @@ def test_streamed_metrics_equal_dense(course):
     v0, m0 = feats.tensors(None, "poster")
     v1, m1 = feats.tensors(None, "intro")
     dense = evaluate_distance(predict_dist(model, feats))
-    lexical = [(a.values, b.values) for a, b in feats.lexical]
+    lexical = feats.lexical  # feature-block pairs: sparse (lexical) and set (pooled) priors
     stream = streamed_metrics(streamed_ranks(model, v0, m0, v1, m1, chunk=500, lexical=lexical))
     n = len(ms)
     for key, value in dense.items():

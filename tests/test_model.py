@@ -142,6 +142,7 @@ def test_pipeline_equivariance_on_real_features(tiny_dir, cache_dir, attn_prior)
     conf = load_config(None, [
         f"data.root={tiny_dir}", f"data.cache_dir={cache_dir}",
         "data.poster_views=[image:efficientnet_lite0]", "data.intro_views=[text:minilm,text:tfidf]",
+        "model.prior=[ocr:chars=text:chars@4]",
         "model.n_layers=2", "model.edge=mlp", "model.dim=32", f"model.attn_prior={attn_prior}",
     ])  # fmt: skip
     ms = load_movielens(tiny_dir)

@@ -503,13 +503,22 @@ def parse_prior(item: str) -> tuple[str, str, float | None]:
 
 
 def resolve_prior(prior: list[str], poster_views: list[str], intro_views: list[str]):
-    """Dense prior pairs -> ``[(poster view index, intro view index, weight)]``;
-    pairs whose views are not both used are skipped."""
+    """Dense prior pairs -> ``[(poster view index, intro view index, weight)]``.
+
+    A dense pair must name node views of the model (a prior on views the model
+    does not read would be dropped without a word, so it is an error)."""
+    from gmatch.features import is_prior_only_spec
+
     pairs = []
     for item in prior:
         a, b, w = parse_prior(item)
-        if a in poster_views and b in intro_views:
-            pairs.append((poster_views.index(a), intro_views.index(b), w))
+        if is_prior_only_spec(a) or is_prior_only_spec(b):
+            continue  # precomputed outside the model, see lexical_prior
+        for spec, views, key in ((a, poster_views, "data.poster_views"), (b, intro_views, "data.intro_views")):
+            if spec not in views:
+                raise ConfigError(f"prior entry {item!r}: {spec} is not in {key} {list(views)}; add it there "
+                                  "or drop the entry from model.prior")  # fmt: skip
+        pairs.append((poster_views.index(a), intro_views.index(b), w))
     return pairs
 
 
