@@ -269,12 +269,76 @@ def _fit_exponent(rows, mode):
     return float(np.polyfit(x, y, 1)[0])
 
 
+def bench_reading(repeat: int = 3) -> list[dict]:
+    """Issue 16's costs: mpnet vs MiniLM encoding (interleaved, median of ``repeat``),
+    the max-pooled line prior vs a per-poster loop, and D for the course data."""
+    from gmatch.config import load_config
+    from gmatch.data import load_movielens
+    from gmatch.evaluate import load_checkpoint
+    from gmatch.features import _mpnet, _minilm, extract, poster_lines, poster_texts
+    from gmatch.lexical import pair_scores
+    from gmatch.metrics import evaluate_distance
+    from gmatch.text import strip_boilerplate
+    from gmatch.train import load_features, predict_dist
+
+    ms = load_movielens(DATA)
+    intros = [strip_boilerplate(t) for t in ms.intros[:256]]
+    ocr = [t for t in poster_texts(ms, ROOT / "cache", False, segment=True) if t][:256]
+    lines = [x for ls in poster_lines(ms, ROOT / "cache", False) for x in ls][:1024]
+    encoders = {"MiniLM": _minilm(None), "mpnet": _mpnet(None)}
+    for enc in encoders.values():
+        enc.encode(intros[:8])  # load and warm up
+    times: dict = {}
+    for _ in range(repeat):  # interleaved, so order does not pick the winner
+        for name, enc in encoders.items():
+            for what, texts in (("intros", intros), ("segmented OCR strings", ocr), ("OCR lines", lines)):
+                t = time.perf_counter()
+                enc.encode(texts)
+                times.setdefault((what, name), []).append(len(texts) / (time.perf_counter() - t))
+    rows = [{"what": f"mpnet {what}/s", "value": float(np.median(times[(what, "mpnet")])),
+             "reference": float(np.median(times[(what, "MiniLM")])),
+             "note": f"median of {repeat}, interleaved; reference: MiniLM on the same {len(t_)} texts"}
+            for what, t_ in (("intros", intros), ("segmented OCR strings", ocr), ("OCR lines", lines))]  # fmt: skip
+
+    a, b = extract(ms, "ocrlines:mpnet", ROOT / "cache", False), extract(ms, "text:mpnet", ROOT / "cache", False)
+
+    def loop():  # naive reference: one poster at a time
+        x = torch.nn.functional.normalize(torch.from_numpy(a.values), dim=-1)
+        y = torch.nn.functional.normalize(torch.from_numpy(b.values), dim=-1)
+        out = torch.zeros(len(ms), len(ms))
+        for i in range(len(ms)):
+            rows_i = x[torch.from_numpy(a.owner == i)]
+            if len(rows_i):
+                out[i] = (rows_i @ y.T).amax(0)
+        return out
+
+    fast = _timeit(lambda: pair_scores(a, b), repeat=repeat)
+    slow = _timeit(loop, repeat=1)
+    assert torch.allclose(pair_scores(a, b), loop(), atol=1e-5)
+    rows.append({"what": "line prior ocrlines:mpnet=text:mpnet, N = 2938 (s)", "value": fast, "reference": slow,
+                 "note": f"{len(a.values)} lines x 2938 intros, chunked scatter_reduce vs a per-poster loop (equal)"})
+    model, conf, _ = load_checkpoint(ROOT / "checkpoints" / "default.pt")
+    conf.data.cache_dir = str(ROOT / "cache")
+
+    def full():
+        feats = load_features(ms, conf, progress=False)  # cached features; priors precomputed here
+        return evaluate_distance(predict_dist(model, feats))
+
+    full()
+    t_full = _timeit(full, repeat=repeat)
+    rows.append({"what": "D + all metrics, N = 2938, default checkpoint (s)", "value": t_full, "reference": float("nan"),
+                 "note": "from cached features: loading them, the lexical and line priors, the head, every metric"})
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, help=argparse.SUPPRESS)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
+    p.add_argument("--reading", action="store_true",
+                   help="only issue 16's rows: mpnet vs MiniLM, the line prior, D (writes benchmarks/READING.md)")
     p.add_argument("--extraction", action="store_true",
                    help="only the feature-extraction rows (writes benchmarks/EXTRACTION.md)")  # fmt: skip
     args = p.parse_args(argv)
@@ -283,6 +347,21 @@ def main(argv=None) -> int:
         print(json.dumps(one_inference(args.n, args.one)))
         return 0
     torch.set_num_threads(2)
+    if args.reading:
+        t0 = time.time()
+        rows = bench_reading()
+        lines = ["# gmatch benchmarks: reading posters (issue 16)", "",
+                 f"Command: `python -m benchmarks.run --reading` ({time.strftime('%Y-%m-%d')}, {time.time() - t0:.0f} s; "
+                 "2 cores, torch threads 2).", "",
+                 "| measurement | gmatch | reference | ratio | note |", "|---|---|---|---|---|"]  # fmt: skip
+        lines += [f"| {r['what']} | {r['value']:.3f} | {r['reference']:.3f} | {r['value'] / r['reference']:.2f} | "
+                  f"{r['note']} |" for r in rows]  # fmt: skip
+        from gmatch.io import atomic_write_text
+
+        text = "\n".join(lines) + "\n"
+        print(text)
+        atomic_write_text(ROOT / "benchmarks" / "READING.md", text)
+        return 0
     if args.extraction:
         t0 = time.time()
         rows = bench_extraction(256)

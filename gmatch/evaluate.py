@@ -156,14 +156,20 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+CODE_PATHS = ("gmatch", "experiments/*.py", "experiments/configs", "benchmarks/*.py", "pyproject.toml",
+              "data", "checkpoints/default.pt")
+
+
 @functools.lru_cache(maxsize=1)
 def git_state() -> dict:
-    """``{"git_sha": short sha, "git_dirty": tracked files differ from it}`` of the
+    """``{"git_sha": short sha, "git_dirty": code or configs differ from it}`` of the
     code that runs (``unknown`` / None outside a git checkout). Read once per
     process (the CLI reads it at start), so edits made while a long sweep runs do
     not change what its runs record."""
     sha = _git("rev-parse", "--short", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # Dirty = uncommitted changes to what computes a number (code, configs, the shipped
+    # data, features and checkpoint); editing docs or result tables while a sweep runs is not.
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
     return {"git_sha": sha or "unknown", "git_dirty": None if status is None else bool(status)}
 
 
