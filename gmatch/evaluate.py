@@ -156,8 +156,7 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-CODE_PATHS = ("gmatch", "experiments/*.py", "experiments/configs", "benchmarks/*.py", "pyproject.toml",
-              "data", "checkpoints/default.pt")
+CODE_PATHS = ("gmatch", "experiments/*.py", "experiments/configs", "benchmarks/*.py", "pyproject.toml", "data")
 
 
 @functools.lru_cache(maxsize=1)
@@ -168,7 +167,7 @@ def git_state() -> dict:
     not change what its runs record."""
     sha = _git("rev-parse", "--short", "HEAD")
     # Dirty = uncommitted changes to what computes a number (code, configs, the shipped
-    # data, features and checkpoint); editing docs or result tables while a sweep runs is not.
+    # data and features); docs, result tables and the checkpoint a run writes are not.
     status = _git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
     return {"git_sha": sha or "unknown", "git_dirty": None if status is None else bool(status)}
 
