@@ -33,6 +33,8 @@ COMBINED = {
     "mpnet segmented + lexical": [("ocrseg:mpnet", "text:mpnet", 2.0), ("ocr:chars", "text:chars", 4.0)],
     "mpnet segmented + line-level + lexical": [("ocrseg:mpnet", "text:mpnet", 2.0),
                                                ("ocrlines:mpnet", "sents:mpnet", 1.0), ("ocr:chars", "text:chars", 4.0)],
+    "the default's priors": [("ocrseg:mpnet", "text:mpnet", 2.0), ("ocr:chars", "text:chars", 4.0),
+                             ("ocrlines:mpnet", "text:mpnet", 1.0)],
 }  # fmt: skip
 
 
