@@ -115,7 +115,7 @@ def main() -> int:
     for name in ("depth_ablation", "layer_types", "edge_distance", "edge_width", "encoders", "losses",
                  "train_size", "prior", "prior_off", "fit_vs_transfer", "assignment", "grouped",
                  "zero_shot", "lexical", "memory", "genre_aux", "refit_schedule", "attn_prior",
-                 "transductive", "ensemble"):  # fmt: skip
+                 "transductive", "ensemble", "ensemble_default", "reading"):  # fmt: skip
         tables.setdefault(name, "_not run yet_")
     page = template.format(**tables)
     atomic_write_text(HERE / "README.md", page)
