@@ -11,25 +11,13 @@ from pathlib import Path
 
 import yaml
 
-from gmatch.config import load_config, to_dict
+from gmatch.config import EXECUTION_KEYS, flatten, load_config, to_dict
 from gmatch.io import atomic_write_text
 from gmatch.sweep import grid_points
 
 HERE = Path(__file__).resolve().parent
 
 
-# Settings that change how a run executes, not what it computes.
-EXECUTION_KEYS = {"threads", "data.cache_dir", "model.chunk", "model.attn_chunk"}
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def stale_settings(study: Path) -> dict:
@@ -45,8 +33,8 @@ def stale_settings(study: Path) -> dict:
         labels = tuple(json.loads(metrics.read_text()).get("overrides", []))
         if labels not in points or not (metrics.parent / "config.yaml").exists():
             continue
-        used = _flat(yaml.safe_load((metrics.parent / "config.yaml").read_text()))
-        now = _flat(to_dict(load_config(config, points[labels])))
+        used = flatten(yaml.safe_load((metrics.parent / "config.yaml").read_text()))
+        now = flatten(to_dict(load_config(config, points[labels])))
         for key, value in used.items():
             if key not in EXECUTION_KEYS and key in now and now[key] != value:
                 diffs.setdefault(key, (value, now[key]))

@@ -72,11 +72,10 @@ class FeatureBlock:
         idx = np.asarray(idx, dtype=np.int64)
         if self.owner is None:
             return FeatureBlock(self.spec, self.values[idx], self.valid[idx], self.state)
-        starts = np.searchsorted(self.owner, np.arange(len(self.valid) + 1))
-        counts = starts[idx + 1] - starts[idx]
-        elems = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in idx]) if len(idx) else np.zeros(0, int)
-        return FeatureBlock(self.spec, self.values[elems], self.valid[idx], self.state,
-                            np.repeat(np.arange(len(idx)), counts))  # fmt: skip
+        from gmatch.lexical import set_elements
+
+        elems, owner = set_elements(np.searchsorted(self.owner, np.arange(len(self.valid) + 1)), idx)
+        return FeatureBlock(self.spec, self.values[elems], self.valid[idx], self.state, owner)
 
 
 def _efficientnet(arg: str | None, **kw):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["LexicalScorer", "PooledScorer", "lexical_cosine", "make_scorer", "pair_scores"]
+__all__ = ["LexicalScorer", "PooledScorer", "set_elements", "lexical_cosine", "make_scorer", "pair_scores"]
 
 
 class LexicalScorer:
@@ -56,6 +56,18 @@ def lexical_cosine(A, B, idx0=None, idx1=None, chunk: int = 1024) -> torch.Tenso
     return out
 
 
+def set_elements(starts: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For a set view whose item i owns elements ``starts[i]:starts[i+1]``: the
+    elements of items ``idx`` (in that order) and, per element, its item's position
+    in ``idx``."""
+    idx = np.asarray(idx, dtype=np.int64)
+    counts = starts[idx + 1] - starts[idx]
+    local = np.repeat(np.arange(len(idx)), counts)
+    # element j of the k-th item: starts[idx[k]] + (j - first element of item k)
+    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    return starts[idx][local] + offsets, local
+
+
 class PooledScorer:
     """``score[i, j] = max over elements e of item i and f of item j of cos(e, f)``.
 
@@ -81,8 +93,7 @@ class PooledScorer:
     def _elements(self, x, owner, starts, n, items):
         """Elements of ``items`` (slice or index array) and their position in ``items``."""
         idx = np.arange(n)[items]
-        elems = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in idx]) if len(idx) else np.zeros(0, int)
-        local = np.repeat(np.arange(len(idx)), starts[idx + 1] - starts[idx])
+        elems, local = set_elements(starts, idx)
         return x[elems], torch.as_tensor(local, dtype=torch.long), len(idx)
 
     def scores(self, rows=slice(None), cols=slice(None)) -> torch.Tensor:
