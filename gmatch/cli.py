@@ -72,15 +72,15 @@ def cmd_evaluate(args) -> int:
     names = [Path(c).stem for c in args.checkpoint]
     out = args.out or f"runs/eval-{'+'.join(names)}"
     run = RunDir(out, args.overwrite)  # refuse a finished run before computing anything
-    ms = load_movielens(args.data or load_checkpoint(args.checkpoint[0])[1].data.root)
+    loaded = [load_checkpoint(path) for path in args.checkpoint]
+    ms = load_movielens(args.data or loaded[0][1].data.root)
     # Several checkpoints = an ensemble: their scores S = -D are averaged.
-    D, loaded = checkpoints_dist(args.checkpoint, ms, args.cache_dir, not args.quiet)
+    D = checkpoints_dist(args.checkpoint, ms, args.cache_dir, not args.quiet, loaded)
     conf = loaded[0][1] if len(loaded) == 1 else None
     extra = {"checkpoint": str(args.checkpoint[0]) if len(names) == 1 else [str(c) for c in args.checkpoint],
              "kind": "evaluate"}  # fmt: skip
     # --sinkhorn-tau adds the test-set-wide Sinkhorn analysis; D.npy stays raw.
-    tau = args.sinkhorn_tau if args.sinkhorn_tau is not None else None
-    record = write_run(run, D, ms, conf, extra, sinkhorn_tau=tau)
+    record = write_run(run, D, ms, conf, extra, sinkhorn_tau=args.sinkhorn_tau)
     print(f"run folder: {out}")
     print(summary_line(record["metrics"]))
     return 0

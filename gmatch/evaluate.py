@@ -78,15 +78,13 @@ def load_checkpoint(path: str | Path) -> tuple[Matcher, Config, dict]:
     return model.eval(), conf, ckpt
 
 
-def checkpoints_dist(paths, ms: MovieSet, cache_dir=None, progress: bool = True):
+def checkpoints_dist(paths, ms: MovieSet, cache_dir=None, progress: bool = True, loaded=None) -> torch.Tensor:
     """D [N x N] of one checkpoint, or of several whose scores are averaged (an
-    ensemble of separately trained models, each on its own features).
-
-    Returns ``(D, [(model, conf, ckpt), ...])``.
-    """
+    ensemble of separately trained models, each on its own features). ``loaded``:
+    the checkpoints' ``load_checkpoint`` results, if the caller has them already."""
     from gmatch.train import Features, predict_dist
 
-    loaded = [load_checkpoint(path) for path in paths]
+    loaded = loaded or [load_checkpoint(path) for path in paths]
     S = 0
     for path, (model, conf, ckpt) in zip(paths, loaded):
         feats = Features.extract(ms, ckpt["poster_views"], ckpt["intro_views"], cache_dir or conf.data.cache_dir,
@@ -97,7 +95,7 @@ def checkpoints_dist(paths, ms: MovieSet, cache_dir=None, progress: bool = True)
                 f"but the encoders give {feats.dims()}; re-train or use the same encoders"
             )
         S = S - predict_dist(model, feats).double() / len(loaded)
-    return (-S).float(), loaded
+    return (-S).float()
 
 
 def split_metrics(D, ms: MovieSet, ratio: float = 0.05) -> dict:
