@@ -146,7 +146,7 @@ def _jpeg(folder, pos=0):
 
 
 @pytest.mark.parametrize("case", ["corrupt", "truncated", "bomb", "directory", "dangling", "huge_id",
-                                  "negative_id", "small_train", "unknown_view", "garbage_ocr"])  # fmt: skip
+                                  "negative_id", "small_train", "unknown_view", "garbage_ocr", "missing_model"])  # fmt: skip
 def test_bad_inputs_end_in_one_line(case, small, tmp_path, capsys):
     """Every input class through main: non-zero exit, the file named, no traceback."""
     cache = tmp_path / "cache"
@@ -181,6 +181,9 @@ def test_bad_inputs_end_in_one_line(case, small, tmp_path, capsys):
         (small / "train.txt").write_text("0\n1\n")
         named = "train.txt"
         views = ["data.intro_views=[text:tfidf]", "data.poster_views=[image:efficientnet_lite0]", "model.prior=[]"]
+    elif case == "missing_model":
+        named = tmp_path / "no_such_model"
+        views = ["data.poster_views=[image:efficientnet_lite0]", f"data.intro_views=[text:st:{named}]", "model.prior=[]"]
     elif case == "unknown_view":
         views = ["data.intro_views=[plot:minilm]"]
         named = "plot:minilm"

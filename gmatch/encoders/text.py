@@ -111,6 +111,9 @@ class SentenceTransformerEncoder:
             path = self._source() if callable(self._source) else self._source
             if Path(str(path)).exists():
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder needs no hub
+            elif str(path).startswith(("/", "./", "../", "~")):
+                raise WeightsError(f"{path}: model folder not found; give a sentence-transformers folder "
+                                   "that exists (text:st:<path>)")  # fmt: skip
             from sentence_transformers import SentenceTransformer
 
             self._model = SentenceTransformer(str(path), device="cpu")
