@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "bootstrap_acc",
     "DegenerateDistanceError",
     "check_distance",
     "get_acc",
@@ -135,4 +136,21 @@ def evaluate_distance(
     for dim, name in ((1, "poster_to_intro"), (0, "intro_to_poster")):
         for key, value in rank_metrics(true_ranks(D, dim)).items():
             out[f"{name}/{key}"] = value
+    return out
+
+
+def bootstrap_acc(D, ratio: float = 0.05, n_boot: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """95 % percentile intervals of ``acc_dim0``, ``acc_dim1`` and ``acc_mean`` when
+    the queries (movies) are resampled with replacement; the candidates and k stay
+    those of D. Seeded, so a report is reproducible."""
+    D = _as_tensor(D)
+    k = int(ratio * len(D))
+    hits = np.stack([true_ranks(D, 0) < k, true_ranks(D, 1) < k]).astype(float)  # [2 x N]
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, D.shape[0], (n_boot, D.shape[0]))
+    dims = hits[:, idx].mean(-1)  # [2 x n_boot]
+    out = {}
+    for name, v in (("acc_dim0", dims[0]), ("acc_dim1", dims[1]), ("acc_mean", dims.mean(0))):
+        lo, hi = np.percentile(v, [2.5, 97.5])
+        out[name] = (float(lo), float(hi))
     return out

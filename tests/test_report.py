@@ -58,3 +58,35 @@ def test_report_in_headless_chromium(report_run, tmp_path):
                    capture_output=True, timeout=120, check=True)  # fmt: skip
     px = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert px.std() > 20  # not blank: text, posters and plots are drawn
+
+
+def test_headline_puts_heldout_first_with_baselines_and_intervals(report_run):
+    import re
+
+    page = (report_run / "report.html").read_text()
+    table = page[page.index("<table id='metrics'>"):page.index("</table>", page.index("<table id='metrics'>"))]
+    labels = re.findall(r"<tr(?: class='baseline')?><th>([^<]+)</th><td>", table)
+    assert labels[0].startswith("held-out") and any(l.startswith("official: all movies, including") for l in labels)
+    assert labels.index("held-out: chance (random D)") < labels.index(next(l for l in labels if l.startswith("official")))
+    assert "held-out: the model's zero-shot priors alone, untrained" in labels
+    # The chance row of the official block: k / n with n = 100, k = 5.
+    assert "<th>official: chance (random D)</th><td>100</td><td>5</td><td>0.050</td>" in table
+    mean, lo, hi = map(float, re.search(r"<b>([\d.]+)</b> \[([\d.]+), ([\d.]+)\]", table).groups())
+    assert lo <= mean <= hi and hi - lo > 0
+
+
+def test_bootstrap_interval_covers_the_estimate_and_shrinks_with_n():
+    import torch
+
+    from gmatch.metrics import bootstrap_acc, get_acc
+
+    widths = []
+    for n in (100, 1600):
+        g = torch.Generator().manual_seed(n)
+        D = torch.rand(n, n, generator=g) - 0.3 * torch.eye(n)
+        ci = bootstrap_acc(D)
+        for dim in (0, 1):
+            lo, hi = ci[f"acc_dim{dim}"]
+            assert lo <= get_acc(D, 0.05, dim) <= hi
+        widths.append(ci["acc_mean"][1] - ci["acc_mean"][0])
+    assert widths[1] < 0.5 * widths[0]  # ~1/sqrt(n)
