@@ -52,18 +52,6 @@ def genre_overlap(D: torch.Tensor, ms: MovieSet, idx: np.ndarray, k: int = 10, s
     return {"topk_jaccard": float(np.mean(nn)), "random_jaccard": float(np.mean(rand)), "k": k}
 
 
-def per_genre_accuracy(D: torch.Tensor, ms: MovieSet, idx: np.ndarray, ratio: float = 0.05) -> list:
-    """Held-out hit rate (poster -> intro, among the subset) per genre."""
-    ranks = true_ranks(D[idx][:, idx], dim=1)
-    k = int(ratio * len(idx))
-    rows = {}
-    for r, i in zip(ranks, idx):
-        for g in ms.genres[i]:
-            rows.setdefault(g, []).append(r < k)
-    return sorted(((g, len(v), float(np.mean(v))) for g, v in rows.items() if len(v) >= 10),
-                  key=lambda x: -x[2])  # fmt: skip
-
-
 def export_topk(D: torch.Tensor, ms: MovieSet, path: Path, k: int = 5) -> None:
     """Top-k lists per query in both directions: query id/title, rank, candidate, distance."""
     rows = [["direction", "query_id", "query_title", "rank", "candidate_id", "candidate_title",
@@ -129,12 +117,60 @@ def _load_run(run_dir: Path, data):
 
 
 def _find(ms: MovieSet, query: str) -> int:
+    """A movie by id or title; an ambiguous title lists its matches instead of picking one."""
     if query.isdigit() and int(query) in set(ms.ids.tolist()):
         return int(np.nonzero(ms.ids == int(query))[0][0])
-    for i, t in enumerate(ms.titles):
-        if query.lower() in t.lower():
-            return i
-    raise ReportError(f"no movie with id or title {query!r} in {ms.root}")
+    q = query.lower().strip()
+    exact = [i for i, t in enumerate(ms.titles) if t.lower() == q or t.lower().rsplit(" (", 1)[0] == q]
+    if len(exact) == 1:
+        return exact[0]
+    hits = exact or [i for i, t in enumerate(ms.titles) if q in t.lower()]
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        raise ReportError(f"no movie with id or title {query!r} in {ms.root}")
+    listed = "; ".join(f"{ms.titles[i]} (id {ms.ids[i]})" for i in hits[:8])
+    raise ReportError(f"--query {query!r} matches {len(hits)} movies: {listed}{' …' if len(hits) > 8 else ''}; "
+                      "pass the id or the full title")  # fmt: skip
+
+
+def _cut(text: str, n: int) -> str:
+    """At most n characters, cut at a word boundary with an ellipsis."""
+    text = " ".join(text.split())
+    if len(text) <= n:
+        return text
+    return text[:n].rsplit(" ", 1)[0].rstrip(",.;:") + " …"
+
+
+def cached_ocr_texts(ms: MovieSet, cache_dir) -> list[str] | None:
+    """Cleaned OCR text per poster from the OCR caches (local or shipped) without
+    reading any poster; None when some poster has no cached OCR."""
+    from gmatch.encoders.ocr import OCRConfig, clean_ocr
+
+    conf = OCRConfig()
+    items: dict = {}
+    for path in (Path(ms.root).parent / "ocr" / f"{Path(ms.root).name}_rapidocr.json",
+                 Path(cache_dir) / f"ocr_rapidocr_{conf.key()}.json"):  # fmt: skip
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("settings") == conf.key() and isinstance(data.get("items"), dict):
+            items.update(data["items"])
+    hashes = ms.poster_hashes()
+    if not all(h in items for h in hashes):
+        return None
+    return [clean_ocr(items[h], conf.min_confidence) for h in hashes]
+
+
+def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson interval of a proportion."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (float(centre - half), float(centre + half))
 
 
 def _prior_only_dist(run_dir: Path, ms: MovieSet) -> torch.Tensor | None:
@@ -212,6 +248,175 @@ def _headline(run_dir: Path, metrics: dict, ms: MovieSet, D: torch.Tensor) -> st
     return f"<h2>Headline</h2><table id='metrics'>{head}{''.join(rows)}</table>{note}"
 
 
+def _flag(is_train: bool) -> str:
+    return " <span class='tr'>train</span>" if is_train else ""
+
+
+def _poster_query(label, q, D, ms, pool, where, ranks, ocr, is_train, k) -> str:
+    """One poster with its OCR text and its top-k intros among the pool (true one shown on a miss)."""
+    cand = torch.as_tensor(pool)
+    d = D[q][cand]
+    top = d.topk(min(k, len(pool)), largest=False).indices.tolist()
+    items = [f"<li class='{'hit' if pool[j] == q else ''}'>d={float(d[j]):.2f} <b>{html.escape(ms.titles[pool[j]])}</b>"
+             f"{_flag(is_train[pool[j]])}: {html.escape(_cut(ms.intros[pool[j]], 220))}</li>" for j in top]  # fmt: skip
+    rank = ranks[where[q]] + 1 if q in where else None
+    miss = ""
+    if q in where and pool[top[-1]] != q and q not in [pool[j] for j in top]:
+        miss = (f"<p class='miss'>True intro (rank {rank}, d={float(D[q, q]):.2f}): "
+                f"{html.escape(_cut(ms.intros[q], 220))}</p>")  # fmt: skip
+    text = "" if ocr is None else f"<p class='ocr'>OCR: {html.escape(_cut(ocr[q], 160)) or '<i>no text found</i>'}</p>"
+    return (f"<div class='query grid'><img src='{_img_b64(ms.poster_paths[q])}'><div><p class='label'>{label}</p>"
+            f"<b>{html.escape(ms.titles[q])}</b>{_flag(is_train[q])} (true intro at rank {rank}){text}"
+            f"<ol>{''.join(items)}</ol>{miss}</div></div>")  # fmt: skip
+
+
+def _intro_query(label, q, D, ms, pool, where, ranks, is_train, k) -> str:
+    """One intro with its top-k posters among the pool (the true poster appended on a miss)."""
+    cand = torch.as_tensor(pool)
+    d = D[:, q][cand]
+    top = [int(pool[j]) for j in d.topk(min(k, len(pool)), largest=False).indices.tolist()]
+    shown = top + ([q] if q not in top and q in where else [])
+    figs = "".join(
+        f"<figure class='{'hit' if c == q else ''}'><img src='{_img_b64(ms.poster_paths[c], 90)}'>"
+        f"<figcaption>{'true poster: ' if c == q and c not in top else ''}{html.escape(_cut(ms.titles[c], 40))}"
+        f"{_flag(is_train[c])} d={float(D[c, q]):.2f}</figcaption></figure>" for c in shown
+    )  # fmt: skip
+    rank = ranks[where[q]] + 1 if q in where else None
+    return (f"<div class='query'><p class='label'>{label}</p><p><b>{html.escape(ms.titles[q])}</b> (true poster at rank "
+            f"{rank}): {html.escape(_cut(ms.intros[q], 240))}</p><div class='grid'>{figs}</div></div>")  # fmt: skip
+
+
+def _heatmap(D, ms, few, run_dir) -> str:
+    import matplotlib.pyplot as plt
+
+    block = D[few][:, few].numpy()
+    lo, hi = np.percentile(block, [2, 98])  # robust colour scale: one outlier does not flatten the rest
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    im = ax.imshow(block, cmap="viridis_r", vmin=lo, vmax=hi)
+    names = [_cut(ms.titles[i], 24) for i in few]
+    ax.set_yticks(range(len(few)), names, fontsize=6)
+    ax.set_xticks(range(len(few)), names, fontsize=6, rotation=90)
+    for i in range(len(few)):
+        ax.add_patch(plt.Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=1.2))
+    ax.set_ylabel("poster")
+    ax.set_xlabel("intro")
+    ax.set_title("D for 12 held-out movies (red: the true pairs)", fontsize=9)
+    fig.colorbar(im, ax=ax, label="distance = −score (smaller is closer; 2–98 % range)")
+    return f"<h2>D for 12 held-out movies</h2><img src='{_fig_b64(fig, run_dir / 'heatmap.png')}'>"
+
+
+def _recall_curve(ranks_p2i, ranks_i2p, n, scope, run_dir) -> str:
+    import matplotlib.pyplot as plt
+
+    ks = np.unique(np.geomspace(1, n, 40).astype(int))
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for ranks, name in ((ranks_p2i, "poster → intro"), (ranks_i2p, "intro → poster")):
+        ax.plot(ks, [np.mean(ranks < k) for k in ks], label=f"{name} (median rank {np.median(ranks) + 1:.0f})")
+    ax.plot(ks, ks / n, color="black", ls=":", lw=1, label="chance (k / n)")
+    k05 = int(0.05 * n)
+    if k05 >= 1:
+        ax.axvline(k05, color="grey", ls="--", lw=1, label=f"k = int(0.05 · n) = {k05}")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"k (candidates among the {n} {scope})")
+    ax.set_ylabel("recall@k (share of queries)")
+    ax.set_title("Recall@k in both directions", fontsize=9)
+    ax.legend(fontsize=7)
+    return f"<h2>Recall@k</h2><img src='{_fig_b64(fig, run_dir / 'recall_at_k.png')}'>"
+
+
+def _breakdowns(D, ms, pool, ranks, ocr) -> str:
+    k = int(0.05 * len(pool))
+    hits = ranks < k
+    g = genre_overlap(D, ms, pool)
+    rows = []
+    by_genre: dict = {}
+    for h, i in zip(hits, pool):
+        for genre in ms.genres[i]:
+            by_genre.setdefault(genre, []).append(h)
+    for genre, v in sorted(by_genre.items(), key=lambda x: -np.mean(x[1])):
+        if len(v) >= 10:
+            lo, hi = wilson(int(np.sum(v)), len(v))
+            rows.append(f"<tr><td>{html.escape(genre)}</td><td>{len(v)}</td><td>{np.mean(v):.3f} [{lo:.3f}, {hi:.3f}]</td></tr>")
+    out = ("<h2>Do neighbours share semantics?</h2>"
+           f"<p>Mean genre Jaccard of a held-out poster's movie with the movies of its top-{g['k']} intros: "
+           f"<b>{g['topk_jaccard']:.3f}</b>; with random movies: <b>{g['random_jaccard']:.3f}</b>. Per genre, the "
+           f"poster → intro hit rate (true intro in the top k = {k} of {len(pool)}) with a 95 % Wilson interval; "
+           f"chance is {k / len(pool):.3f}:</p><table id='genres'><tr><th>genre</th><th>n</th><th>hit rate [95 % CI]</th>"
+           "</tr>" + "".join(rows) + "</table>")  # fmt: skip
+    if ocr is not None:
+        words = np.array([len(ocr[i].split()) for i in pool])
+        rows = []
+        for name, mask in (("no text", words == 0), ("little (1–3 words)", (words >= 1) & (words <= 3)),
+                           ("some (4+ words)", words >= 4)):  # fmt: skip
+            n = int(mask.sum())
+            lo, hi = wilson(int(hits[mask].sum()), n)
+            rate = f"{hits[mask].mean():.3f} [{lo:.3f}, {hi:.3f}]" if n else "—"
+            rows.append(f"<tr><td>{name}</td><td>{n}</td><td>{rate}</td></tr>")
+        out += ("<p>The obvious confounder: does the poster carry text (confident OCR words)?</p>"
+                "<table id='text'><tr><th>poster text</th><th>n</th><th>hit rate [95 % CI]</th></tr>"
+                + "".join(rows) + "</table>")  # fmt: skip
+    return out
+
+
+def _curves(run_dir: Path, rec: dict) -> str:
+    import matplotlib.pyplot as plt
+
+    path = run_dir / "history.json"
+    if not path.exists():
+        return ""
+    hist = json.loads(path.read_text())
+    fit = [h for h in hist if not h.get("refit") and "member" not in h]
+    refit = [h for h in hist if h.get("refit") and "member" not in h]
+    if not fit:
+        return ""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    ax.plot([h["step"] for h in fit], [h["loss"] for h in fit], color="C0", label="train loss (fit)")
+    if refit:
+        ax.plot([h["step"] for h in refit], [h["loss"] for h in refit], color="C0", ls="--", label="train loss (refit)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    lines, labels = ax.get_legend_handles_labels()
+    if "val_acc" in fit[0]:
+        ax2 = ax.twinx()
+        steps = np.array([h["step"] for h in fit])
+        acc = np.array([h["val_acc"] for h in fit])
+        n_val = int(round((rec.get("n_train") or 0) * ((rec.get("config") or {}).get("train", {}).get("val_fraction", 0))))
+        ax2.plot(steps, acc, color="C1", label="validation get_acc")
+        if n_val:
+            se = 1.96 * np.sqrt(acc * (1 - acc) / n_val)
+            ax2.fill_between(steps, acc - se, acc + se, color="C1", alpha=0.2, label=f"± 95 % noise ({n_val} movies)")
+        if "val_r1" in fit[0]:
+            ax2.plot(steps, [h["val_r1"] for h in fit], color="C2", label="validation R@1")
+        best = rec.get("best_step")
+        if best:
+            ax2.axvline(best, color="grey", ls=":", label=f"chosen step {best}")
+        ax2.set_ylabel("validation")
+        l2, lab2 = ax2.get_legend_handles_labels()
+        lines, labels = lines + l2, labels + lab2
+    ax.legend(lines, labels, fontsize=7, loc="center right")
+    ax.set_title("Training: fit phase on the fit slice, then the refit on all training pairs", fontsize=9)
+    return f"<h2>Training curves</h2><img src='{_fig_b64(fig, run_dir / 'curves.png')}'>"
+
+
+def _summary(rec: dict, run_dir: Path) -> str:
+    conf = rec.get("config") or {}
+    model, data = conf.get("model", {}), conf.get("data", {})
+    n_params = None
+    if (run_dir / "model.pt").is_file():
+        state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)["state_dict"]
+        n_params = sum(v.numel() for k, v in state.items() if "log_weight" not in k)
+    rows = [("poster views", ", ".join(data.get("poster_views", []))), ("intro views", ", ".join(data.get("intro_views", []))),
+            ("priors (weights in 1/tau_init)", ", ".join(model.get("prior", []))), ("tau_init", model.get("tau_init")),
+            ("attention units (n_layers)", model.get("n_layers")), ("edge scorer", model.get("edge")),
+            ("parameters", n_params), ("seed", conf.get("seed")),
+            ("git", f"{rec.get('git_sha', 'unknown')}{' + uncommitted changes' if rec.get('git_dirty') else ''}"),
+            ("finished", (run_dir / "COMPLETE").read_text().strip() if (run_dir / "COMPLETE").exists() else None),
+            ("training seconds", None if rec.get("train_seconds") is None else f"{rec['train_seconds']:.1f}"),
+            ("best step (validation)", rec.get("best_step")), ("command", rec.get("command"))]  # fmt: skip
+    body = "".join(f"<tr><th>{html.escape(a)}</th><td>{html.escape(str(b))}</td></tr>" for a, b in rows if b is not None)
+    return f"<h2>Run summary</h2><table id='summary'>{body}</table>"
+
+
 def make_report(run_dir: str | Path, data: str | Path | None = None, queries: list[str] = (),
                 n_random: int = 4, k: int = 5, seed: int = 0) -> Path:  # fmt: skip
     """Write ``report.html`` (self-contained), PNGs and top-k CSV into ``run_dir``."""
@@ -248,87 +453,70 @@ def make_report(run_dir: str | Path, data: str | Path | None = None, queries: li
     ax.legend(fontsize=7)
     parts.append(f"<h2>Accuracy vs ratio</h2><img src='{_fig_b64(fig, run_dir / 'acc_vs_ratio.png')}'>")
 
-    # Retrieval examples: posters -> top-k intros (held-out by default).
     pool = held if len(held) else np.arange(len(ms))
-    chosen = [_find(ms, q) for q in queries] + list(rng.choice(pool, n_random, replace=False))
-    parts.append(f"<h2>Poster → top-{k} intros</h2><p>True intro highlighted; rank of the true intro among all {len(ms)}.</p>")
-    ranks1 = true_ranks(D, 1)
-    for q in chosen:
-        top = D[q].topk(k, largest=False).indices.tolist()
-        items = "".join(
-            f"<li class='{'hit' if c == q else ''}'><b>{html.escape(ms.titles[c])}</b>: "
-            f"{html.escape(ms.intros[c][:220])}</li>" for c in top
-        )  # fmt: skip
-        parts.append(
-            f"<div class='query grid'><img src='{_img_b64(ms.poster_paths[q])}'><div>"
-            f"<b>{html.escape(ms.titles[q])}</b> ({'train' if ms.is_train[q] else 'held-out'}, "
-            f"true rank {ranks1[q] + 1})<ol>{items}</ol></div></div>"
-        )
-    # Intros -> top-k posters.
-    parts.append(f"<h2>Intro → top-{k} posters</h2>")
-    ranks0 = true_ranks(D, 0)
-    for q in chosen[:3]:
-        top = D[:, q].topk(k, largest=False).indices.tolist()
-        imgs = "".join(
-            f"<figure class='{'hit' if c == q else ''}'><img src='{_img_b64(ms.poster_paths[c], 90)}'>"
-            f"<figcaption>{html.escape(ms.titles[c][:30])}</figcaption></figure>" for c in top
-        )  # fmt: skip
-        parts.append(f"<div class='query'><p><b>{html.escape(ms.titles[q])}</b> (true rank {ranks0[q] + 1}): "
-                     f"{html.escape(ms.intros[q][:200])}</p><div class='grid'>{imgs}</div></div>")  # fmt: skip
+    sub = D[pool][:, pool]
+    ranks_p2i, ranks_i2p = true_ranks(sub, 1), true_ranks(sub, 0)  # among the pool
+    cache_dir = (rec.get("config") or {}).get("data", {}).get("cache_dir", "cache")
+    ocr = cached_ocr_texts(ms, cache_dir)
+    is_train = ms.is_train
 
-    # Heatmap and rank histogram.
-    few = np.sort(rng.choice(pool, 12, replace=False))
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    im = ax.imshow(D[few][:, few].numpy(), cmap="viridis_r")
-    ax.set_yticks(range(12), [ms.titles[i][:22] for i in few], fontsize=6)
-    ax.set_xticks(range(12), [str(ms.ids[i]) for i in few], fontsize=6, rotation=90)
-    ax.set_xlabel("intro (movie id)")
-    fig.colorbar(im, ax=ax, label="distance")
-    parts.append(f"<h2>D for 12 held-out movies</h2><img src='{_fig_b64(fig, run_dir / 'heatmap.png')}'>")
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.hist(ranks1[pool] + 1, bins=50, log=True)
-    ax.set_xlabel("rank of the true intro (held-out posters, among all)")
-    parts.append(f"<h2>Rank histogram</h2><img src='{_fig_b64(fig, run_dir / 'rank_hist.png')}'>")
+    # Curated queries: the user's, then the best, median and worst held-out posters.
+    # The grids rank among *all* movies (the official convention), so training intros
+    # show up as the distractors they are; the order is by held-out rank.
+    order = np.argsort(ranks_p2i, kind="stable")
+    curated = [("asked", _find(ms, q)) for q in queries]
+    for label, j in (("best", order[0]), ("median", order[len(order) // 2]), ("worst", order[-1])):
+        curated.append((f"{label} held-out poster (held-out rank {ranks_p2i[j] + 1} of {len(pool)})", int(pool[j])))
+    curated += [("random held-out poster", int(q)) for q in rng.choice(pool, n_random, replace=False)]
+    everyone = np.arange(len(ms))
+    where = {int(m): int(m) for m in everyone}
+    all1, all0 = true_ranks(D, 1), true_ranks(D, 0)
+    parts.append(f"<h2>Poster → top-{k} intros</h2><p>Candidates and ranks in these grids are among all {len(ms)} "
+                 "movies (the official convention); the true intro is green, a training movie is marked "
+                 "<span class='tr'>train</span>; d = distance (−score, smaller is closer).</p>")  # fmt: skip
+    for label, q in curated:
+        parts.append(_poster_query(label, q, D, ms, everyone, where, all1, ocr, is_train, k))
+    parts.append(f"<h2>Intro → top-{k} posters</h2><p>Among all {len(ms)} posters, as above.</p>")
+    for label, q in curated:
+        parts.append(_intro_query(label, q, D, ms, everyone, where, all0, is_train, k))
+    scope = "held-out movies" if len(held) else "all movies"
 
-    # Correlation study.
+    # Franchise and sequel confusions (held-out convention): the nearest held-out intro shares the first word.
+    conf_rows = []
+    for j in order[::-1]:
+        q = int(pool[j])
+        c = int(pool[int(sub[j].argmin())])
+        first = ms.titles[q].split()[0].lower().strip(":,")
+        if c != q and len(first) >= 4 and ms.titles[c].lower().startswith(first):
+            conf_rows.append(f"<tr><td>{html.escape(ms.titles[q])}</td><td>{html.escape(ms.titles[c])}</td>"
+                             f"<td>{ranks_p2i[j] + 1}</td></tr>")  # fmt: skip
+        if len(conf_rows) == 8:
+            break
+    if conf_rows:
+        parts.append("<h2>Franchise and sequel confusions</h2><p>Held-out posters whose nearest intro belongs to a "
+                     "movie whose title starts with the same word.</p><table><tr><th>poster</th>"
+                     "<th>nearest intro</th><th>rank of the true intro</th></tr>" + "".join(conf_rows) + "</table>")  # fmt: skip
+
+    # Plots: D heatmap and recall@k in both directions.
+    parts.append(_heatmap(D, ms, np.sort(rng.choice(pool, min(12, len(pool)), replace=False)), run_dir))
+    parts.append(_recall_curve(ranks_p2i, ranks_i2p, len(pool), scope, run_dir))
+
+    # Breakdowns with intervals: genre and how much text the poster carries.
     if len(pool) > 20:
-        g = genre_overlap(D, ms, pool)
-        pg = per_genre_accuracy(D, ms, pool)
-        ranks_sub = true_ranks(D[pool][:, pool], 1)
-        ks = int(0.05 * len(pool))
-        summ = np.array(["see full summary" in ms.intros[i].lower() for i in pool])
-        parts.append(
-            "<h2>Do neighbours share semantics?</h2>"
-            f"<p>Mean genre Jaccard of a held-out poster's movie with the movies of its top-{g['k']} "
-            f"intros: <b>{g['topk_jaccard']:.3f}</b>, with random movies: <b>{g['random_jaccard']:.3f}</b>.</p>"
-            "<table><tr><th>genre</th><th>n held-out</th><th>poster→intro hit rate @0.05</th></tr>"
-            + "".join(f"<tr><td>{html.escape(a)}</td><td>{b}</td><td>{c:.3f}</td></tr>" for a, b, c in pg)
-            + "</table>"
-            f"<p>Intros cut with “See full summary”: hit rate {np.mean(ranks_sub[summ] < ks):.3f} "
-            f"(n={summ.sum()}) vs {np.mean(ranks_sub[~summ] < ks):.3f} for the rest.</p>"
-        )  # fmt: skip
+        parts.append(_breakdowns(D, ms, pool, ranks_p2i, ocr))
 
-    # Training curves.
-    hist_path = run_dir / "history.json"
-    if hist_path.exists():
-        hist = [h for h in json.loads(hist_path.read_text()) if not h.get("refit")]
-        if hist:
-            fig, ax = plt.subplots(figsize=(6, 3))
-            steps = [h["step"] for h in hist]
-            ax.plot(steps, [h["loss"] for h in hist], label="train loss")
-            ax.set_xlabel("step")
-            ax.set_ylabel("loss")
-            if "val_acc" in hist[0]:
-                ax2 = ax.twinx()
-                ax2.plot(steps, [h["val_acc"] for h in hist], color="C1", label="val get_acc")
-                ax2.set_ylabel("val get_acc")
-            parts.append(f"<h2>Training curves</h2><img src='{_fig_b64(fig, run_dir / 'curves.png')}'>")
+    # Training curves, run summary.
+    parts.append(_curves(run_dir, rec))
+    parts.append(_summary(rec, run_dir))
 
     export_topk(D, ms, run_dir / "top5.csv", k=5)
     parts.append("<p>Top-5 lists per query, both directions: <a href='top5.csv'>top5.csv</a></p>")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:3px 6px;font-size:12px}.grid{display:flex;gap:10px}"
-             ".hit{background:#d8f5d0}figure{margin:0;width:95px;font-size:10px}.query{margin:12px 0}")  # fmt: skip
+             ".hit{background:#d8f5d0}figure{margin:0;width:95px;font-size:10px}.query{margin:12px 0}"
+             ".tr{background:#ffe9a8;font-size:10px;padding:0 3px}.label{color:#777;font-size:11px;margin:0}"
+             ".ocr{font-family:monospace;font-size:11px;color:#444}.miss{background:#fde2e2;font-size:12px}"
+             ".baseline th,.baseline td{color:#666}")  # fmt: skip
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>gmatch report</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
     out = run_dir / "report.html"
     atomic_write_text(out, page)

@@ -35,7 +35,7 @@ def test_report_files(report_run):
     html = (report_run / "report.html").read_text()
     assert "<table id='metrics'>" in html and "Toy Story (1995)" in html
     assert "class='hit'" in html or "class='query grid'" in html
-    for name in ("acc_vs_ratio.png", "heatmap.png", "rank_hist.png", "curves.png", "top5.csv"):
+    for name in ("acc_vs_ratio.png", "heatmap.png", "recall_at_k.png", "curves.png", "top5.csv"):
         assert (report_run / name).stat().st_size > 0, name
     lines = (report_run / "top5.csv").read_text().splitlines()
     assert len(lines) == 1 + 2 * 100 * 5  # header + 5 per query, both directions
