@@ -112,9 +112,16 @@ def cmd_table(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from gmatch.report import make_report
+    from gmatch.report import make_comparison, make_report
 
-    out = make_report(args.run, args.data, args.query, n_random=args.random, k=args.k)
+    if len(args.run) == 2:
+        out = make_comparison(args.run[0], args.run[1], args.out, args.data)
+    elif len(args.run) == 1:
+        out = make_report(args.run[0], args.data, args.query, n_random=args.random, k=args.k)
+    else:
+        from gmatch.report import ReportError
+
+        raise ReportError("gmatch report takes one run folder (a report) or two (a comparison)")
     print(f"report: {out}")
     return 0
 
@@ -176,10 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_sweep)
 
     sp = sub.add_parser("report", help="HTML analysis report of a finished run", formatter_class=fmt)
-    sp.add_argument("run", help="run folder with D.npy and metrics.json")
+    sp.add_argument("run", nargs="+", help="run folder with D.npy and metrics.json; two folders: compare them")
+    sp.add_argument("--out", help="folder of the comparison page (default: <parent>/compare-<A>-vs-<B>)")
     sp.add_argument("--data", help="data folder (default: the run's)")
     sp.add_argument("--query", action="append", default=[], help="movie id or title to show (repeatable)")
-    sp.add_argument("--random", type=int, default=4, help="random held-out queries to show")
+    sp.add_argument("--random", type=int, default=2, help="random held-out queries to show beside the curated ones")
     sp.add_argument("-k", type=int, default=5, help="neighbours per query")
     sp.set_defaults(func=cmd_report)
 

@@ -417,6 +417,52 @@ def _summary(rec: dict, run_dir: Path) -> str:
     return f"<h2>Run summary</h2><table id='summary'>{body}</table>"
 
 
+SEARCH_JS = """
+const S = JSON.parse(document.getElementById('search-data').textContent);
+const box = document.getElementById('search'), out = document.getElementById('search-out');
+function esc(t) { const d = document.createElement('div'); d.textContent = t; return d.innerHTML; }
+function show(i) {
+  const list = (ids, ds, truth) => ids.map((c, r) => `<li class="${c === truth ? 'hit' : ''}">d=${ds[r]} ` +
+    `${esc(S.titles[c])}${S.train[c] ? ' <span class="tr">train</span>' : ''}</li>`).join('');
+  out.innerHTML = `<div class="result"><b>${esc(S.titles[i])}</b>${S.train[i] ? ' <span class="tr">train</span>' : ''}` +
+    `<p>Poster → intros (true intro at rank ${S.rank1[i]} of ${S.titles.length}):</p><ol>${list(S.p2i[i], S.d_p2i[i], i)}</ol>` +
+    `<p>Intro → posters (true poster at rank ${S.rank0[i]}):</p><ol>${list(S.i2p[i], S.d_i2p[i], i)}</ol></div>`;
+}
+function search(q) {
+  q = q.trim().toLowerCase();
+  if (!q) { out.innerHTML = ''; return; }
+  const hits = [];
+  S.titles.forEach((t, i) => { if (t.toLowerCase().includes(q) || String(S.ids[i]) === q) hits.push(i); });
+  const exact = hits.filter(i => S.titles[i].toLowerCase() === q || String(S.ids[i]) === q);
+  if (exact.length === 1 || hits.length === 1) { show(exact.length === 1 ? exact[0] : hits[0]); return; }
+  out.innerHTML = hits.length ? '<p>' + hits.length + ' matches, pick one:</p><ul>' + hits.slice(0, 30).map(i =>
+    `<li><a href="#" data-i="${i}">${esc(S.titles[i])}</a></li>`).join('') + '</ul>' : '<p>no match</p>';
+  out.querySelectorAll('a[data-i]').forEach(a => a.addEventListener('click', e => {
+    e.preventDefault(); show(Number(a.dataset.i)); }));
+}
+box.addEventListener('input', () => search(box.value));
+const h = decodeURIComponent(location.hash.replace(/^#q=/, ''));
+if (location.hash.startsWith('#q=')) { box.value = h; search(h); }
+"""
+
+
+def _search_box(D: torch.Tensor, ms: MovieSet, k: int = 5) -> str:
+    """An offline search box: every movie's top-k lists in both directions, embedded as
+    JSON, searched by title in the page (no server). ``report.html#q=<title>`` opens a
+    search."""
+    v1, t1 = D.topk(k, dim=1, largest=False)
+    v0, t0 = D.T.topk(k, dim=1, largest=False)
+    data = {"titles": ms.titles, "ids": ms.ids.tolist(), "train": ms.is_train.astype(int).tolist(),
+            "p2i": t1.tolist(), "d_p2i": [[round(float(x), 2) for x in r] for r in v1],
+            "i2p": t0.tolist(), "d_i2p": [[round(float(x), 2) for x in r] for r in v0],
+            "rank1": (true_ranks(D, 1) + 1).tolist(), "rank0": (true_ranks(D, 0) + 1).tolist()}  # fmt: skip
+    payload = json.dumps(data).replace("</", "<\\/")
+    return ("<h2>Search</h2><p>Type a title (or an id) to see its top-5 intros and posters among all "
+            f"{len(ms)} movies (works offline).</p><input id='search' placeholder='e.g. Toy Story' size='40'>"
+            f"<div id='search-out'></div><script type='application/json' id='search-data'>{payload}</script>"
+            f"<script>{SEARCH_JS}</script>")
+
+
 def make_report(run_dir: str | Path, data: str | Path | None = None, queries: list[str] = (),
                 n_random: int = 4, k: int = 5, seed: int = 0) -> Path:  # fmt: skip
     """Write ``report.html`` (self-contained), PNGs and top-k CSV into ``run_dir``."""
@@ -505,9 +551,10 @@ def make_report(run_dir: str | Path, data: str | Path | None = None, queries: li
     if len(pool) > 20:
         parts.append(_breakdowns(D, ms, pool, ranks_p2i, ocr))
 
-    # Training curves, run summary.
+    # Training curves, run summary, search.
     parts.append(_curves(run_dir, rec))
     parts.append(_summary(rec, run_dir))
+    parts.insert(2, _search_box(D, ms))
 
     export_topk(D, ms, run_dir / "top5.csv", k=5)
     parts.append("<p>Top-5 lists per query, both directions: <a href='top5.csv'>top5.csv</a></p>")
@@ -521,3 +568,70 @@ def make_report(run_dir: str | Path, data: str | Path | None = None, queries: li
     out = run_dir / "report.html"
     atomic_write_text(out, page)
     return out
+
+
+def _paired_ci(h_a: np.ndarray, h_b: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95 % interval of mean(h_b) - mean(h_a) when the queries are resampled jointly."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(h_a), (n_boot, len(h_a)))
+    diff = h_b[idx].mean(1) - h_a[idx].mean(1)
+    lo, hi = np.percentile(diff, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def make_comparison(run_a: str | Path, run_b: str | Path, out: str | Path | None = None, data=None) -> Path:
+    """``compare.html``: two runs on the same data side by side — metrics with 95 %
+    intervals, the paired difference, and per-query wins and losses (held-out ranks)."""
+    from gmatch.metrics import bootstrap_acc
+
+    run_a, run_b = Path(run_a), Path(run_b)
+    rec_a, m_a, ms, D_a = _load_run(run_a, data)
+    rec_b, m_b, ms_b, D_b = _load_run(run_b, data or rec_a.get("data"))
+    if len(ms) != len(ms_b) or not np.array_equal(ms.ids, ms_b.ids):
+        raise ReportError(f"{run_b}: scored another data set than {run_a}; compare runs on the same movies")
+    out = Path(out or run_a.parent / f"compare-{run_a.name}-vs-{run_b.name}")
+    pool = ms.heldout_idx if len(ms.heldout_idx) and len(ms.train_idx) else np.arange(len(ms))
+    name = "held-out" if len(pool) < len(ms) else "all"
+    rows = []
+    hits = {}
+    for label, idx in ((name, pool), ("official (all, incl. training pairs)", None)):
+        cells = []
+        for run, D in ((run_a, D_a), (run_b, D_b)):
+            sub = D if idx is None else D[idx][:, idx]
+            k = int(0.05 * len(sub))
+            h = np.concatenate([true_ranks(sub, 0) < k, true_ranks(sub, 1) < k]).astype(float)
+            hits[(label, run)] = h
+            ci = bootstrap_acc(sub)["acc_mean"]
+            cells.append(f"<td><b>{h.mean():.3f}</b> [{ci[0]:.3f}, {ci[1]:.3f}]</td>")
+        lo, hi = _paired_ci(hits[(label, run_a)], hits[(label, run_b)])
+        diff = hits[(label, run_b)].mean() - hits[(label, run_a)].mean()
+        rows.append(f"<tr><th>{html.escape(label)}</th>{''.join(cells)}<td>{diff:+.3f} [{lo:+.3f}, {hi:+.3f}]</td></tr>")
+    r_a = true_ranks(D_a[pool][:, pool], 1)
+    r_b = true_ranks(D_b[pool][:, pool], 1)
+    better, worse = int((r_b < r_a).sum()), int((r_b > r_a).sum())
+    change = r_b.astype(int) - r_a.astype(int)
+
+    def moved(order):
+        return "".join(f"<tr><td>{html.escape(ms.titles[pool[j]])}</td><td>{r_a[j] + 1}</td><td>{r_b[j] + 1}</td></tr>"
+                       for j in order[:8])  # fmt: skip
+
+    table = ("<tr><th>movie</th><th>rank in A</th><th>rank in B</th></tr>")
+    parts = [f"<h1>gmatch: {html.escape(run_a.name)} (A) vs {html.escape(run_b.name)} (B)</h1>",
+             f"<p>A: <code>{html.escape(str(run_a))}</code> ({html.escape(str(rec_a.get('git_sha', '?')))}); "
+             f"B: <code>{html.escape(str(run_b))}</code> ({html.escape(str(rec_b.get('git_sha', '?')))}); "
+             f"{len(ms)} movies.</p>",
+             "<h2>Metrics</h2><table id='compare'><tr><th>get_acc, mean of both dims</th><th>A [95 % CI]</th>"
+             "<th>B [95 % CI]</th><th>B − A [paired 95 % CI]</th></tr>" + "".join(rows) + "</table>"
+             "<p>Intervals resample the queries (1000 bootstrap draws); the paired interval resamples them "
+             "jointly for both runs, so it is much narrower than the two separate ones.</p>",
+             f"<h2>Per query ({name} posters, ranks among the {len(pool)} {name} intros)</h2>"
+             f"<p id='wins'>B ranks the true intro higher for <b>{better}</b> posters, lower for <b>{worse}</b>, "
+             f"the same for {len(pool) - better - worse}.</p>"
+             f"<h3>Largest gains of B</h3><table>{table}{moved(np.argsort(change, kind='stable'))}</table>"
+             f"<h3>Largest losses of B</h3><table>{table}{moved(np.argsort(-change, kind='stable'))}</table>"]  # fmt: skip
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:3px 6px;font-size:12px}")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>gmatch comparison</title><style>{style}</style>"
+            f"</head><body>{''.join(parts)}</body></html>")  # fmt: skip
+    atomic_write_text(out / "compare.html", page)
+    return out / "compare.html"

@@ -1,5 +1,7 @@
 """The HTML report, opened in a real headless Chromium."""
 
+import json
+import re
 import shutil
 import subprocess
 
@@ -90,3 +92,53 @@ def test_bootstrap_interval_covers_the_estimate_and_shrinks_with_n():
             assert lo <= get_acc(D, 0.05, dim) <= hi
         widths.append(ci["acc_mean"][1] - ci["acc_mean"][0])
     assert widths[1] < 0.5 * widths[0]  # ~1/sqrt(n)
+
+
+def _chromium(tmp_path, url, shot=None):
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("chromium not installed (apt-get install chromium); .ci/run installs it")
+    flags = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*flags, "--enable-logging=stderr", "--v=0", "--dump-dom", url],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
+    assert not console, console
+    if shot is not None:
+        subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1100,1200", url],
+                       capture_output=True, timeout=120, check=True)  # fmt: skip
+        assert np.asarray(Image.open(shot).convert("L"), dtype=float).std() > 20  # not blank
+    return dom.stdout
+
+
+def test_curated_grids_and_the_search_box_in_chromium(report_run, tmp_path):
+    page = (report_run / "report.html").read_text()
+    assert "best held-out poster" in page and "worst held-out poster" in page and "class='label'>asked" in page
+    url = (report_run / "report.html").resolve().as_uri() + "#q=Toy%20Story%20(1995)"
+    dom = _chromium(tmp_path, url)
+    result = dom[dom.index('<div id="search-out">'):]
+    assert '<div class="result"><b>Toy Story (1995)</b>' in result and "true intro at rank" in result
+    dom = _chromium(tmp_path, (report_run / "report.html").resolve().as_uri() + "#q=the")
+    assert "matches, pick one" in dom  # an ambiguous search lists its matches
+
+
+def test_ambiguous_query_lists_matches(report_run, capsys):
+    assert main(["report", str(report_run), "--query", "the"]) == 2
+    err = capsys.readouterr().err
+    assert "matches" in err and "pass the id" in err and len(err.strip().splitlines()) == 1
+
+
+def test_comparison_page(report_run, tmp_path, cache_dir):
+    from gmatch.data import load_movielens
+
+    other = tmp_path / "seed1"
+    data = json.loads((report_run / "metrics.json").read_text())["data"]
+    assert main(["train", "--data", data, "--out", str(other), "--quiet", f"data.cache_dir={cache_dir}",
+                 *FAST, "seed=1"]) == 0  # fmt: skip
+    assert main(["report", str(report_run), str(other), "--out", str(tmp_path / "cmp")]) == 0
+    page = (tmp_path / "cmp" / "compare.html").read_text()
+    assert "<table id='compare'>" in page and "B − A [paired 95 % CI]" in page
+    n_held = len(load_movielens(data).heldout_idx)
+    wins = [int(x) for x in re.findall(r"<b>(\d+)</b>", page[page.index("<p id='wins'>"):])[:2]]
+    assert sum(wins) <= n_held
+    dom = _chromium(tmp_path, (tmp_path / "cmp" / "compare.html").resolve().as_uri(), tmp_path / "cmp.png")
+    assert 'id="compare"' in dom
