@@ -61,3 +61,22 @@ def test_streamed_metrics_equal_dense(course):
         # Chunked matmuls may round differently from the full one: allow 2 flips.
         tol = 2 / n if "acc" in key or "R@" in key else 2.0
         assert stream[key] == pytest.approx(value, abs=tol), key
+
+
+def test_report_and_comparison_on_the_course_data(course, cache_dir, tmp_path):
+    """The shipped checkpoint's run folder and a comparison with a seed-1 retrain, in Chromium."""
+    from test_report import _chromium
+
+    ev = tmp_path / "shipped"
+    assert main(["evaluate", "--checkpoint", str(CKPT), "--data", str(DATA), "--cache-dir", str(cache_dir),
+                 "--out", str(ev), "--quiet"]) == 0  # fmt: skip
+    assert main(["report", str(ev), "--query", "Toy Story (1995)"]) == 0
+    dom = _chromium(tmp_path, (ev / "report.html").resolve().as_uri() + "#q=Jumanji", tmp_path / "r.png")
+    assert 'id="metrics"' in dom and "best held-out poster" in dom and "class=\"query grid\"" in dom
+    assert '<div class="result"><b>Jumanji (1995)</b>' in dom
+    seed1 = tmp_path / "seed1"
+    assert main(["train", "--data", str(DATA), "--out", str(seed1), "--quiet", f"data.cache_dir={cache_dir}",
+                 "seed=1"]) == 0  # fmt: skip
+    assert main(["report", str(ev), str(seed1), "--out", str(tmp_path / "cmp")]) == 0
+    dom = _chromium(tmp_path, (tmp_path / "cmp" / "compare.html").resolve().as_uri(), tmp_path / "c.png")
+    assert 'id="compare"' in dom and "Largest gains of B" in dom
