@@ -129,3 +129,18 @@ def test_ocr_cache_hit_skips_ocr(tmp_path, monkeypatch):
     cache.write_text("{not json")
     with pytest.raises(AssertionError, match="OCR ran"):
         poster_texts(ms, tmp_path / "cache", progress=False)
+
+
+def test_onnx_backend_gives_the_torch_features():
+    pytest.importorskip("onnx")
+    from gmatch.encoders.image import EfficientNetLite0Encoder, load_image
+
+    paths = sorted((DATA / "poster").glob("*.jpg"))[:3]
+    ims = [load_image(p) for p in paths]
+    ref = EfficientNetLite0Encoder().encode(ims)
+    for flip in (False, True):
+        torch_enc, onnx_enc = EfficientNetLite0Encoder(flip=flip), EfficientNetLite0Encoder(flip=flip, backend="onnx")
+        assert onnx_enc.settings() == torch_enc.settings()  # same cache key: same features
+        got = onnx_enc.encode(ims)
+        assert np.abs(got - torch_enc.encode(ims)).max() < 1e-4 * np.abs(ref).max()
+    assert np.abs(EfficientNetLite0Encoder(flip=True, backend="onnx").encode(ims) - ref).max() > 1e-3  # flip matters

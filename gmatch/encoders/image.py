@@ -87,14 +87,19 @@ class EfficientNetLite0Encoder:
     name = "efficientnet_lite0"
 
     def __init__(self, size: int = 224, flip: bool = False, channels_last: bool = True,
-                 micro_batch: int = 1):  # fmt: skip
+                 micro_batch: int = 1, backend: str = "torch"):  # fmt: skip
         self.size, self.flip = size, flip
         # Execution only (not in settings(): the features are the same up to rounding).
         # On a CPU the network runs fastest one poster at a time in channels_last: a batch
         # of 224x329 activations no longer fits in cache (benchmarks/EXTRACTION.md).
-        self.channels_last, self.micro_batch = channels_last, micro_batch
+        # backend="onnx" runs the same network exported to ONNX Runtime (needs the
+        # `onnx` package for the export; features equal to torch's within ~1e-5).
+        if backend not in ("torch", "onnx"):
+            raise ValueError(f"backend must be torch or onnx, got {backend!r}")
+        self.channels_last, self.micro_batch, self.backend = channels_last, micro_batch, backend
         self.model = efficientnet_lite0()
         self.dim = 1280
+        self._session = None
 
     def settings(self) -> dict:
         return {"size": self.size, "flip": self.flip, "weights": "lukemelas-57934424"}
@@ -104,8 +109,42 @@ class EfficientNetLite0Encoder:
         x = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
         return (x - 0.5) / 0.5  # the Lite models are trained with mean = std = 0.5
 
+    def _onnx(self):
+        """An ONNX Runtime session of the pooled network (exported once per process)."""
+        if self._session is None:
+            import io as _io
+
+            import onnxruntime as ort
+
+            class Pooled(torch.nn.Module):
+                def __init__(self, m):
+                    super().__init__()
+                    self.m = m
+
+                def forward(self, x):
+                    return self.m.forward_head(self.m.forward_features(x), pre_logits=True)
+
+            buf = _io.BytesIO()
+            x = torch.zeros(1, 3, round(self.size * 1.47), self.size)
+            torch.onnx.export(Pooled(self.model).eval(), (x,), buf, input_names=["x"], output_names=["f"],
+                              dynamic_axes={"x": {0: "b"}}, opset_version=17, dynamo=False)  # fmt: skip
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads, opts.inter_op_num_threads = torch.get_num_threads(), 1
+            self._session = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+        return self._session
+
     @torch.inference_mode()
     def encode(self, images: list[Image.Image]) -> np.ndarray:
+        if self.backend == "onnx":
+            session = self._onnx()
+            out = []
+            for s in range(0, len(images), self.micro_batch):
+                x = torch.stack([self.preprocess(im) for im in images[s : s + self.micro_batch]]).numpy()
+                feats = session.run(None, {"x": x})[0]
+                if self.flip:
+                    feats = (feats + session.run(None, {"x": np.ascontiguousarray(x[..., ::-1])})[0]) / 2
+                out.append(feats.astype(np.float32))
+            return np.concatenate(out)
         out = []
         for s in range(0, len(images), self.micro_batch):
             x = torch.stack([self.preprocess(im) for im in images[s : s + self.micro_batch]])
