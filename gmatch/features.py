@@ -72,9 +72,9 @@ class FeatureBlock:
         idx = np.asarray(idx, dtype=np.int64)
         if self.owner is None:
             return FeatureBlock(self.spec, self.values[idx], self.valid[idx], self.state)
-        from gmatch.lexical import set_elements
+        from gmatch.lexical import set_elements, set_starts
 
-        elems, owner = set_elements(np.searchsorted(self.owner, np.arange(len(self.valid) + 1)), idx)
+        elems, owner = set_elements(set_starts(self.owner, len(self.valid)), idx)
         return FeatureBlock(self.spec, self.values[elems], self.valid[idx], self.state, owner)
 
 
@@ -204,12 +204,17 @@ class _Cache:
         return self.rows.get(key) if row is None else row
 
     def save(self) -> None:
-        keys = np.array(list(self.rows), dtype="U64")
-        values = np.stack(list(self.rows.values())).astype(np.float32)
-        tmp = self.path.with_suffix(".tmp.npz")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(tmp, keys=keys, values=values, checksum=np.array(_checksum(keys, values)))
-        tmp.replace(self.path)
+        _write_cache(self.path, list(self.rows), list(self.rows.values()), np.float32)
+
+
+def _write_cache(path: Path, keys, rows, dtype) -> None:
+    """``<path>`` = item keys, their rows as ``dtype`` and a checksum, written atomically."""
+    keys = np.array(keys, dtype="U64")
+    values = np.stack(rows).astype(dtype)
+    tmp = path.with_suffix(".tmp.npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(tmp, keys=keys, values=values, checksum=np.array(_checksum(keys, values)))
+    tmp.replace(path)
 
 
 def _checksum(keys: np.ndarray, values: np.ndarray) -> str:
@@ -237,13 +242,9 @@ def write_seed(cache_dir, key: str, item_keys: list[str], out_dir: Path, dtype=n
     """Write the cached rows ``item_keys`` of encoder ``key`` as a read-only seed cache
     (``<out_dir>/<key>.npz``, ``dtype``) to ship beside a data set."""
     rows = _Cache(cache_dir, key).rows
-    keys = np.array(sorted(set(item_keys)), dtype="U64")
-    values = np.stack([rows[k] for k in keys]).astype(dtype)
+    keys = sorted(set(item_keys))
     out = Path(out_dir) / f"{key}.npz"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.npz")
-    np.savez(tmp, keys=keys, values=values, checksum=np.array(_checksum(keys, values)))
-    tmp.replace(out)
+    _write_cache(out, keys, [rows[k] for k in keys], dtype)
     return out
 
 
@@ -276,17 +277,26 @@ def poster_lines(ms: MovieSet, cache_dir: Path, progress: bool = True) -> list[l
     return [ocr_lines(x, conf.min_confidence, segment=True) for x in lines]
 
 
-def text_cache_key(spec: str) -> str:
-    """Cache file name (encoder name + settings hash) of a text spec's encoder."""
-    enc = build_encoder("text:" + spec.split(":", 1)[1])
+def _cache_key(spec: str, enc) -> str:
+    """Cache file name of a spec's encoder: encoder name + hash of its settings."""
     return f"{parse_spec(spec)[1]}-{_sha(enc.settings())}"
+
+
+def _text_encoder(spec: str):
+    """The text encoder of any text-like spec (``ocr:mpnet`` -> ``text:mpnet``'s)."""
+    return build_encoder("text:" + spec.split(":", 1)[1])
+
+
+def text_cache_key(spec: str) -> str:
+    """Cache file name of a text spec's encoder (shared by every view of that encoder)."""
+    return _cache_key(spec, _text_encoder(spec))
 
 
 def _text_encode(spec: str, texts: list[str], cache_dir: Path, batch_size: int, progress: bool, seeds=()):
     """[len(texts) x D] embeddings of non-empty texts through the spec's text encoder
     (cached per text hash; shipped ``seeds`` first)."""
-    enc = build_encoder("text:" + spec.split(":", 1)[1])
-    key = f"{parse_spec(spec)[1]}-{_sha(enc.settings())}"
+    enc = _text_encoder(spec)
+    key = _cache_key(spec, enc)
     values = np.zeros((len(texts), enc.dim), dtype=np.float32)
     idx = [i for i, t in enumerate(texts) if t]
     if idx:
@@ -322,7 +332,7 @@ def extract(
         from gmatch.encoders.image import load_image
 
         enc = build_encoder(spec)
-        key = f"{name}-{_sha(enc.settings())}"
+        key = _cache_key(spec, enc)
         values = _cached_encode(
             cache_dir, key, ms.poster_hashes(), ms.poster_paths,
             lambda paths: enc.encode([load_image(p) for p in paths]),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["LexicalScorer", "PooledScorer", "set_elements", "lexical_cosine", "make_scorer", "pair_scores"]
+__all__ = ["LexicalScorer", "PooledScorer", "set_starts", "set_elements", "lexical_cosine", "make_scorer", "pair_scores"]
 
 
 class LexicalScorer:
@@ -56,6 +56,12 @@ def lexical_cosine(A, B, idx0=None, idx1=None, chunk: int = 1024) -> torch.Tenso
     return out
 
 
+def set_starts(owner: np.ndarray, n: int) -> np.ndarray:
+    """[n + 1] first element of each of n items (``owner`` is sorted, so an item's
+    elements are contiguous)."""
+    return np.searchsorted(owner, np.arange(n + 1))
+
+
 def set_elements(starts: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For a set view whose item i owns elements ``starts[i]:starts[i+1]``: the
     elements of items ``idx`` (in that order) and, per element, its item's position
@@ -83,14 +89,13 @@ class PooledScorer:
             x = torch.nn.functional.normalize(torch.as_tensor(np.asarray(block.values, dtype=np.float32)), dim=-1)
             n = len(block.valid)
             owner = np.arange(n) if getattr(block, "owner", None) is None else np.asarray(block.owner)
-            starts = np.searchsorted(owner, np.arange(n + 1))  # owner is sorted: elements are contiguous
-            return x, torch.as_tensor(owner, dtype=torch.long), starts, n
+            return x, set_starts(owner, n), n
 
-        self.x0, self.o0, self.s0, self.n0 = side(a)
-        self.x1, self.o1, self.s1, self.n1 = side(b)
+        self.x0, self.s0, self.n0 = side(a)
+        self.x1, self.s1, self.n1 = side(b)
         self.chunk = chunk
 
-    def _elements(self, x, owner, starts, n, items):
+    def _elements(self, x, starts, n, items):
         """Elements of ``items`` (slice or index array) and their position in ``items``."""
         idx = np.arange(n)[items]
         elems, local = set_elements(starts, idx)
@@ -99,10 +104,10 @@ class PooledScorer:
     def scores(self, rows=slice(None), cols=slice(None)) -> torch.Tensor:
         """Dense float32 [len(rows) x len(cols)]; rows/cols: slices or index arrays."""
         rows_idx = np.arange(self.n0)[rows]
-        x1, l1, m = self._elements(self.x1, self.o1, self.s1, self.n1, cols)
+        x1, l1, m = self._elements(self.x1, self.s1, self.n1, cols)
         out = torch.zeros(len(rows_idx), m)
         for c in range(0, len(rows_idx), self.chunk):
-            x0, l0, n = self._elements(self.x0, self.o0, self.s0, self.n0, rows_idx[c : c + self.chunk])
+            x0, l0, n = self._elements(self.x0, self.s0, self.n0, rows_idx[c : c + self.chunk])
             if not len(x0) or not len(x1):
                 continue
             sim = x0 @ x1.T  # [elements of these rows x elements of the columns]
@@ -110,8 +115,7 @@ class PooledScorer:
                 1, l1.expand(len(x0), -1), sim, "amax")  # fmt: skip
             pooled = torch.full((n, m), float("-inf")).scatter_reduce_(
                 0, l0[:, None].expand(-1, m), per_col, "amax")  # fmt: skip
-            out[c : c + n] = pooled.nan_to_num(neginf=0.0).clamp_min(-1.0)
-        out[~torch.isfinite(out)] = 0.0
+            out[c : c + n] = pooled.nan_to_num(neginf=0.0)  # an item without elements scores 0
         return out
 
 

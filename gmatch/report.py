@@ -188,7 +188,7 @@ def _prior_only_dist(run_dir: Path, ms: MovieSet) -> torch.Tensor | None:
     feats = Features.extract(ms, ckpt["poster_views"], ckpt["intro_views"], conf.data.cache_dir, False,
                              ckpt.get("encoder_states"), conf.model.prior)  # fmt: skip
     with torch.inference_mode():
-        S = model.prior_logits(**{k: v for k, v in feats.inputs().items()})
+        S = model.prior_logits(**feats.inputs())
     g = torch.Generator().manual_seed(0)
     return -S + 1e-6 * torch.rand(S.shape, generator=g)
 

@@ -59,18 +59,11 @@ def _engine(conf: OCRConfig):
 
 def _read_one(args) -> list[list]:
     path, conf = args
-    from PIL import Image, UnidentifiedImageError
-
     import numpy as np
 
-    from gmatch.data import DataError
+    from gmatch.encoders.image import load_image  # one decoder, one error message for every view
 
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))[:, :, ::-1]  # RapidOCR expects BGR
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError, ValueError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"{path}: cannot decode poster image ({reason}); replace the file") from None
+    arr = np.asarray(load_image(path))[:, :, ::-1]  # RapidOCR expects BGR
     result, _ = _engine(conf)(np.ascontiguousarray(arr))
     return [[str(text), round(float(score), 4)] for _, text, score in (result or [])]
 
