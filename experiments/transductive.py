@@ -31,6 +31,7 @@ from gmatch.assignment import sinkhorn
 from gmatch.data import load_movielens
 from gmatch.evaluate import split_metrics
 from gmatch.io import atomic_write_text
+from gmatch.sweep import mean_sd
 from gmatch.metrics import evaluate_distance
 
 TEMPS = (0.3, 1.0, 3.0)
@@ -83,8 +84,7 @@ def main(argv=None) -> int:
     cols = ["official", "heldout", "heldout_R@1", "heldout_alone"]
 
     def cell(i, c):
-        v = np.array([rows[i][c] for rows in per_run])
-        return f"{v.mean():.4f}" + (f" ± {v.std(ddof=1):.4f}" if len(v) > 1 else "")
+        return mean_sd([rows[i][c] for rows in per_run], digits=4)
 
     def gain(i):  # held-out change vs raw, per run, then mean ± std
         v = np.array([rows[i]["heldout"] - rows[0]["heldout"] for rows in per_run])

@@ -283,8 +283,14 @@ def _cache_key(spec: str, enc) -> str:
 
 
 def _text_encoder(spec: str):
-    """The text encoder of any text-like spec (``ocr:mpnet`` -> ``text:mpnet``'s)."""
-    return build_encoder("text:" + spec.split(":", 1)[1])
+    """The text encoder of any text-like spec (``ocr:mpnet`` -> ``text:mpnet``'s),
+    one per process: the views of one encoder share its (lazily loaded) weights."""
+    return _shared_encoder("text:" + spec.split(":", 1)[1])
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_encoder(spec: str):
+    return build_encoder(spec)
 
 
 def text_cache_key(spec: str) -> str:
