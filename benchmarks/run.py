@@ -143,13 +143,13 @@ def bench_ocr(n: int) -> list[dict]:
 def bench_train(steps: int = 20) -> list[dict]:
     from gmatch.config import ModelConf
     from gmatch.losses import total_loss
-    from gmatch.models.matcher import Matcher
+    from gmatch.models import Matcher
 
     rows = []
     g = torch.Generator().manual_seed(0)
-    for label, conf in (("dual encoder (n_layers=0)", ModelConf(n_layers=0, proj_layers=1)),
-                        ("matcher (n_layers=1, cosine)", ModelConf(n_layers=1, proj_layers=1)),
-                        ("matcher (n_layers=1, mlp edge)", ModelConf(n_layers=1, proj_layers=1, edge="mlp"))):  # fmt: skip
+    for label, conf in (("dual encoder (n_layers=0)", ModelConf(n_layers=0)),
+                        ("matcher (n_layers=1, cosine)", ModelConf(n_layers=1)),
+                        ("matcher (n_layers=1, mlp edge)", ModelConf(n_layers=1, edge="mlp"))):  # fmt: skip
         model = Matcher([1280, 384, 256], [384, 256], conf, [(1, 0)])
         opt = torch.optim.AdamW(model.parameters(), 1e-3)
         v0 = [torch.randn(512, d, generator=g) for d in (1280, 384, 256)]
@@ -157,7 +157,7 @@ def bench_train(steps: int = 20) -> list[dict]:
         m0, m1 = [torch.ones(512, dtype=torch.bool)] * 3, [torch.ones(512, dtype=torch.bool)] * 2
 
         def step():
-            loss = total_loss(model(v0, m0, v1, m1, heads="all"), "ce", 0.5)["total"]
+            loss = total_loss(model(v0, m0, v1, m1, all_layers=True), "ce", 0.5)["total"]
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -174,7 +174,7 @@ def _synthetic_views(n: int, seed: int = 0, with_lexical: bool = True):
     """Real course features replicated with noise up to n nodes."""
     from gmatch.config import load_config
     from gmatch.data import load_movielens
-    from gmatch.train import load_features
+    from gmatch.features import load_features
 
     conf = load_config(None, [f"data.cache_dir={ROOT / 'cache'}"])
     ms = load_movielens(DATA)
@@ -198,15 +198,16 @@ def _synthetic_views(n: int, seed: int = 0, with_lexical: bool = True):
 
 def one_inference(n: int, mode: str) -> dict:
     """Run in a subprocess: time and peak RSS of one way of scoring n movies."""
-    from gmatch.evaluate import load_checkpoint
+    from gmatch.checkpoint import load_checkpoint
     from gmatch.metrics import evaluate_distance
     from gmatch.stream import streamed_metrics, streamed_ranks
 
     torch.set_num_threads(2)
     from gmatch.config import merge
     from gmatch.lexical import lexical_cosine
-    from gmatch.features import is_sparse_spec
-    from gmatch.models.matcher import build_matcher, parse_prior
+    from gmatch.specs import is_sparse_spec
+    from gmatch.models import build_matcher
+from gmatch.priors import parse_prior
 
     label = mode
     trained, conf, ckpt = load_checkpoint(CKPT)
@@ -281,12 +282,14 @@ def bench_reading(repeat: int = 3) -> list[dict]:
     the max-pooled line prior vs a per-poster loop, and D for the course data."""
     from gmatch.config import load_config
     from gmatch.data import load_movielens
-    from gmatch.evaluate import load_checkpoint
-    from gmatch.features import _mpnet, _minilm, extract, poster_lines, poster_texts
+    from gmatch.checkpoint import load_checkpoint
+    from gmatch.features import extract, poster_lines, poster_texts
+from gmatch.specs import _minilm, _mpnet
     from gmatch.lexical import pair_scores
     from gmatch.metrics import evaluate_distance
     from gmatch.text import strip_boilerplate
-    from gmatch.train import load_features, predict_dist
+    from gmatch.evaluate import predict_dist
+from gmatch.features import load_features
 
     ms = load_movielens(DATA)
     intros = [strip_boilerplate(t) for t in ms.intros[:256]]

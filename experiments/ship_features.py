@@ -16,8 +16,9 @@ from pathlib import Path
 
 from gmatch.config import load_config
 from gmatch.data import load_movielens
-from gmatch.features import extract, parse_spec, poster_lines, poster_texts, text_cache_key, write_seed
-from gmatch.models.matcher import lexical_prior, parse_prior
+from gmatch.features import extract, poster_lines, poster_texts, text_cache_key, write_seed
+from gmatch.specs import parse_spec
+from gmatch.priors import parse_prior, precomputed_pairs
 from gmatch.text import split_sentences, strip_boilerplate
 
 SHIP = ("mpnet",)  # encoders slow enough to ship
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
     specs = set(conf.data.poster_views) | set(conf.data.intro_views)
     for item in conf.model.prior:
         specs |= set(parse_prior(item)[:2])
-    specs |= {s for pair in lexical_prior(conf.model.prior) for s in pair[:2]}
+    specs |= {s for pair in precomputed_pairs(conf.model.prior) for s in pair[:2]}
     by_key: dict[str, list[str]] = {}
     for spec in sorted(specs):
         if parse_spec(spec)[1] not in SHIP:

@@ -12,12 +12,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from gmatch.checkpoint import checkpoint_features, load_checkpoint
 from gmatch.data import MovieSet, load_movielens
-from gmatch.evaluate import load_checkpoint
 from gmatch.features import extract
 from gmatch.metrics import DegenerateDistanceError, check_distance, evaluate_distance, true_ranks
 from gmatch.text import TrainOnlyTfidf
-from gmatch.train import Features
 
 __all__ = ["audit", "check_equivariance", "check_diagonal", "check_text_statistics", "check_degenerate"]
 
@@ -106,8 +105,7 @@ def audit(checkpoint, data=None, cache_dir=None, seed: int = 0, atol: float = 1e
     model, conf, ckpt = load_checkpoint(checkpoint)
     ms = load_movielens(data or conf.data.root)
     cache = cache_dir or conf.data.cache_dir
-    feats = Features.extract(ms, ckpt["poster_views"], ckpt["intro_views"], cache, False,
-                             ckpt.get("encoder_states"), conf.model.prior)  # fmt: skip
+    feats = checkpoint_features(checkpoint, ckpt, conf, ms, cache, progress=False)
     rng = np.random.default_rng(seed)
     n = len(ms)
 

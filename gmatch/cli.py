@@ -7,21 +7,43 @@ is ``main(argv)``-callable, so tests run it in-process.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # shipped weights only unless the user opts in
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from gmatch.audit import audit  # noqa: E402 - after the environment defaults above
+from gmatch.checkpoint import CheckpointError  # noqa: E402
+from gmatch.config import ConfigError, load_config  # noqa: E402
+from gmatch.data import DataError, load_movielens  # noqa: E402
+from gmatch.encoders.text import WeightsError  # noqa: E402
+from gmatch.features import load_features  # noqa: E402
+from gmatch.io import atomic_write_json  # noqa: E402
+from gmatch.metrics import DegenerateDistanceError  # noqa: E402
+from gmatch.report import ReportError, make_comparison, make_report  # noqa: E402
+from gmatch.runs import (  # noqa: E402
+    ResumeError,
+    RunDir,
+    evaluate_checkpoints,
+    git_state,
+    summary_line,
+    train_and_record,
+)
+from gmatch.sweep import build_table, run_sweep  # noqa: E402
+from gmatch.train import TrainStateError  # noqa: E402
+
 __all__ = ["main"]
+
+# Exceptions that mean bad input, not a bug: one line, no traceback.
+USER_ERRORS = (DataError, CheckpointError, ConfigError, FileExistsError, ResumeError, TrainStateError,
+               WeightsError, DegenerateDistanceError, ReportError, OSError)  # fmt: skip
 
 
 def _conf(args):
-    from gmatch.config import load_config
-
     overrides = list(args.overrides)
     if getattr(args, "data", None):
         overrides.append(f"data.root={args.data}")
@@ -29,9 +51,6 @@ def _conf(args):
 
 
 def cmd_features(args) -> int:
-    from gmatch.data import load_movielens
-    from gmatch.train import load_features
-
     conf = _conf(args)
     ms = load_movielens(conf.data.root)
     feats = load_features(ms, conf, progress=not args.quiet)
@@ -41,11 +60,6 @@ def cmd_features(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from gmatch.data import load_movielens
-    from gmatch.evaluate import RunDir, summary_line, train_and_record
-    from gmatch.io import atomic_write_json
-    from gmatch.train import load_features
-
     conf = _conf(args)
     run = RunDir(args.out, overwrite=args.overwrite)
     ms = load_movielens(conf.data.root)
@@ -55,8 +69,6 @@ def cmd_train(args) -> int:
     print(f"run folder: {run.path}  (trained in {result.seconds:.1f}s, best step {result.best_step})")
     print(summary_line(record["metrics"]))
     if args.checkpoint:
-        import shutil
-
         ckpt = Path(args.checkpoint)
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run.path / "model.pt", ckpt)
@@ -66,29 +78,14 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from gmatch.data import load_movielens
-    from gmatch.evaluate import RunDir, checkpoints_dist, load_checkpoint, summary_line, write_run
-
-    names = [Path(c).stem for c in args.checkpoint]
-    out = args.out or f"runs/eval-{'+'.join(names)}"
-    run = RunDir(out, args.overwrite)  # refuse a finished run before computing anything
-    loaded = [load_checkpoint(path) for path in args.checkpoint]
-    ms = load_movielens(args.data or loaded[0][1].data.root)
-    # Several checkpoints = an ensemble: their scores S = -D are averaged.
-    D = checkpoints_dist(args.checkpoint, ms, args.cache_dir, not args.quiet, loaded)
-    conf = loaded[0][1] if len(loaded) == 1 else None
-    extra = {"checkpoint": str(args.checkpoint[0]) if len(names) == 1 else [str(c) for c in args.checkpoint],
-             "kind": "evaluate"}  # fmt: skip
-    # --sinkhorn-tau adds the test-set-wide Sinkhorn analysis; D.npy stays raw.
-    record = write_run(run, D, ms, conf, extra, sinkhorn_tau=args.sinkhorn_tau)
+    out, record = evaluate_checkpoints(args.checkpoint, args.out, args.data, args.cache_dir, args.overwrite,
+                                       args.sinkhorn_tau, progress=not args.quiet)  # fmt: skip
     print(f"run folder: {out}")
     print(summary_line(record["metrics"]))
     return 0
 
 
 def cmd_audit(args) -> int:
-    from gmatch.audit import audit
-
     results = audit(args.checkpoint, args.data, args.cache_dir, seed=args.seed)
     for name, ok, detail in results:
         print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")
@@ -96,31 +93,22 @@ def cmd_audit(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from gmatch.sweep import run_sweep
-
     run_sweep(args.config, args.out, args.overrides, skip_existing=args.skip_existing,
               progress=not args.quiet)  # fmt: skip
     return 0
 
 
 def cmd_table(args) -> int:
-    from gmatch.sweep import build_table
-
-    table = build_table(args.runs)
-    print(table)
+    print(build_table(args.runs))
     return 0
 
 
 def cmd_report(args) -> int:
-    from gmatch.report import make_comparison, make_report
-
     if len(args.run) == 2:
         out = make_comparison(args.run[0], args.run[1], args.out, args.data)
     elif len(args.run) == 1:
         out = make_report(args.run[0], args.data, args.query, n_random=args.random, k=args.k)
     else:
-        from gmatch.report import ReportError
-
         raise ReportError("gmatch report takes one run folder (a report) or two (a comparison)")
     print(f"report: {out}")
     return 0
@@ -197,20 +185,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean bad input, not a bug: one line, no traceback."""
-    from gmatch.config import ConfigError
-    from gmatch.data import DataError
-    from gmatch.encoders.text import WeightsError
-    from gmatch.evaluate import CheckpointError, ResumeError
-    from gmatch.metrics import DegenerateDistanceError
-    from gmatch.report import ReportError
-    from gmatch.train import TrainStateError
-
-    return (DataError, CheckpointError, ConfigError, FileExistsError, ResumeError, TrainStateError,
-            WeightsError, DegenerateDistanceError, ReportError, OSError)  # fmt: skip
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run a command. Bad input ends in one line on stderr naming the file and the fix,
     and exit code 2; ``--debug`` (or ``GMATCH_DEBUG=1``) shows the traceback instead.
@@ -219,12 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
     debug = args.debug or os.environ.get("GMATCH_DEBUG", "") not in ("", "0")
-    from gmatch.evaluate import git_state
-
     git_state()  # the code this process runs: recorded now, before any run starts
     try:
         return args.func(args)
-    except user_errors() as e:
+    except USER_ERRORS as e:
         unexpected = isinstance(e, OSError) and not isinstance(e, FileExistsError) and not e.filename
         if debug or unexpected:  # an OSError without a file is not an input problem: show it
             raise

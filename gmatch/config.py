@@ -6,10 +6,13 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
-__all__ = ["config_diff", "flatten", "EXECUTION_KEYS", "ConfigError", "DataConf", "ModelConf", "TrainConf", "AnalysisConf", "Config", "load_config", "merge", "to_dict"]
+__all__ = ["config_diff", "flatten", "EXECUTION_KEYS", "ConfigError", "DataConf", "ModelConf",
+           "TrainConf", "AnalysisConf", "RuntimeConf", "Config", "load_config", "merge", "to_dict",
+           "upgrade"]  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -31,22 +34,18 @@ class DataConf:
 
 @dataclass
 class ModelConf:
-    dim: int = 256  # node width d after the input projection
-    hidden: int = 512  # hidden width of the input projection MLP
-    proj_layers: int = 1  # 1 = linear projection, 2 = MLP with LayerNorm
+    dim: int = 256  # node width d after the (linear) input projection
     n_layers: int = 0  # attention units (self + cross); 0 = projection heads + edge scorer
-    layer_types: list[str] = field(default_factory=lambda: ["self", "cross"])  # blocks of a unit
+    layer_types: list[Literal["self", "cross"]] = field(default_factory=lambda: ["self", "cross"])
+    #                                              blocks of a unit, in order
     num_heads: int = 4  # heads of the dot-product self-attention
-    edge: str = "cosine"  # edge scorer: cosine, dot or mlp (cross-attention logits and head)
+    edge: Literal["cosine", "dot", "mlp"] = "cosine"  # edge scorer (cross-attention logits and head)
     edge_hidden: int = 64  # hidden width of the MLP edge scorer
-    share_self: bool = False  # one self-attention block for both modalities
     dropout: float = 0.1  # dropout inside the projection and ffn MLPs
     feat_dropout: float = 0.5  # dropout on the frozen input features (augmentation)
     view_dropout: float = 0.1  # chance to blank a whole view of a node while training
     tau_init: float = 0.07  # initial temperature of the cosine edge scorer
-    chunk: int = 512  # rows per chunk of the MLP edge scorer
     attn_topm: int = 0  # 0: dense attention; m > 0: each node attends to its top-m candidates
-    attn_chunk: int = 1024  # rows per chunk of the sparse (top-m) attention
     attn_prior: float = 0.0  # >0: cross-attention logits += gain * prior logits (gain per head,
     #                          learned, starts here); 0: cross-attention ignores the priors
     prior: list[str] = field(
@@ -56,7 +55,6 @@ class ModelConf:
     #    set views (ocrlines, sents) max-pooled priors (chosen on val_acc: study `reading`)
     members: int = 1  # >1: an ensemble of this many matchers, seeds seed, seed+1, ...; logits averaged
     prior_weight: float = 3.0  # weight of a prior entry without @weight (in units of 1/tau_init)
-    learn_prior_weight: bool = False  # learn the weight (True) or keep it fixed
 
 
 @dataclass
@@ -67,14 +65,14 @@ class TrainConf:
     weight_decay: float = 0.05  # AdamW weight decay
     warmup: int = 50  # warm-up steps, then cosine decay
     episode_sizes: list[int] = field(default_factory=lambda: [128, 256, 512])  # movies per episode
-    loss: str = "ce"  # ce (symmetric InfoNCE = dual-softmax CE) or sinkhorn (OT)
+    loss: Literal["ce", "sinkhorn"] = "ce"  # ce (symmetric InfoNCE = dual-softmax CE) or sinkhorn (OT)
     sinkhorn_iters: int = 10  # iterations of the Sinkhorn loss
     deep_supervision: float = 0.5  # weight of the per-layer losses (0 = final head only)
     val_fraction: float = 0.15  # validation slice carved from the training positions
     patience: int = 6  # validation passes without gain before stopping
     grad_clip: float = 1.0  # max gradient norm
     refit: bool = True  # retrain on all training pairs for the best number of steps
-    refit_schedule: str = "fit"  # scaled: the refit's LR decays to zero at its last step;
+    refit_schedule: Literal["scaled", "fit"] = "fit"  # scaled: the refit's LR decays to zero at its last step;
     #                                 fit: the fit phase's schedule cut off at the best step
     genre_weight: float = 0.0  # auxiliary multi-label genre loss on training movies (0 = off)
 
@@ -88,13 +86,22 @@ class AnalysisConf:
 
 
 @dataclass
+class RuntimeConf:
+    """How a run executes, not what it computes (never part of a config comparison)."""
+
+    threads: int = 2  # torch intra-op threads
+    chunk: int = 512  # rows per chunk of the MLP edge scorer
+    attn_chunk: int = 1024  # rows per chunk of the sparse (top-m) attention
+
+
+@dataclass
 class Config:
     data: DataConf = field(default_factory=DataConf)
     model: ModelConf = field(default_factory=ModelConf)
     train: TrainConf = field(default_factory=TrainConf)
     analysis: AnalysisConf = field(default_factory=AnalysisConf)
+    runtime: RuntimeConf = field(default_factory=RuntimeConf)
     seed: int = 0  # seeds python, numpy and torch
-    threads: int = 2  # torch intra-op threads
 
 
 def to_dict(conf) -> dict:
@@ -102,7 +109,37 @@ def to_dict(conf) -> dict:
 
 
 # Settings that change how a run executes, not what it computes.
-EXECUTION_KEYS = frozenset({"threads", "data.cache_dir", "model.chunk", "model.attn_chunk"})
+EXECUTION_KEYS = frozenset({"data.cache_dir", *(f"runtime.{f.name}" for f in dataclasses.fields(RuntimeConf))})
+
+# Keys of configs written by earlier versions: moved (old -> new) or removed (key -> the
+# value that meant today's behaviour; any other value cannot be reproduced any more).
+_MOVED = {"threads": "runtime.threads", "model.chunk": "runtime.chunk", "model.attn_chunk": "runtime.attn_chunk"}
+_REMOVED = {"model.share_self": False, "model.learn_prior_weight": False, "model.proj_layers": 1,
+            "model.hidden": None}  # fmt: skip
+
+
+def upgrade(d: dict) -> dict:
+    """A config dict of an earlier gmatch (a checkpoint's or a run folder's) in
+    today's keys: moved execution settings land in ``runtime``; removed options
+    are dropped where they held the one value that is still implemented."""
+    flat = flatten(d)
+    for old, new in _MOVED.items():
+        if old in flat:
+            flat.setdefault(new, flat.pop(old))
+    for key, kept in _REMOVED.items():
+        if key in flat:
+            value = flat.pop(key)
+            if kept is not None and value != kept:
+                raise ConfigError(f"config key {key!r}={value!r}: this option was removed "
+                                  f"(only {kept!r} remains); use a gmatch version that has it")  # fmt: skip
+    out: dict = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -126,6 +163,11 @@ def config_diff(old: dict, new: dict, ignore=EXECUTION_KEYS) -> dict:
 
 def _coerce(value, typ, key: str):
     origin = typing.get_origin(typ)
+    if origin is Literal:
+        allowed = typing.get_args(typ)
+        if value not in allowed:
+            raise ConfigError(f"config key {key!r}: expected one of {', '.join(map(str, allowed))}, got {value!r}")
+        return value
     if origin is list:
         if isinstance(value, str):
             value = yaml.safe_load(value) if value.startswith("[") else value.split(",")
@@ -148,12 +190,23 @@ def _coerce(value, typ, key: str):
             raise ConfigError(f"config key {key!r}: expected {typ.__name__}, got {value!r}") from None
         if typ is int and isinstance(value, float) and value != out:
             raise ConfigError(f"config key {key!r}: expected int, got {value!r}")
+        if key in _AT_LEAST and out < _AT_LEAST[key]:
+            raise ConfigError(f"config key {key!r}: must be >= {_AT_LEAST[key]}, got {out!r}")
         return out
     raise ConfigError(f"config key {key!r}: unsupported type {typ}")
 
 
+# Lower bounds of numeric settings whose other values have no meaning.
+_AT_LEAST = {"model.members": 1, "model.n_layers": 0, "model.dim": 1, "model.num_heads": 1,
+             "train.steps": 0, "train.eval_every": 1, "runtime.threads": 1, "runtime.chunk": 1,
+             "runtime.attn_chunk": 1}  # fmt: skip
+
+
 def merge(conf, overrides: dict, prefix: str = ""):
-    """Strictly merge a nested dict into a dataclass config; unknown keys raise."""
+    """Strictly merge a nested dict into a dataclass config; unknown keys raise.
+    Keys of earlier versions are read through :func:`upgrade`."""
+    if not prefix:
+        overrides = upgrade(overrides)
     hints = typing.get_type_hints(type(conf))
     for key, value in overrides.items():
         full = f"{prefix}{key}"

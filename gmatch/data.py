@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,6 @@ class MovieSet:
     intros: list[str]
     poster_paths: list[Path]
     train_idx: np.ndarray  # positions of the training pairs (may be empty)
-    groups: np.ndarray | None = field(default=None)  # optional group label per movie
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -67,15 +66,11 @@ class MovieSet:
             intros=[self.intros[i] for i in idx],
             poster_paths=[self.poster_paths[i] for i in idx],
             train_idx=train,
-            groups=None if self.groups is None else self.groups[idx],
         )
 
     def poster_hashes(self) -> list[str]:
         """Content hash of every poster file (the feature cache's item key)."""
         return [hashlib.sha1(p.read_bytes()).hexdigest() for p in self.poster_paths]
-
-    def intro_hashes(self) -> list[str]:
-        return [hashlib.sha1(t.encode()).hexdigest() for t in self.intros]
 
 
 def read_train_positions(path: Path, n: int) -> np.ndarray:
@@ -163,14 +158,8 @@ def _read_info(path: Path) -> dict[int, dict]:
     return rows
 
 
-def load_movielens(root: str | Path, group_column: str | None = None) -> MovieSet:
-    """Load a course-format folder.
-
-    Args:
-        root: folder with ``info.csv``, ``poster/`` and optionally ``train.txt``.
-        group_column: optional info.csv column whose values group movies for
-            grouped matching (e.g. a product id in a user's own data).
-    """
+def load_movielens(root: str | Path) -> MovieSet:
+    """Load a course-format folder: ``info.csv``, ``poster/`` and optionally ``train.txt``."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: data folder not found; pass --data pointing to a course-format folder")
@@ -199,7 +188,7 @@ def load_movielens(root: str | Path, group_column: str | None = None) -> MovieSe
     if not ids:
         raise DataError(f"{root}: no movie has both an info.csv row and a poster/<id>.jpg")
 
-    titles, genres, intros, paths, groups = [], [], [], [], []
+    titles, genres, intros, paths = [], [], [], []
     for movie_id in ids:
         row, path = info[movie_id], posters[movie_id]
         intro = (row.get("intro") or "").strip()
@@ -214,10 +203,6 @@ def load_movielens(root: str | Path, group_column: str | None = None) -> MovieSe
         genres.append([g for g in (row.get("genre") or "").split("|") if g and g != "(no genres listed)"])
         intros.append(intro)
         paths.append(path)
-        if group_column is not None:
-            if group_column not in row:
-                raise DataError(f"{info_path}: group column {group_column!r} not in header")
-            groups.append(row[group_column])
 
     train_path = root / "train.txt"
     train_idx = (
@@ -233,5 +218,16 @@ def load_movielens(root: str | Path, group_column: str | None = None) -> MovieSe
         intros=intros,
         poster_paths=paths,
         train_idx=train_idx,
-        groups=np.array(groups) if group_column is not None else None,
     )
+
+
+def training_positions(ms: MovieSet, seed: int, fraction: float = 1.0) -> tuple[np.ndarray, np.random.Generator]:
+    """The train.txt positions a run trains on: all of them, or a seeded ``fraction``
+    of them (learning curves). Returns them with the run's generator (seeded by
+    ``seed``), which then draws the validation slice."""
+    rng = np.random.default_rng(seed)
+    pos = np.sort(ms.train_idx)
+    if fraction < 1:
+        keep = max(16, int(round(fraction * len(pos))))
+        pos = np.sort(rng.choice(pos, keep, replace=False))
+    return pos, rng

@@ -1,23 +1,8 @@
-"""Encoder registry and the on-disk feature cache.
+"""Features: extraction per spec, the on-disk cache, and the container the model reads.
 
-A feature spec names a view and an encoder, ``<view>:<encoder>``:
-
-=====================  =====================================================
-``image:efficientnet_lite0``  poster pixels, ImageNet EfficientNet-Lite0 (shipped)
-``image:hf-clip:<p>``  poster pixels, CLIP image tower (hub name or local path)
-``text:minilm``        intro text, all-MiniLM-L6-v2 (shipped)
-``text:tfidf``         intro text, TF-IDF + SVD fitted on *training intros only*
-``text:chars``         intro text, sparse character 3-5-gram TF-IDF (training intros
-                       only); a *lexical* view: too wide for node features, it
-                       enters the model only as a prior pair (``ocr:chars=text:chars``)
-``text:st:<p>``        intro text, any sentence-transformers model
-``text:hf-clip:<p>``   intro text, CLIP text tower
-``text:mpnet``         intro text, all-mpnet-base-v2 (PyPI split zip, hash-checked)
-``ocr:<text encoder>`` poster text read by RapidOCR (lines joined), then a text encoder above
-``ocrseg:<encoder>``   the same with runs like "grumpieroldmen" split into words
-``ocrlines:<encoder>`` a *set* view: each segmented OCR line of a poster on its own
-``sents:<encoder>``    a *set* view: each sentence of an intro on its own
-=====================  =====================================================
+A feature spec (``<view>:<encoder>``, see :mod:`gmatch.specs`) names one view.
+:func:`extract` gives a :class:`FeatureBlock` per spec; :class:`Features` holds the
+blocks of both sides of a MovieSet and builds model inputs.
 
 Set views hold ``values`` [T x D] for all elements and ``owner`` [T] (the item of
 each element); like the sparse views they enter the model only as prior pairs,
@@ -32,22 +17,28 @@ rebuilt, never trusted.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
-from gmatch.config import ConfigError
-from gmatch.data import DataError, MovieSet
+from gmatch.config import Config, ConfigError
+from gmatch.data import DataError, MovieSet, training_positions
+from gmatch.encoders.ocr import OCRConfig, clean_ocr, ocr_lines, read_posters
+from gmatch.lexical import pair_scores, set_elements, set_starts
+from gmatch.priors import precomputed_pairs
+from gmatch.specs import SET_VIEWS, SPARSE_ENCODERS, build_encoder, is_prior_only_spec, parse_spec
+from gmatch.text import TrainOnlyTfidf, split_sentences, strip_boilerplate
 
-__all__ = ["FeatureBlock", "ENCODERS", "SPARSE_ENCODERS", "SET_VIEWS", "build_encoder", "extract",
-           "is_sparse_spec", "is_set_spec", "is_prior_only_spec", "poster_texts", "poster_lines"]
+__all__ = ["FeatureBlock", "Features", "load_features", "extract", "poster_texts", "poster_lines",
+           "text_cache_key", "write_seed"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -72,97 +63,8 @@ class FeatureBlock:
         idx = np.asarray(idx, dtype=np.int64)
         if self.owner is None:
             return FeatureBlock(self.spec, self.values[idx], self.valid[idx], self.state)
-        from gmatch.lexical import set_elements, set_starts
-
         elems, owner = set_elements(set_starts(self.owner, len(self.valid)), idx)
         return FeatureBlock(self.spec, self.values[elems], self.valid[idx], self.state, owner)
-
-
-def _efficientnet(arg: str | None, **kw):
-    from gmatch.encoders.image import EfficientNetLite0Encoder
-
-    return EfficientNetLite0Encoder(**kw)
-
-
-def _mpnet(arg: str | None, **kw):
-    from gmatch.encoders.text import SentenceTransformerEncoder, mpnet_path
-
-    return SentenceTransformerEncoder(mpnet_path, name="mpnet", batch_size=32,
-                                      known={"max_seq_length": 384, "dim": 768}, **kw)  # fmt: skip
-
-
-def _minilm(arg: str | None, **kw):
-    from gmatch.encoders.text import SentenceTransformerEncoder, minilm_path
-
-    return SentenceTransformerEncoder(minilm_path, name="minilm", known={"max_seq_length": 256, "dim": 384}, **kw)
-
-
-def _st(arg: str | None, **kw):
-    from gmatch.encoders.text import SentenceTransformerEncoder
-
-    return SentenceTransformerEncoder(arg, **kw)
-
-
-def _hf_clip(arg: str | None, view: str = "text", **kw):
-    from gmatch.encoders.image import HFClipImageEncoder
-    from gmatch.encoders.text import HFClipTextEncoder
-
-    return HFClipImageEncoder(arg) if view == "image" else HFClipTextEncoder(arg)
-
-
-# Registry: encoder name -> (loader, kind). Contract: loader(arg) returns an
-# object with ``name``, ``settings()`` and ``encode(list) -> [B x D]``.
-ENCODERS: dict[str, tuple[Callable, str]] = {
-    "efficientnet_lite0": (_efficientnet, "image"),
-    "minilm": (_minilm, "text"),
-    "mpnet": (_mpnet, "text"),
-    "st": (_st, "text"),
-    "hf-clip": (_hf_clip, "both"),
-    "tfidf": (None, "text"),  # fitted per data set, see extract()
-    "chars": (None, "text"),  # fitted per data set, sparse (lexical prior only)
-}
-
-
-# Encoders whose features are sparse lexical vectors: usable in prior pairs only.
-SPARSE_ENCODERS = ("chars",)
-
-
-# Views whose items are sets of elements (prior pairs only, max-pooled).
-SET_VIEWS = ("ocrlines", "sents")
-VIEWS = ("image", "text", "ocr", "ocrseg", *SET_VIEWS)
-
-
-def is_sparse_spec(spec: str) -> bool:
-    return parse_spec(spec)[1] in SPARSE_ENCODERS
-
-
-def is_set_spec(spec: str) -> bool:
-    return parse_spec(spec)[0] in SET_VIEWS
-
-
-def is_prior_only_spec(spec: str) -> bool:
-    """Sparse lexical and set views: usable in prior pairs, never as node features."""
-    return is_sparse_spec(spec) or is_set_spec(spec)
-
-
-def parse_spec(spec: str) -> tuple[str, str, str | None]:
-    view, _, rest = spec.partition(":")
-    name, _, arg = rest.partition(":")
-    if view not in VIEWS:
-        raise ConfigError(f"feature spec {spec!r}: view must be one of {', '.join(VIEWS)}")
-    if name not in ENCODERS:
-        raise ConfigError(f"feature spec {spec!r}: unknown encoder {name!r}; known: {sorted(ENCODERS)}")
-    kind = ENCODERS[name][1]
-    want = "image" if view == "image" else "text"
-    if kind not in (want, "both"):
-        raise ConfigError(f"feature spec {spec!r}: {name} is a {kind} encoder, not for view {view}")
-    return view, name, arg or None
-
-
-def build_encoder(spec: str):
-    view, name, arg = parse_spec(spec)
-    loader = ENCODERS[name][0]
-    return loader(arg, view=view) if name == "hf-clip" else loader(arg)
 
 
 def _sha(obj) -> str:
@@ -249,8 +151,6 @@ def write_seed(cache_dir, key: str, item_keys: list[str], out_dir: Path, dtype=n
 
 
 def _poster_ocr(ms: MovieSet, cache_dir: Path, progress: bool = True):
-    from gmatch.encoders.ocr import OCRConfig, read_posters
-
     conf = OCRConfig()
     cache_file = Path(cache_dir) / f"ocr_rapidocr_{conf.key()}.json"
     # The OCR cache shipped beside the course data (data/ocr/movielens_rapidocr.json).
@@ -263,16 +163,12 @@ def _poster_ocr(ms: MovieSet, cache_dir: Path, progress: bool = True):
 def poster_texts(ms: MovieSet, cache_dir: Path, progress: bool = True, segment: bool = False) -> list[str]:
     """Cleaned OCR text of every poster (empty string: no text found); ``segment``
     splits runs read without spaces into words."""
-    from gmatch.encoders.ocr import clean_ocr
-
     lines, conf = _poster_ocr(ms, cache_dir, progress)
     return [clean_ocr(x, conf.min_confidence, segment) for x in lines]
 
 
 def poster_lines(ms: MovieSet, cache_dir: Path, progress: bool = True) -> list[list[str]]:
     """Confident, segmented OCR lines of every poster (an empty list: no text)."""
-    from gmatch.encoders.ocr import ocr_lines
-
     lines, conf = _poster_ocr(ms, cache_dir, progress)
     return [ocr_lines(x, conf.min_confidence, segment=True) for x in lines]
 
@@ -326,62 +222,79 @@ def extract(
     batch_size: int = 32,
     tfidf_state: dict | None = None,
 ) -> FeatureBlock:
-    """Features of every movie in ``ms`` for one spec (see module docstring).
+    """Features of every movie in ``ms`` for one spec (see :mod:`gmatch.specs`).
 
     ``text:tfidf`` / ``ocr:tfidf`` fit their vocabulary and IDF on
     ``ms.intros[ms.train_idx]`` only, or reuse a fitted ``tfidf_state``
     (from a checkpoint), which lets a folder without train.txt be scored.
     """
-    view, name, arg = parse_spec(spec)
+    view, name, _ = parse_spec(spec)
     cache_dir = Path(cache_dir)
     if view == "image":
-        from gmatch.encoders.image import load_image
-
-        enc = build_encoder(spec)
-        key = _cache_key(spec, enc)
-        values = _cached_encode(
-            cache_dir, key, ms.poster_hashes(), ms.poster_paths,
-            lambda paths: enc.encode([load_image(p) for p in paths]),
-            batch_size, f"{spec} posters", progress,
-        )  # fmt: skip
-        return FeatureBlock(spec, values, np.ones(len(ms), dtype=bool))
-
+        return _extract_image(ms, spec, cache_dir, progress, batch_size)
     if view in SET_VIEWS:
-        if name in SPARSE_ENCODERS or name == "tfidf":
-            raise ConfigError(f"feature spec {spec!r}: set views ({', '.join(SET_VIEWS)}) take a sentence encoder")
-        from gmatch.text import split_sentences
-
-        lists = poster_lines(ms, cache_dir, progress) if view == "ocrlines" else [split_sentences(t) for t in ms.intros]
-        owner = np.repeat(np.arange(len(lists)), [len(x) for x in lists])
-        flat = [x for items in lists for x in items]
-        values = _text_encode(spec, flat, cache_dir, 4 * batch_size, progress, feature_seeds(ms))
-        return FeatureBlock(spec, values, np.array([len(x) > 0 for x in lists]), None, owner)
-
+        return _extract_set(ms, spec, cache_dir, progress, 4 * batch_size)
     if view == "text":
-        texts = [_strip(t) for t in ms.intros]
+        texts = [strip_boilerplate(t) for t in ms.intros]
     else:
         texts = poster_texts(ms, cache_dir, progress, segment=view == "ocrseg")
     valid = np.array([bool(t) for t in texts])
-    state = None
     if name in SPARSE_ENCODERS or name == "tfidf":
-        from gmatch.text import TrainOnlyTfidf
+        return _extract_fitted(ms, spec, texts, valid, tfidf_state)
+    values = _text_encode(spec, texts, cache_dir, 4 * batch_size, progress, feature_seeds(ms))
+    values[~valid] = 0
+    return FeatureBlock(spec, values, valid)
 
-        if tfidf_state is not None:
-            tfidf = TrainOnlyTfidf.from_state(tfidf_state)
-        elif len(ms.train_idx) == 0:
-            raise DataError(
-                f"{spec}: TF-IDF needs training intros (train.txt in {ms.root}) to fit on, "
-                "or a checkpoint that carries a fitted TF-IDF"
-            )
-        else:
-            kind = "char_wb" if name == "chars" else "word"
-            tfidf = _fit_tfidf(tuple(ms.intros[i] for i in ms.train_idx), kind)
-        state = tfidf.state_dict()
-        if name in SPARSE_ENCODERS:
-            return FeatureBlock(spec, tfidf.transform_sparse(texts), valid, state)
-        values = tfidf.transform(texts)
+
+def _extract_image(ms: MovieSet, spec: str, cache_dir: Path, progress: bool, batch_size: int) -> FeatureBlock:
+    from gmatch.encoders.image import load_image  # with the encoder's heavy imports
+
+    enc = build_encoder(spec)
+    values = _cached_encode(
+        cache_dir,
+        _cache_key(spec, enc),
+        ms.poster_hashes(),
+        ms.poster_paths,
+        lambda paths: enc.encode([load_image(p) for p in paths]),
+        batch_size,
+        f"{spec} posters",
+        progress,
+    )
+    return FeatureBlock(spec, values, np.ones(len(ms), dtype=bool))
+
+
+def _extract_set(ms: MovieSet, spec: str, cache_dir: Path, progress: bool, batch_size: int) -> FeatureBlock:
+    """A set view: every OCR line / intro sentence embedded on its own, ``owner`` per row."""
+    view, name, _ = parse_spec(spec)
+    if name in SPARSE_ENCODERS or name == "tfidf":
+        raise ConfigError(f"feature spec {spec!r}: set views ({', '.join(SET_VIEWS)}) take a sentence encoder")
+    if view == "ocrlines":
+        lists = poster_lines(ms, cache_dir, progress)
     else:
-        values = _text_encode(spec, texts, cache_dir, 4 * batch_size, progress, feature_seeds(ms))
+        lists = [split_sentences(t) for t in ms.intros]
+    owner = np.repeat(np.arange(len(lists)), [len(x) for x in lists])
+    flat = [x for items in lists for x in items]
+    values = _text_encode(spec, flat, cache_dir, batch_size, progress, feature_seeds(ms))
+    return FeatureBlock(spec, values, np.array([len(x) > 0 for x in lists]), None, owner)
+
+
+def _extract_fitted(ms: MovieSet, spec: str, texts: list[str], valid, tfidf_state) -> FeatureBlock:
+    """TF-IDF views, fitted on the training intros (or a checkpoint's fitted state)."""
+    name = parse_spec(spec)[1]
+    if tfidf_state is not None:
+        tfidf = TrainOnlyTfidf.from_state(tfidf_state)
+    elif len(ms.train_idx) == 0:
+        raise DataError(
+            f"{spec}: TF-IDF needs training intros (train.txt in {ms.root}) to fit on, "
+            "or a checkpoint that carries a fitted TF-IDF"
+        )
+    else:
+        kind = "char_wb" if name == "chars" else "word"
+        tfidf = _fit_tfidf(tuple(ms.intros[i] for i in ms.train_idx), kind)
+    state = tfidf.state_dict()
+    if name in SPARSE_ENCODERS:
+        return FeatureBlock(spec, tfidf.transform_sparse(texts), valid, state)
+    values = tfidf.transform(texts)
     values[~valid] = 0
     return FeatureBlock(spec, values, valid, state)
 
@@ -389,8 +302,6 @@ def extract(
 @functools.lru_cache(maxsize=4)
 def _fit_tfidf(train_intros: tuple[str, ...], analyzer: str = "word"):
     """One fit per set of training intros (text:tfidf and ocr:tfidf share it)."""
-    from gmatch.text import TrainOnlyTfidf
-
     try:
         if analyzer == "word":
             return TrainOnlyTfidf().fit(list(train_intros))
@@ -402,7 +313,120 @@ def _fit_tfidf(train_intros: tuple[str, ...], analyzer: str = "word"):
         ) from None
 
 
-def _strip(text: str) -> str:
-    from gmatch.text import strip_boilerplate
+_SAME = object()  # Features.inputs: intros default to the posters' movies
+LEXICAL_CACHE_MAX = 8000  # movies up to which Features keeps the full lexical matrix (256 MB)
 
-    return strip_boilerplate(text)
+
+@dataclass
+class Features:
+    """Tensors of all views of both sides for one MovieSet.
+
+    ``poster`` / ``intro``: the dense views the node encoders read.
+    ``lexical``: (poster block, intro block) of each precomputed prior pair: sparse
+    lexical views (``ocr:chars=text:chars``) and set views (``ocrlines:mpnet=text:mpnet``),
+    which enter the model only as prior scores (:mod:`gmatch.priors`).
+    """
+
+    poster: list[FeatureBlock]
+    intro: list[FeatureBlock]
+    lexical: list[tuple[FeatureBlock, FeatureBlock]] = field(default_factory=list)
+    genres: np.ndarray | None = None  # [N x G] multi-hot; G = genres of the training movies
+    genre_names: list[str] = field(default_factory=list)
+
+    @classmethod
+    def extract(cls, ms: MovieSet, poster_specs, intro_specs, cache_dir, progress=True,
+                states: dict | None = None, prior: list[str] = (), memo: dict | None = None) -> Features:  # fmt: skip
+        """Extract (or read from the cache) every view of both sides; ``states``
+        maps a spec to a fitted encoder state (a checkpoint's TF-IDF); the
+        lexical pairs named in ``prior`` are extracted too. ``memo`` (a dict the
+        caller keeps, e.g. over a sweep on one data set) reuses blocks by spec."""
+        states = states or {}
+        for spec in list(poster_specs) + list(intro_specs):
+            if is_prior_only_spec(spec):
+                a, b = ("", spec) if spec in intro_specs else (spec, "")
+                raise ValueError(
+                    f"{spec} is a sparse lexical or set view: it cannot be a node feature; "
+                    f"name it as a prior pair instead, e.g. model.prior=[...,{a or 'ocr:chars'}="
+                    f"{b or 'text:chars'}]"
+                )
+
+        def get(s):
+            if memo is None or states.get(s) is not None:
+                return extract(ms, s, cache_dir, progress, tfidf_state=states.get(s))
+            key = (str(ms.root), len(ms), s)
+            if key not in memo:
+                memo[key] = extract(ms, s, cache_dir, progress)
+            return memo[key]
+
+        lexical = [(get(a), get(b)) for a, b, _ in precomputed_pairs(prior)]
+        # Genre targets for the auxiliary loss: the vocabulary comes from training
+        # movies; only training movies' rows are ever used as targets.
+        names = sorted({g for i in ms.train_idx for g in ms.genres[i]})
+        col = {g: k for k, g in enumerate(names)}
+        genres = np.zeros((len(ms), len(names)), dtype=np.float32)
+        for i, gs in enumerate(ms.genres):
+            for g in gs:
+                if g in col:
+                    genres[i, col[g]] = 1
+        return cls([get(s) for s in poster_specs], [get(s) for s in intro_specs], lexical, genres, names)
+
+    def states(self) -> dict:
+        """Fitted encoder states by spec (saved with checkpoints)."""
+        blocks = self.poster + self.intro + [b for pair in self.lexical for b in pair]
+        return {b.spec: b.state for b in blocks if b.state is not None}
+
+    def tensors(self, idx=None, side: str = "poster"):
+        blocks = self.poster if side == "poster" else self.intro
+        sel = slice(None) if idx is None else torch.as_tensor(np.asarray(idx), dtype=torch.long)
+        views = [torch.from_numpy(b.values)[sel] for b in blocks]
+        valid = [torch.from_numpy(b.valid)[sel] for b in blocks]
+        return views, valid
+
+    def lexical_scores(self, idx0=None, idx1=None) -> list[torch.Tensor]:
+        """Per precomputed prior pair (lexical or pooled), scores of posters ``idx0``
+        vs intros ``idx1`` [N x M].
+
+        Up to ``LEXICAL_CACHE_MAX`` movies the full matrix is computed once and
+        indexed (training episodes and validation passes reuse it)."""
+        n = max(len(self.lexical[0][0].valid), len(self.lexical[0][1].valid)) if self.lexical else 0
+        if self.lexical and n <= LEXICAL_CACHE_MAX:
+            if getattr(self, "_lexical_full", None) is None:
+                self._lexical_full = [pair_scores(a, b) for a, b in self.lexical]
+            i0 = slice(None) if idx0 is None else torch.as_tensor(np.asarray(idx0), dtype=torch.long)
+            i1 = slice(None) if idx1 is None else torch.as_tensor(np.asarray(idx1), dtype=torch.long)
+            return [full[i0][:, i1] for full in self._lexical_full]
+        return [pair_scores(a, b, idx0, idx1) for a, b in self.lexical]
+
+    def inputs(self, idx0=None, idx1=_SAME) -> dict:
+        """Model inputs for posters ``idx0`` and intros ``idx1`` (default: the same
+        movies; None = all): ``model(**feats.inputs(idx))``."""
+        idx1 = idx0 if idx1 is _SAME else idx1
+        v0, m0 = self.tensors(idx0, "poster")
+        v1, m1 = self.tensors(idx1, "intro")
+        return {"views0": v0, "valid0": m0, "views1": v1, "valid1": m1,
+                "lexical": self.lexical_scores(idx0, idx1)}  # fmt: skip
+
+    def specs(self) -> tuple[list[str], list[str]]:
+        return [b.spec for b in self.poster], [b.spec for b in self.intro]
+
+    def dims(self) -> tuple[list[int], list[int]]:
+        return [b.values.shape[1] for b in self.poster], [b.values.shape[1] for b in self.intro]
+
+    def subset(self, idx) -> Features:
+        def sub(b: FeatureBlock) -> FeatureBlock:
+            return b.subset(idx)
+
+        return Features([sub(b) for b in self.poster], [sub(b) for b in self.intro],
+                        [(sub(a), sub(b)) for a, b in self.lexical],
+                        None if self.genres is None else self.genres[idx], self.genre_names)  # fmt: skip
+
+
+def load_features(ms: MovieSet, conf: Config, progress: bool = True, memo: dict | None = None) -> Features:
+    """Features of ``ms`` for ``conf``; text statistics (TF-IDF, character n-grams)
+    and the genre vocabulary are fitted on the intros the run trains on only."""
+    d = conf.data
+    if d.train_fraction < 1:
+        ms = dataclasses.replace(ms, train_idx=training_positions(ms, conf.seed, d.train_fraction)[0])
+        memo = None  # blocks fitted on another subset must not be shared
+    return Features.extract(ms, d.poster_views, d.intro_views, d.cache_dir, progress,
+                            prior=conf.model.prior, memo=memo)  # fmt: skip

@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gmatch.checkpoint import checkpoint_features, load_checkpoint
 from gmatch.data import MovieSet, load_movielens
+from gmatch.encoders.ocr import OCRConfig, clean_ocr
 from gmatch.io import atomic_write_text
-from gmatch.metrics import get_acc, true_ranks
+from gmatch.metrics import bootstrap_acc, evaluate_distance, get_acc, true_ranks
 
 __all__ = ["make_report", "acc_curve", "genre_overlap", "export_topk"]
 
@@ -145,8 +147,6 @@ def _cut(text: str, n: int) -> str:
 def cached_ocr_texts(ms: MovieSet, cache_dir) -> list[str] | None:
     """Cleaned OCR text per poster from the OCR caches (local or shipped) without
     reading any poster; None when some poster has no cached OCR."""
-    from gmatch.encoders.ocr import OCRConfig, clean_ocr
-
     conf = OCRConfig()
     items: dict = {}
     for path in (Path(ms.root).parent / "ocr" / f"{Path(ms.root).name}_rapidocr.json",
@@ -179,14 +179,10 @@ def _prior_only_dist(run_dir: Path, ms: MovieSet) -> torch.Tensor | None:
     rows are constant), as in ``experiments.zero_shot``."""
     if not (run_dir / "model.pt").is_file():
         return None
-    from gmatch.evaluate import load_checkpoint
-    from gmatch.train import Features
-
     model, conf, ckpt = load_checkpoint(run_dir / "model.pt")
     members = getattr(model, "members", None)
     model = members[0] if members is not None else model
-    feats = Features.extract(ms, ckpt["poster_views"], ckpt["intro_views"], conf.data.cache_dir, False,
-                             ckpt.get("encoder_states"), conf.model.prior)  # fmt: skip
+    feats = checkpoint_features(run_dir / "model.pt", ckpt, conf, ms, progress=False)
     with torch.inference_mode():
         S = model.prior_logits(**feats.inputs())
     g = torch.Generator().manual_seed(0)
@@ -196,8 +192,6 @@ def _prior_only_dist(run_dir: Path, ms: MovieSet) -> torch.Tensor | None:
 def _headline(run_dir: Path, metrics: dict, ms: MovieSet, D: torch.Tensor) -> str:
     """The metrics block: held-out (transfer) first, official labelled as including the
     training pairs, chance and the untrained priors as rows, bootstrap 95 % intervals."""
-    from gmatch.metrics import bootstrap_acc, evaluate_distance
-
     def fmt(x, digits=3):
         return "—" if x is None or x != x else f"{x:.{digits}f}"
 
@@ -463,32 +457,15 @@ def _search_box(D: torch.Tensor, ms: MovieSet, k: int = 5) -> str:
             f"<script>{SEARCH_JS}</script>")
 
 
-def make_report(run_dir: str | Path, data: str | Path | None = None, queries: list[str] = (),
-                n_random: int = 4, k: int = 5, seed: int = 0) -> Path:  # fmt: skip
-    """Write ``report.html`` (self-contained), PNGs and top-k CSV into ``run_dir``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def _ratio_curve(D: torch.Tensor, ms: MovieSet, run_dir: Path) -> str:
+    """get_acc against the ratio, all movies and held-out, both directions."""
     import matplotlib.pyplot as plt
 
-    run_dir = Path(run_dir)
-    rec, metrics, ms, D = _load_run(run_dir, data)
-    held = ms.heldout_idx
-    rng = np.random.default_rng(seed)
-    parts = [f"<h1>gmatch report: {html.escape(run_dir.name)}</h1>",
-             f"<p>data: {html.escape(str(ms.root))} &middot; {len(ms)} movies, "
-             f"{len(ms.train_idx)} training pairs &middot; command: <code>{html.escape(rec.get('command', ''))}</code></p>"]  # fmt: skip
-
-    # Headline: held-out first, every row on one rank convention, with intervals.
-    parts.append(_headline(run_dir, metrics, ms, D))
-
-    # Accuracy vs ratio.
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, sub in (("all", None), ("held-out", held if len(ms.train_idx) else None)):
+    for name, sub in (("all", None), ("held-out", ms.heldout_idx if len(ms.train_idx) else None)):
         if name == "held-out" and sub is None:
             continue
-        Ds = D if sub is None else D[sub][:, sub]
-        curve = acc_curve(Ds)
+        curve = acc_curve(D if sub is None else D[sub][:, sub])
         for d, ls in (("dim0", "-"), ("dim1", "--")):
             ax.plot(RATIOS, curve[d], ls, marker="o", ms=3, label=f"{name} {d}")
     ax.plot(RATIOS, RATIOS, color="black", ls=":", lw=1, label="chance (= ratio)")
@@ -497,18 +474,14 @@ def make_report(run_dir: str | Path, data: str | Path | None = None, queries: li
     ax.set_ylabel("share of queries whose partner is in the top k")
     ax.set_title("get_acc vs ratio; dim0 = intro → poster, dim1 = poster → intro", fontsize=9)
     ax.legend(fontsize=7)
-    parts.append(f"<h2>Accuracy vs ratio</h2><img src='{_fig_b64(fig, run_dir / 'acc_vs_ratio.png')}'>")
+    return f"<h2>Accuracy vs ratio</h2><img src='{_fig_b64(fig, run_dir / 'acc_vs_ratio.png')}'>"
 
-    pool = held if len(held) else np.arange(len(ms))
-    sub = D[pool][:, pool]
-    ranks_p2i, ranks_i2p = true_ranks(sub, 1), true_ranks(sub, 0)  # among the pool
-    cache_dir = (rec.get("config") or {}).get("data", {}).get("cache_dir", "cache")
-    ocr = cached_ocr_texts(ms, cache_dir)
-    is_train = ms.is_train
 
-    # Curated queries: the user's, then the best, median and worst held-out posters.
-    # The grids rank among *all* movies (the official convention), so training intros
-    # show up as the distractors they are; the order is by held-out rank.
+def _query_grids(D, ms: MovieSet, pool, ranks_p2i, queries, n_random, rng, ocr, k: int) -> list[str]:
+    """The user's queries, then the best, median and worst held-out posters and a few
+    random ones, each as poster -> top-k intros and intro -> top-k posters. The grids
+    rank among *all* movies (the official convention), so training intros show up as
+    the distractors they are; the choice is by held-out rank."""
     order = np.argsort(ranks_p2i, kind="stable")
     curated = [("asked", _find(ms, q)) for q in queries]
     for label, j in (("best", order[0]), ("median", order[len(order) // 2]), ("worst", order[-1])):
@@ -517,54 +490,76 @@ def make_report(run_dir: str | Path, data: str | Path | None = None, queries: li
     everyone = np.arange(len(ms))
     where = {int(m): int(m) for m in everyone}
     all1, all0 = true_ranks(D, 1), true_ranks(D, 0)
-    parts.append(f"<h2>Poster → top-{k} intros</h2><p>Candidates and ranks in these grids are among all {len(ms)} "
-                 "movies (the official convention); the true intro is green, a training movie is marked "
-                 "<span class='tr'>train</span>; d = distance (−score, smaller is closer).</p>")  # fmt: skip
-    for label, q in curated:
-        parts.append(_poster_query(label, q, D, ms, everyone, where, all1, ocr, is_train, k))
+    parts = [f"<h2>Poster → top-{k} intros</h2><p>Candidates and ranks in these grids are among all {len(ms)} "
+             "movies (the official convention); the true intro is green, a training movie is marked "
+             "<span class='tr'>train</span>; d = distance (−score, smaller is closer).</p>"]  # fmt: skip
+    parts += [_poster_query(label, q, D, ms, everyone, where, all1, ocr, ms.is_train, k) for label, q in curated]
     parts.append(f"<h2>Intro → top-{k} posters</h2><p>Among all {len(ms)} posters, as above.</p>")
-    for label, q in curated:
-        parts.append(_intro_query(label, q, D, ms, everyone, where, all0, is_train, k))
-    scope = "held-out movies" if len(held) else "all movies"
+    parts += [_intro_query(label, q, D, ms, everyone, where, all0, ms.is_train, k) for label, q in curated]
+    return parts
 
-    # Franchise and sequel confusions (held-out convention): the nearest held-out intro shares the first word.
-    conf_rows = []
-    for j in order[::-1]:
+
+def _franchise_confusions(ms: MovieSet, pool, sub, ranks_p2i) -> str:
+    """Held-out posters whose nearest held-out intro shares the first title word."""
+    rows = []
+    for j in np.argsort(ranks_p2i, kind="stable")[::-1]:
         q = int(pool[j])
         c = int(pool[int(sub[j].argmin())])
         first = ms.titles[q].split()[0].lower().strip(":,")
         if c != q and len(first) >= 4 and ms.titles[c].lower().startswith(first):
-            conf_rows.append(f"<tr><td>{html.escape(ms.titles[q])}</td><td>{html.escape(ms.titles[c])}</td>"
-                             f"<td>{ranks_p2i[j] + 1}</td></tr>")  # fmt: skip
-        if len(conf_rows) == 8:
+            rows.append(f"<tr><td>{html.escape(ms.titles[q])}</td><td>{html.escape(ms.titles[c])}</td>"
+                        f"<td>{ranks_p2i[j] + 1}</td></tr>")  # fmt: skip
+        if len(rows) == 8:
             break
-    if conf_rows:
-        parts.append("<h2>Franchise and sequel confusions</h2><p>Held-out posters whose nearest intro belongs to a "
-                     "movie whose title starts with the same word.</p><table><tr><th>poster</th>"
-                     "<th>nearest intro</th><th>rank of the true intro</th></tr>" + "".join(conf_rows) + "</table>")  # fmt: skip
+    if not rows:
+        return ""
+    return ("<h2>Franchise and sequel confusions</h2><p>Held-out posters whose nearest intro belongs to a "
+            "movie whose title starts with the same word.</p><table><tr><th>poster</th>"
+            "<th>nearest intro</th><th>rank of the true intro</th></tr>" + "".join(rows) + "</table>")  # fmt: skip
 
-    # Plots: D heatmap and recall@k in both directions.
-    parts.append(_heatmap(D, ms, np.sort(rng.choice(pool, min(12, len(pool)), replace=False)), run_dir))
-    parts.append(_recall_curve(ranks_p2i, ranks_i2p, len(pool), scope, run_dir))
 
-    # Breakdowns with intervals: genre and how much text the poster carries.
-    if len(pool) > 20:
-        parts.append(_breakdowns(D, ms, pool, ranks_p2i, ocr))
+STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
+         "td,th{border:1px solid #ccc;padding:3px 6px;font-size:12px}.grid{display:flex;gap:10px}"
+         ".hit{background:#d8f5d0}figure{margin:0;width:95px;font-size:10px}.query{margin:12px 0}"
+         ".tr{background:#ffe9a8;font-size:10px;padding:0 3px}.label{color:#777;font-size:11px;margin:0}"
+         ".ocr{font-family:monospace;font-size:11px;color:#444}.miss{background:#fde2e2;font-size:12px}"
+         ".baseline th,.baseline td{color:#666}")  # fmt: skip
 
-    # Training curves, run summary, search.
-    parts.append(_curves(run_dir, rec))
-    parts.append(_summary(rec, run_dir))
-    parts.insert(2, _search_box(D, ms))
 
+def make_report(run_dir: str | Path, data: str | Path | None = None, queries: list[str] = (),
+                n_random: int = 4, k: int = 5, seed: int = 0) -> Path:  # fmt: skip
+    """Write ``report.html`` (self-contained), PNGs and top-k CSV into ``run_dir``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    run_dir = Path(run_dir)
+    rec, metrics, ms, D = _load_run(run_dir, data)
+    rng = np.random.default_rng(seed)
+    pool = ms.heldout_idx if len(ms.heldout_idx) else np.arange(len(ms))
+    scope = "held-out movies" if len(ms.heldout_idx) else "all movies"
+    sub = D[pool][:, pool]
+    ranks_p2i, ranks_i2p = true_ranks(sub, 1), true_ranks(sub, 0)  # among the pool
+    cache_dir = (rec.get("config") or {}).get("data", {}).get("cache_dir", "cache")
+    ocr = cached_ocr_texts(ms, cache_dir)
+    parts = [
+        f"<h1>gmatch report: {html.escape(run_dir.name)}</h1>",
+        f"<p>data: {html.escape(str(ms.root))} &middot; {len(ms)} movies, {len(ms.train_idx)} training pairs "
+        f"&middot; command: <code>{html.escape(rec.get('command', ''))}</code></p>",
+        _search_box(D, ms),
+        _headline(run_dir, metrics, ms, D),  # held-out first, one rank convention, intervals
+        _ratio_curve(D, ms, run_dir),
+        *_query_grids(D, ms, pool, ranks_p2i, queries, n_random, rng, ocr, k),
+        _franchise_confusions(ms, pool, sub, ranks_p2i),
+        _heatmap(D, ms, np.sort(rng.choice(pool, min(12, len(pool)), replace=False)), run_dir),
+        _recall_curve(ranks_p2i, ranks_i2p, len(pool), scope, run_dir),
+        _breakdowns(D, ms, pool, ranks_p2i, ocr) if len(pool) > 20 else "",  # genre, poster text
+        _curves(run_dir, rec),
+        _summary(rec, run_dir),
+        "<p>Top-5 lists per query, both directions: <a href='top5.csv'>top5.csv</a></p>",
+    ]
     export_topk(D, ms, run_dir / "top5.csv", k=5)
-    parts.append("<p>Top-5 lists per query, both directions: <a href='top5.csv'>top5.csv</a></p>")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;font-size:12px}.grid{display:flex;gap:10px}"
-             ".hit{background:#d8f5d0}figure{margin:0;width:95px;font-size:10px}.query{margin:12px 0}"
-             ".tr{background:#ffe9a8;font-size:10px;padding:0 3px}.label{color:#777;font-size:11px;margin:0}"
-             ".ocr{font-family:monospace;font-size:11px;color:#444}.miss{background:#fde2e2;font-size:12px}"
-             ".baseline th,.baseline td{color:#666}")  # fmt: skip
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>gmatch report</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>gmatch report</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")  # fmt: skip
     out = run_dir / "report.html"
     atomic_write_text(out, page)
     return out
@@ -582,8 +577,6 @@ def _paired_ci(h_a: np.ndarray, h_b: np.ndarray, n_boot: int = 1000, seed: int =
 def make_comparison(run_a: str | Path, run_b: str | Path, out: str | Path | None = None, data=None) -> Path:
     """``compare.html``: two runs on the same data side by side — metrics with 95 %
     intervals, the paired difference, and per-query wins and losses (held-out ranks)."""
-    from gmatch.metrics import bootstrap_acc
-
     run_a, run_b = Path(run_a), Path(run_b)
     rec_a, m_a, ms, D_a = _load_run(run_a, data)
     rec_b, m_b, ms_b, D_b = _load_run(run_b, data or rec_a.get("data"))

@@ -9,10 +9,12 @@ candidates, ``topm``), which is also chunked: memory O(N m d).
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
+from gmatch.lexical import make_scorer
 from gmatch.metrics import DegenerateDistanceError, rank_metrics
+from gmatch.models import Ensemble
+from gmatch.priors import dense_prior_factors
 
 __all__ = ["node_embeddings", "streamed_ranks", "streamed_metrics"]
 
@@ -25,8 +27,6 @@ DENSE_ATTENTION_MAX = 20000
 def node_embeddings(model, views0, valid0, views1, valid1, topm: int | None = None):
     """Inputs of the final head; attention units run sparse with ``topm`` candidates
     (default the model's ``attn_topm``)."""
-    from gmatch.models.matcher import Ensemble
-
     if isinstance(model, Ensemble):
         raise ValueError("large-N mode scores one matcher, not an ensemble (model.members > 1)")
     model.eval()
@@ -40,18 +40,7 @@ def node_embeddings(model, views0, valid0, views1, valid1, topm: int | None = No
             f"{n} nodes: dense attention would build {n}x{n} logits per head; "
             "pass topm (e.g. 64) for sparse top-m attention"
         )
-    return model.embed(views0, valid0, views1, valid1, topm=m)
-
-
-def _prior_parts(model, views0, valid0, views1, valid1):
-    """Per-pair prior as a sum of scaled dot products of normalised view blocks."""
-    a, b = [], []
-    for (i, j), log_w in zip(model.prior_pairs, model.prior_log_weight):
-        a.append(torch.nn.functional.normalize(views0[i], dim=-1) * valid0[i][:, None] * log_w.exp())
-        b.append(torch.nn.functional.normalize(views1[j], dim=-1) * valid1[j][:, None])
-    if not a:
-        return None, None
-    return torch.cat(a, dim=-1), torch.cat(b, dim=-1)
+    return model.embed(views0, valid0, views1, valid1, topm=m)[-1]
 
 
 @torch.inference_mode()
@@ -70,12 +59,10 @@ def streamed_ranks(model, views0, valid0, views1, valid1, chunk: int = 1024, top
         DegenerateDistanceError: non-finite scores or a constant row or column.
     """
     x0, x1 = node_embeddings(model, views0, valid0, views1, valid1, topm)
-    p0, p1 = _prior_parts(model, views0, valid0, views1, valid1)
+    p0, p1 = dense_prior_factors(model.prior_pairs, model.prior_log_weight, views0, valid0, views1, valid1)
     n = len(x0)
     lexical = model.check_lexical(lexical, "(poster, intro) matrix pairs; pass lexical=[(A, B), ...]")
     lex_w = [w.exp().item() for w in model.lexical_log_weight]
-    from gmatch.lexical import make_scorer
-
     scorers = [make_scorer(A, B) for A, B in lexical]
 
     def logits(s, e, cols=slice(None)):

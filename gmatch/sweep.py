@@ -19,7 +19,6 @@ dotted overrides), crossed with the ``sweep`` grid; the table groups by case::
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 from pathlib import Path
@@ -28,7 +27,10 @@ import numpy as np
 import yaml
 
 from gmatch.config import load_config
+from gmatch.data import load_movielens
+from gmatch.features import load_features
 from gmatch.io import atomic_write_text
+from gmatch.runs import RunDir, train_and_record
 
 __all__ = ["expand", "grid_points", "run_name", "run_sweep", "collect", "build_table", "mean_sd", "commit_label"]
 
@@ -86,10 +88,6 @@ def run_name(overrides: list[str]) -> str:
 def run_sweep(config: str | Path, out: str | Path | None = None, extra: list[str] = (),
               skip_existing: bool = False, progress: bool = True) -> Path:  # fmt: skip
     """Train and evaluate every grid point into ``out/<run name>/``, then build the table."""
-    from gmatch.data import load_movielens
-    from gmatch.evaluate import RunDir, train_and_record
-    from gmatch.train import load_features
-
     config = Path(config)
     spec = yaml.safe_load(config.read_text()) or {}
     out = Path(out or Path("runs") / config.stem)

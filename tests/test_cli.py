@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from gmatch.cli import main
-from gmatch.evaluate import CheckpointError, load_checkpoint
+from gmatch.checkpoint import CheckpointError, load_checkpoint
 
 FAST = [
     "data.poster_views=[image:efficientnet_lite0,ocr:minilm]",
     "data.intro_views=[text:minilm,text:tfidf]", "model.prior=[ocr:minilm=text:minilm@2,ocr:chars=text:chars@4]",
-    "model.dim=32", "model.hidden=64", "model.n_layers=1", "model.edge=mlp",
+    "model.dim=32", "model.n_layers=1", "model.edge=mlp",
     "train.steps=30", "train.eval_every=10", "train.episode_sizes=[16,32]", "train.warmup=5",
 ]  # fmt: skip
 
@@ -100,7 +100,7 @@ def test_audit_checks_fail_on_negative_controls(trained, tiny_dir, cache_dir):
     from gmatch.audit import check_diagonal, check_equivariance, check_text_statistics
     from gmatch.data import load_movielens
     from gmatch.text import TrainOnlyTfidf
-    from gmatch.train import Features
+    from gmatch.features import Features
 
     model, conf, ckpt = load_checkpoint(trained / "model.pt")
     ms = load_movielens(tiny_dir)

@@ -11,10 +11,13 @@ import torch
 from gmatch.cli import main
 from gmatch.config import load_config
 from gmatch.data import load_movielens
-from gmatch.evaluate import load_checkpoint, split_metrics
+from gmatch.checkpoint import load_checkpoint
+from gmatch.evaluate import split_metrics
 from gmatch.metrics import evaluate_distance
 from gmatch.stream import streamed_metrics, streamed_ranks
-from gmatch.train import Features, load_features, predict_dist
+from gmatch.evaluate import predict_dist
+from gmatch.features import Features, load_features
+from gmatch.train import new_model
 
 from conftest import DATA, ROOT
 
@@ -50,7 +53,7 @@ def test_streamed_metrics_equal_dense(course):
     ms, _, conf, ckpt, feats = course
     conf = load_config(None, ["model.n_layers=0"])
     torch.manual_seed(0)
-    model = feats.build_model(conf).eval()
+    model = new_model(conf, feats).eval()
     v0, m0 = feats.tensors(None, "poster")
     v1, m1 = feats.tensors(None, "intro")
     dense = evaluate_distance(predict_dist(model, feats))

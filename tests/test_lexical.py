@@ -8,10 +8,12 @@ from gmatch.config import load_config
 from gmatch.data import load_movielens
 from gmatch.features import extract
 from gmatch.metrics import evaluate_distance
-from gmatch.models.matcher import parse_prior
+from gmatch.priors import parse_prior
 from gmatch.text import TrainOnlyTfidf
 from gmatch.lexical import LexicalScorer, lexical_cosine
-from gmatch.train import Features, load_features, predict_dist
+from gmatch.evaluate import predict_dist
+from gmatch.features import Features, load_features
+from gmatch.train import new_model
 
 INTROS = [
     "Batman fights the Joker in Gotham City.",
@@ -70,7 +72,7 @@ def test_lexical_prior_in_the_pipeline(tiny_dir, cache_dir):
     assert [(a.spec, b.spec) for a, b in feats.lexical] == [("ocr:chars", "text:chars")]
     assert set(feats.states()) == {"ocr:chars", "text:chars"}
     torch.manual_seed(0)
-    model = feats.build_model(conf).eval()
+    model = new_model(conf, feats).eval()
     with pytest.raises(ValueError, match="lexical"):
         model(*[feats.inputs()[k] for k in ("views0", "valid0", "views1", "valid1")])
     D = predict_dist(model, feats)

@@ -5,10 +5,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gmatch.config import ModelConf, load_config
+from gmatch.config import ModelConf, RuntimeConf, load_config
 from gmatch.data import load_movielens
-from gmatch.models.matcher import Matcher, MLPEdge
-from gmatch.train import Features, load_features, predict_dist, train
+from gmatch.models import Matcher
+from gmatch.models.edges import MLPEdge
+from gmatch.evaluate import predict_dist
+from gmatch.features import Features, load_features
+from gmatch.train import new_model, train
 
 
 def rand_views(n, dims, g, empty=0.3):
@@ -59,8 +62,8 @@ def equivariance_error(model, v0, m0, v1, m1, g) -> float:
 @pytest.mark.parametrize("n_layers", [0, 2])
 def test_permutation_equivariance(edge, n_layers):
     g = torch.Generator().manual_seed(0)
-    conf = ModelConf(dim=32, hidden=64, n_layers=n_layers, num_heads=4, edge=edge, edge_hidden=16, chunk=7)
-    model = scramble_(Matcher([20, 12], [16], conf)).eval()
+    conf = ModelConf(dim=32, n_layers=n_layers, num_heads=4, edge=edge, edge_hidden=16)
+    model = scramble_(Matcher([20, 12], [16], conf, runtime=RuntimeConf(chunk=7))).eval()
     v0, m0 = rand_views(30, [20, 12], g)
     v1, m1 = rand_views(25, [16], g)
     assert equivariance_error(model, v0, m0, v1, m1, g) < 1e-4
@@ -73,7 +76,7 @@ def test_permutation_equivariance(edge, n_layers):
 
 def test_zero_layers_cosine_is_the_dual_encoder():
     g = torch.Generator().manual_seed(1)
-    conf = ModelConf(dim=16, hidden=32, n_layers=0, edge="cosine", tau_init=0.05)
+    conf = ModelConf(dim=16, n_layers=0, edge="cosine", tau_init=0.05)
     model = Matcher([10], [8], conf).eval()
     v0, m0 = rand_views(12, [10], g, empty=0)
     v1, m1 = rand_views(9, [8], g, empty=0)
@@ -97,7 +100,7 @@ def test_mlp_edge_chunked_equals_full_concat_oracle():
 
 
 def test_missing_view_uses_learned_vector():
-    conf = ModelConf(dim=8, hidden=16, n_layers=0, feat_dropout=0.0)
+    conf = ModelConf(dim=8, n_layers=0, feat_dropout=0.0)
     model = Matcher([4, 4], [4], conf).eval()
     with torch.no_grad():
         model.encode0.missing[1].fill_(0.5)  # a unit vector, so it survives normalisation
@@ -119,7 +122,7 @@ def test_training_lowers_the_loss(tiny_dir, cache_dir, overrides):
     conf = load_config(None, [
         f"data.root={tiny_dir}", f"data.cache_dir={cache_dir}",
         "data.poster_views=[image:efficientnet_lite0]", "data.intro_views=[text:minilm]", "model.prior=[]",
-        "model.dim=32", "model.hidden=64", "model.feat_dropout=0", "model.view_dropout=0",
+        "model.dim=32", "model.feat_dropout=0", "model.view_dropout=0",
         "train.steps=60", "train.eval_every=20",
         "train.episode_sizes=[32]", "train.val_fraction=0", "train.warmup=5", *overrides,
     ])  # fmt: skip
@@ -146,7 +149,7 @@ def test_pipeline_equivariance_on_real_features(tiny_dir, cache_dir, attn_prior)
         "model.n_layers=2", "model.edge=mlp", "model.dim=32", f"model.attn_prior={attn_prior}",
     ])  # fmt: skip
     ms = load_movielens(tiny_dir)
-    model = scramble_(load_features(ms, conf, False).build_model(conf), std=0.2).eval()  # incl. the lexical prior
+    model = scramble_(new_model(conf, load_features(ms, conf, False)), std=0.2).eval()  # incl. the lexical prior
     p = np.random.default_rng(0).permutation(len(ms))
     feats, feats_p = load_features(ms, conf, False), load_features(ms.subset(p), conf, False)
 
@@ -167,28 +170,28 @@ def test_sparse_attention_equals_dense_when_m_is_n(edge):
     """Top-m attention over candidate edges, in row chunks, is the dense attention
     when every node is a candidate, and differs when m < N."""
     g = torch.Generator().manual_seed(3)
-    conf = ModelConf(dim=32, n_layers=2, num_heads=4, edge=edge, edge_hidden=16, attn_chunk=7,
-                     dropout=0, feat_dropout=0, view_dropout=0)  # fmt: skip
-    model = Matcher([20, 12], [16], conf).eval()
+    conf = ModelConf(dim=32, n_layers=2, num_heads=4, edge=edge, edge_hidden=16, dropout=0, feat_dropout=0,
+                     view_dropout=0)  # fmt: skip
+    model = Matcher([20, 12], [16], conf, runtime=RuntimeConf(attn_chunk=7)).eval()
     for p in model.parameters():  # the residual ffns start at zero: make the units do something
         torch.nn.init.normal_(p, std=0.2, generator=g)
     v0, m0 = rand_views(30, [20, 12], g)
     v1, m1 = rand_views(25, [16], g)
     with torch.no_grad():
-        dense = model.embed(v0, m0, v1, m1, topm=0)
+        dense = model.embed(v0, m0, v1, m1, topm=0)[-1]
         x0, x1 = model.encode0(v0, m0), model.encode1(v1, m1)
         cand = model.candidates(x0, x1, 30)  # every node (m is clipped to each set's size)
         assert cand["01"].shape == (30, 25) and cand["10"].shape == (25, 30)
         for layer in model.layers:
-            x0, x1, _ = layer(x0, x1, cand, conf.attn_chunk)
-        few = model.embed(v0, m0, v1, m1, topm=5)
+            x0, x1 = layer(x0, x1, cand, 7)
+        few = model.embed(v0, m0, v1, m1, topm=5)[-1]
     assert torch.allclose(x0, dense[0], atol=1e-4) and torch.allclose(x1, dense[1], atol=1e-4)
     assert (few[0] - dense[0]).abs().max() > 1e-2  # m < N really restricts the attention
 
 
 def test_topm_candidates_are_the_exact_top_m():
     g = torch.Generator().manual_seed(4)
-    from gmatch.models.matcher import topm_candidates
+    from gmatch.models.attention import topm_candidates
 
     a, b = torch.randn(40, 8, generator=g), torch.randn(33, 8, generator=g)
     got = topm_candidates(a, b, 6, chunk=9)
@@ -199,8 +202,8 @@ def test_topm_candidates_are_the_exact_top_m():
 
 def test_sparse_model_is_permutation_equivariant():
     g = torch.Generator().manual_seed(5)
-    conf = ModelConf(dim=32, n_layers=1, edge="mlp", attn_topm=6, attn_chunk=5)
-    model = scramble_(Matcher([20], [16], conf), seed=5, std=0.2).eval()
+    conf = ModelConf(dim=32, n_layers=1, edge="mlp", attn_topm=6)
+    model = scramble_(Matcher([20], [16], conf, runtime=RuntimeConf(attn_chunk=5)), seed=5, std=0.2).eval()
     v0, m0 = rand_views(30, [20], g, empty=0)
     v1, m1 = rand_views(25, [16], g, empty=0)
     assert equivariance_error(model, v0, m0, v1, m1, g) < 1e-4
@@ -233,7 +236,7 @@ def test_streamed_ranks_with_attention_and_lexical_prior_equal_dense():
     from scipy import sparse
 
     from gmatch.metrics import evaluate_distance
-    from gmatch.models.matcher import Matcher
+    from gmatch.models import Matcher
     from gmatch.stream import streamed_metrics, streamed_ranks
     from gmatch.lexical import lexical_cosine
 
@@ -260,7 +263,7 @@ def test_streamed_ranks_with_attention_and_lexical_prior_equal_dense():
 def test_prior_guided_cross_attention_follows_the_prior():
     """With a large gain, each poster's cross-attention message is the value of
     the intro its prior favours (and each intro's that of its prior's poster)."""
-    from gmatch.models.matcher import CrossBlock
+    from gmatch.models.attention import CrossBlock
 
     g = torch.Generator().manual_seed(3)
     block = CrossBlock(ModelConf(dim=8, num_heads=2, attn_prior=1.0, dropout=0.0)).eval()
@@ -268,7 +271,7 @@ def test_prior_guided_cross_attention_follows_the_prior():
     prior = torch.randn(6, 5, generator=g)
     with torch.no_grad():
         block.prior_gain.fill_(1e4)
-        y0, y1, _ = block(x0, x1, prior=prior)
+        y0, y1 = block(x0, x1, prior=prior)
         v0, v1 = block.value(x0), block.value(x1)
         m0 = block.merge(v1[prior.argmax(1)])
         m1 = block.merge(v0[prior.argmax(0)])
@@ -291,7 +294,7 @@ def test_lr_schedule_and_refit_horizon(tiny_dir, cache_dir):
     for schedule in ("scaled", "fit"):
         conf = load_config(None, [
             f"data.root={tiny_dir}", f"data.cache_dir={cache_dir}", "data.poster_views=[image:efficientnet_lite0]",
-            "data.intro_views=[text:minilm]", "model.prior=[]", "model.dim=16", "model.hidden=32",
+            "data.intro_views=[text:minilm]", "model.prior=[]", "model.dim=16",
             "train.steps=200", "train.eval_every=10", "train.patience=2", "train.episode_sizes=[8]", "train.warmup=5",
             "train.val_fraction=0.7", f"train.refit_schedule={schedule}",
         ])  # fmt: skip
@@ -306,13 +309,13 @@ def test_lr_schedule_and_refit_horizon(tiny_dir, cache_dir):
 
 
 def test_ensemble_is_the_average_of_its_single_seed_runs(tiny_dir, cache_dir, tmp_path):
-    from gmatch.evaluate import load_checkpoint
-    from gmatch.models.matcher import Ensemble
-    from gmatch.train import save_checkpoint
+    from gmatch.checkpoint import load_checkpoint
+    from gmatch.models import Ensemble
+    from gmatch.checkpoint import save_checkpoint
 
     base = [
         f"data.root={tiny_dir}", f"data.cache_dir={cache_dir}", "data.poster_views=[image:efficientnet_lite0]",
-        "data.intro_views=[text:minilm]", "model.prior=[]", "model.dim=16", "model.hidden=32",
+        "data.intro_views=[text:minilm]", "model.prior=[]", "model.dim=16",
         "train.steps=20", "train.eval_every=10", "train.episode_sizes=[16]", "train.warmup=5",
     ]  # fmt: skip
     ms = load_movielens(tiny_dir)
@@ -325,7 +328,7 @@ def test_ensemble_is_the_average_of_its_single_seed_runs(tiny_dir, cache_dir, tm
     assert not torch.allclose(singles[0], singles[1])
     D = predict_dist(ens.model, feats)
     assert torch.allclose(D, (singles[0] + singles[1]) / 2, atol=1e-5)
-    save_checkpoint(tmp_path / "ens.pt", ens, conf, feats)
+    save_checkpoint(tmp_path / "ens.pt", ens.model, conf, feats)
     model, _, _ = load_checkpoint(tmp_path / "ens.pt")
     assert isinstance(model, Ensemble) and torch.allclose(predict_dist(model, feats), D, atol=1e-6)
 
@@ -364,13 +367,13 @@ def test_streamed_metrics_equal_dense_with_ties_and_refuse_degenerate_scores():
 
 
 def test_train_fraction_fits_text_statistics_on_the_subset_only(tiny_dir, cache_dir):
-    from gmatch.train import training_positions
+    from gmatch.data import training_positions
 
     base = [f"data.root={tiny_dir}", f"data.cache_dir={cache_dir}", "data.poster_views=[image:efficientnet_lite0]",
             "data.intro_views=[text:tfidf]", "model.prior=[ocr:chars=text:chars]", "seed=2"]  # fmt: skip
     ms = load_movielens(tiny_dir)
     half = load_config(None, [*base, "data.train_fraction=0.6"])
-    pos, _ = training_positions(ms, half)
+    pos, _ = training_positions(ms, half.seed, half.data.train_fraction)
     assert 16 <= len(pos) < len(ms.train_idx) and set(pos) <= set(ms.train_idx)
     feats = load_features(ms, half, progress=False)
     for spec, state in feats.states().items():

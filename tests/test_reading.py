@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from gmatch.encoders.ocr import clean_ocr, ocr_lines, segment_words
-from gmatch.features import FeatureBlock, extract, is_set_spec
+from gmatch.features import FeatureBlock, extract
+from gmatch.specs import is_set_spec
 from gmatch.lexical import PooledScorer, pair_scores
 from gmatch.text import split_sentences
+from gmatch.train import new_model
 
 
 def test_segmentation_splits_runs_read_without_spaces():
@@ -113,7 +115,7 @@ def test_set_views_through_extract(tiny_dir, cache_dir):
     assert np.array_equal(seg.valid, raw.valid) and not np.allclose(seg.values, raw.values)
     with pytest.raises(ValueError, match="set view"):
         from gmatch.config import load_config
-        from gmatch.train import load_features
+        from gmatch.features import load_features
 
         load_features(ms, load_config(None, [f"data.root={tiny_dir}", f"data.cache_dir={cache_dir}",
                                              "data.intro_views=[sents:minilm]"]), progress=False)  # fmt: skip
@@ -123,7 +125,7 @@ def test_line_level_prior_reaches_the_model(tiny_dir, cache_dir):
     """A set-view prior pair is a precomputed skip term: S moves by exactly w / tau * score."""
     from gmatch.config import load_config
     from gmatch.data import load_movielens
-    from gmatch.train import load_features
+    from gmatch.features import load_features
 
     conf = load_config(None, [
         f"data.root={tiny_dir}", f"data.cache_dir={cache_dir}", "data.poster_views=[image:efficientnet_lite0]",
@@ -133,7 +135,7 @@ def test_line_level_prior_reaches_the_model(tiny_dir, cache_dir):
     feats = load_features(ms, conf, progress=False)
     assert [(a.spec, b.spec) for a, b in feats.lexical] == [("ocr:chars", "text:chars"),
                                                              ("ocrlines:minilm", "sents:minilm")]  # fmt: skip
-    model = feats.build_model(conf).eval()
+    model = new_model(conf, feats).eval()
     inputs = feats.inputs()
     pooled = inputs["lexical"][1]
     assert pooled.abs().max() > 0.3
@@ -147,7 +149,7 @@ def test_streamed_ranks_with_a_line_prior_equal_dense():
     """Large-N mode scores a set-view prior chunk by chunk: same ranks as the dense D."""
     from gmatch.config import ModelConf
     from gmatch.metrics import evaluate_distance
-    from gmatch.models.matcher import Matcher
+    from gmatch.models import Matcher
     from gmatch.stream import streamed_metrics, streamed_ranks
 
     rng = np.random.default_rng(3)

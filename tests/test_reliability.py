@@ -17,9 +17,9 @@ from conftest import ROOT, make_folder
 
 ARGS = [
     "data.poster_views=[image:efficientnet_lite0]", "data.intro_views=[text:minilm]", "model.prior=[ocr:chars=text:chars@4]",
-    "model.dim=32", "model.hidden=64", "model.n_layers=1", "train.steps=400",
+    "model.dim=32", "model.n_layers=1", "train.steps=400",
     "train.eval_every=10", "train.episode_sizes=[16,32]", "train.warmup=5",
-    "train.val_fraction=0.25", "train.patience=1000", "threads=1",
+    "train.val_fraction=0.25", "train.patience=1000", "runtime.threads=1",
 ]  # fmt: skip
 
 

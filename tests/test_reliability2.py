@@ -27,7 +27,7 @@ QUICK = [
     "model.dim=16", "train.steps=20", "train.eval_every=10", "train.episode_sizes=[16]", "train.warmup=2",
 ]  # fmt: skip
 SLOW = [*QUICK[:4], "model.n_layers=1", "train.steps=100000", "train.eval_every=5",
-        "train.episode_sizes=[32]", "train.patience=100000", "threads=1"]  # fmt: skip
+        "train.episode_sizes=[32]", "train.patience=100000", "runtime.threads=1"]  # fmt: skip
 
 
 def one_line_error(capsys, *names) -> str:

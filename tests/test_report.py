@@ -13,7 +13,7 @@ from gmatch.cli import main
 
 FAST = [
     "data.poster_views=[image:efficientnet_lite0]", "data.intro_views=[text:minilm]", "model.prior=[ocr:chars=text:chars@4]",
-    "model.dim=32", "model.hidden=64", "train.steps=40", "train.eval_every=20",
+    "model.dim=32", "train.steps=40", "train.eval_every=20",
     "train.episode_sizes=[32]", "train.warmup=5", "train.val_fraction=0.3",
 ]  # fmt: skip
 

@@ -14,7 +14,6 @@ __all__ = [
     "efficientnet_lite0",
     "lukemelas_to_timm",
     "EfficientNetLite0Encoder",
-    "HFClipImageEncoder",
 ]
 
 # Stage depths of EfficientNet-Lite0 (lukemelas numbers blocks globally).
@@ -162,25 +161,3 @@ class EfficientNetLite0Encoder:
         """ImageNet logits [B x 1000] (used to check the weights load correctly)."""
         x = torch.stack([self.preprocess(im) for im in images])
         return self.model(x)
-
-
-class HFClipImageEncoder:
-    """The image tower of a transformers CLIP model (hub name or local path)."""
-
-    def __init__(self, name_or_path: str):
-        from transformers import CLIPImageProcessor, CLIPModel
-
-        self.name = f"hf-clip:{name_or_path}"
-        self.model = CLIPModel.from_pretrained(name_or_path).eval().requires_grad_(False)
-        self.processor = CLIPImageProcessor.from_pretrained(name_or_path)
-        self.dim = self.model.config.projection_dim
-
-    def settings(self) -> dict:
-        return {"model": self.name}
-
-    @torch.inference_mode()
-    def encode(self, images: list[Image.Image]) -> np.ndarray:
-        inputs = self.processor(images=images, return_tensors="pt")
-        out = self.model.get_image_features(**inputs)
-        out = getattr(out, "pooler_output", out)
-        return out.float().numpy()

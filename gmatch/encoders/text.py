@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["minilm_path", "mpnet_path", "WeightsError", "SentenceTransformerEncoder", "HFClipTextEncoder",
-           "MPNET_SHA256"]
+__all__ = ["minilm_path", "mpnet_path", "WeightsError", "SentenceTransformerEncoder", "MPNET_SHA256"]
 
 # sha256 of the official all-mpnet-base-v2 model.safetensors.
 MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
@@ -142,28 +141,3 @@ class SentenceTransformerEncoder:
         return self.model.encode(
             texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
         ).astype(np.float32)
-
-
-class HFClipTextEncoder:
-    """The text tower of a transformers CLIP model (hub name or local path)."""
-
-    def __init__(self, name_or_path: str):
-        from transformers import CLIPModel, CLIPTokenizer
-
-        self.name = f"hf-clip:{name_or_path}"
-        self.model = CLIPModel.from_pretrained(name_or_path).eval().requires_grad_(False)
-        self.tokenizer = CLIPTokenizer.from_pretrained(name_or_path)
-        self.dim = self.model.config.projection_dim
-
-    def settings(self) -> dict:
-        return {"model": self.name}
-
-    @torch.inference_mode()
-    def encode(self, texts: list[str]) -> np.ndarray:
-        max_len = self.model.config.text_config.max_position_embeddings  # 77 for CLIP
-        inputs = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt"
-        )
-        out = self.model.get_text_features(**inputs)
-        out = getattr(out, "pooler_output", out)
-        return out.float().numpy()

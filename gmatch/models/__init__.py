@@ -1,3 +1,5 @@
-from gmatch.models.matcher import Matcher, logits_to_dist
+"""The matcher: node encoders -> attention units -> edge-scorer head."""
 
-__all__ = ["Matcher", "logits_to_dist"]
+from gmatch.models.matcher import Ensemble, Matcher, build_matcher, logits_to_dist
+
+__all__ = ["Matcher", "Ensemble", "build_matcher", "logits_to_dist"]

@@ -1,0 +1,108 @@
+"""Zero-shot prior pairs (``model.prior``): parsing and scoring, shared by the dense
+model (:class:`gmatch.models.Matcher`) and the streamed path (:mod:`gmatch.stream`).
+
+An entry ``<poster view>=<intro view>[@weight]`` adds ``weight / tau_init * sim`` to
+the pair logits S, with ``sim``:
+
+- *dense* pairs (two node views of one text encoder, ``ocrseg:mpnet=text:mpnet``):
+  the cosine of the two views, 0 where a view is empty; computed inside the model;
+- *precomputed* pairs, scored outside the model by :mod:`gmatch.lexical` and passed
+  in per call: sparse lexical views (``ocr:chars=text:chars``, cosine) and set views
+  (``ocrlines:mpnet=text:mpnet``, max-pooled cosine over the elements).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from gmatch.config import ConfigError
+from gmatch.specs import is_prior_only_spec, is_set_spec, is_sparse_spec
+
+__all__ = ["parse_prior", "dense_pairs", "precomputed_pairs", "log_weights", "dense_prior",
+           "dense_prior_factors"]  # fmt: skip
+
+
+def parse_prior(item: str) -> tuple[str, str, float | None]:
+    """``"ocr:minilm=text:minilm@3"`` -> ``("ocr:minilm", "text:minilm", 3.0)``
+    (no ``@w``: weight None, i.e. ``model.prior_weight``)."""
+    pair, _, w = item.partition("@")
+    a, eq, b = pair.partition("=")
+    if not eq or not a or not b:
+        raise ConfigError(f"prior entry {item!r}: expected '<poster view>=<intro view>[@weight]'")
+    try:
+        weight = float(w) if w else None
+    except ValueError:
+        raise ConfigError(f"prior entry {item!r}: weight {w!r} is not a number") from None
+    if weight is not None and weight <= 0:
+        raise ConfigError(f"prior entry {item!r}: weight must be > 0 (drop the entry to turn it off)")
+    return a, b, weight
+
+
+def dense_pairs(prior: list[str], poster_views: list[str], intro_views: list[str]):
+    """Dense prior pairs -> ``[(poster view index, intro view index, weight)]``.
+
+    A dense pair must name node views of the model (a prior on views the model
+    does not read would be dropped without a word, so it is an error)."""
+    pairs = []
+    for item in prior:
+        a, b, w = parse_prior(item)
+        if is_prior_only_spec(a) or is_prior_only_spec(b):
+            continue  # precomputed outside the model, see precomputed_pairs
+        for spec, views, key in ((a, poster_views, "data.poster_views"), (b, intro_views, "data.intro_views")):
+            if spec not in views:
+                raise ConfigError(
+                    f"prior entry {item!r}: {spec} is not in {key} {list(views)}; "
+                    "add it there or drop the entry from model.prior"
+                )
+        pairs.append((poster_views.index(a), intro_views.index(b), w))
+    return pairs
+
+
+def precomputed_pairs(prior: list[str]) -> list[tuple[str, str, float | None]]:
+    """Prior pairs whose scores are precomputed outside the model, in order:
+    sparse lexical views (``ocr:chars=text:chars``, cosine) and set views
+    (``ocrlines:mpnet=sents:mpnet``, max-pooled cosine; the other side may be a
+    dense view of the same encoder, a set of one)."""
+    out = []
+    for item in prior:
+        a, b, w = parse_prior(item)
+        if is_sparse_spec(a) != is_sparse_spec(b):
+            raise ConfigError(f"prior entry {item!r}: both views must be sparse (chars) or neither")
+        if is_sparse_spec(a) or is_set_spec(a) or is_set_spec(b):
+            out.append((a, b, w))
+    return out
+
+
+def log_weights(weights: list[float], tau_init: float) -> torch.Tensor:
+    """Prior weights in units of ``1 / tau_init``, as the log-scales the model stores."""
+    return torch.tensor([math.log(w / tau_init) for w in weights], dtype=torch.float32)
+
+
+def _dense_blocks(pairs, log_w, views0, valid0, views1, valid1) -> Iterator:
+    """Per dense pair: its weight and the unit-norm view rows (zero rows where empty)."""
+    for (i, j), lw in zip(pairs, log_w):
+        a = F.normalize(views0[i], dim=-1) * valid0[i][:, None]
+        b = F.normalize(views1[j], dim=-1) * valid1[j][:, None]
+        yield lw.exp(), a, b
+
+
+def dense_prior(pairs, log_w, views0, valid0, views1, valid1) -> torch.Tensor:
+    """Sum over dense pairs of ``weight * cos(view_i, view_j)``: [N x M]."""
+    out = torch.zeros(len(views0[0]), len(views1[0]))
+    for w, a, b in _dense_blocks(pairs, log_w, views0, valid0, views1, valid1):
+        out = out + w * (a @ b.T)
+    return out
+
+
+def dense_prior_factors(pairs, log_w, views0, valid0, views1, valid1):
+    """``(A, B)`` with ``A @ B.T`` = :func:`dense_prior` up to rounding, so the
+    streamed path scores any row block without the N x M matrix; (None, None)
+    without dense pairs."""
+    blocks = list(_dense_blocks(pairs, log_w, views0, valid0, views1, valid1))
+    if not blocks:
+        return None, None
+    return torch.cat([a * w for w, a, _ in blocks], dim=-1), torch.cat([b for *_, b in blocks], dim=-1)

@@ -1,0 +1,122 @@
+"""Feature specs: ``<view>:<encoder>[:<arg>]`` names one view of one side and its encoder.
+
+=============================  ======================================================
+``image:efficientnet_lite0``   poster pixels, ImageNet EfficientNet-Lite0 (shipped)
+``image:hf-clip:<p>``          poster pixels, CLIP image tower (hub name or local path)
+``text:minilm``                intro text, all-MiniLM-L6-v2 (shipped)
+``text:mpnet``                 intro text, all-mpnet-base-v2 (PyPI split zip, hash-checked)
+``text:tfidf``                 intro text, TF-IDF + SVD fitted on *training intros only*
+``text:chars``                 intro text, sparse character 3-5-gram TF-IDF (training
+                               intros only); a *lexical* view: too wide for node
+                               features, it enters the model only as a prior pair
+``text:st:<p>``                intro text, any sentence-transformers model
+``text:hf-clip:<p>``           intro text, CLIP text tower
+``ocr:<text encoder>``         poster text read by RapidOCR (lines joined), then a text encoder
+``ocrseg:<encoder>``           the same with runs like "grumpieroldmen" split into words
+``ocrlines:<encoder>``         a *set* view: each segmented OCR line of a poster on its own
+``sents:<encoder>``            a *set* view: each sentence of an intro on its own
+=============================  ======================================================
+
+Sparse (``chars``) and set views enter the model only as prior pairs
+(:mod:`gmatch.priors`); the others can be node features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gmatch.config import ConfigError
+
+__all__ = ["ENCODERS", "SPARSE_ENCODERS", "SET_VIEWS", "VIEWS", "parse_spec", "build_encoder",
+           "is_sparse_spec", "is_set_spec", "is_prior_only_spec"]  # fmt: skip
+
+# The loaders import their encoder module when called: each pulls in a heavy library
+# (timm, transformers, onnxruntime) that a run without that encoder should not pay for.
+
+
+def _efficientnet(arg: str | None, **kw):
+    from gmatch.encoders.image import EfficientNetLite0Encoder
+
+    return EfficientNetLite0Encoder(**kw)
+
+
+def _mpnet(arg: str | None, **kw):
+    from gmatch.encoders.text import SentenceTransformerEncoder, mpnet_path
+
+    known = {"max_seq_length": 384, "dim": 768}
+    return SentenceTransformerEncoder(mpnet_path, name="mpnet", batch_size=32, known=known, **kw)
+
+
+def _minilm(arg: str | None, **kw):
+    from gmatch.encoders.text import SentenceTransformerEncoder, minilm_path
+
+    known = {"max_seq_length": 256, "dim": 384}
+    return SentenceTransformerEncoder(minilm_path, name="minilm", known=known, **kw)
+
+
+def _st(arg: str | None, **kw):
+    from gmatch.encoders.text import SentenceTransformerEncoder
+
+    return SentenceTransformerEncoder(arg, **kw)
+
+
+def _hf_clip(arg: str | None, view: str = "text", **kw):
+    from gmatch.encoders.clip import HFClipEncoder
+
+    return HFClipEncoder(arg, tower="image" if view == "image" else "text")
+
+
+# Registry: encoder name -> (loader, kind). Contract: loader(arg) returns an
+# object with ``name``, ``settings()`` and ``encode(list) -> [B x D]``.
+ENCODERS: dict[str, tuple[Callable | None, str]] = {
+    "efficientnet_lite0": (_efficientnet, "image"),
+    "minilm": (_minilm, "text"),
+    "mpnet": (_mpnet, "text"),
+    "st": (_st, "text"),
+    "hf-clip": (_hf_clip, "both"),
+    "tfidf": (None, "text"),  # fitted per data set, see gmatch.features.extract
+    "chars": (None, "text"),  # fitted per data set, sparse (lexical prior only)
+}
+
+# Encoders whose features are sparse lexical vectors: usable in prior pairs only.
+SPARSE_ENCODERS = ("chars",)
+# Views whose items are sets of elements (prior pairs only, max-pooled).
+SET_VIEWS = ("ocrlines", "sents")
+VIEWS = ("image", "text", "ocr", "ocrseg", *SET_VIEWS)
+
+
+def parse_spec(spec: str) -> tuple[str, str, str | None]:
+    """``"text:st:/path"`` -> ``("text", "st", "/path")``; a ConfigError names what is wrong."""
+    view, _, rest = spec.partition(":")
+    name, _, arg = rest.partition(":")
+    if view not in VIEWS:
+        raise ConfigError(f"feature spec {spec!r}: view must be one of {', '.join(VIEWS)}")
+    if name not in ENCODERS:
+        raise ConfigError(f"feature spec {spec!r}: unknown encoder {name!r}; known: {sorted(ENCODERS)}")
+    kind = ENCODERS[name][1]
+    want = "image" if view == "image" else "text"
+    if kind not in (want, "both"):
+        raise ConfigError(f"feature spec {spec!r}: {name} is a {kind} encoder, not for view {view}")
+    return view, name, arg or None
+
+
+def build_encoder(spec: str, **kw):
+    """The encoder a spec names (its weights load lazily where the encoder allows)."""
+    view, name, arg = parse_spec(spec)
+    loader = ENCODERS[name][0]
+    if loader is None:
+        raise ConfigError(f"feature spec {spec!r}: {name} is fitted per data set, not built")
+    return loader(arg, view=view, **kw) if name == "hf-clip" else loader(arg, **kw)
+
+
+def is_sparse_spec(spec: str) -> bool:
+    return parse_spec(spec)[1] in SPARSE_ENCODERS
+
+
+def is_set_spec(spec: str) -> bool:
+    return parse_spec(spec)[0] in SET_VIEWS
+
+
+def is_prior_only_spec(spec: str) -> bool:
+    """Sparse lexical and set views: usable in prior pairs, never as node features."""
+    return is_sparse_spec(spec) or is_set_spec(spec)
