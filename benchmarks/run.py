@@ -76,11 +76,13 @@ def bench_extraction(n: int) -> list[dict]:
     ims = [load_image(p) for p in ms.poster_paths]
     enc = EfficientNetLite0Encoder()
     variants = {"default (torch, micro-batches of 1, channels_last)": enc}
-    for name, kw in (("batch 32 in one forward, NCHW", {"micro_batch": 32, "channels_last": False}),
-                     ("batch 32 in one forward, channels_last", {"micro_batch": 32, "channels_last": True}),
-                     ("micro-batches of 1, NCHW", {"channels_last": False}),
-                     ("ONNX Runtime, micro-batches of 1", {"backend": "onnx"}),
-                     ("ONNX Runtime, batches of 8", {"backend": "onnx", "micro_batch": 8})):  # fmt: skip
+    for name, kw in (
+        ("batch 32 in one forward, NCHW", {"micro_batch": 32, "channels_last": False}),
+        ("batch 32 in one forward, channels_last", {"micro_batch": 32, "channels_last": True}),
+        ("micro-batches of 1, NCHW", {"channels_last": False}),
+        ("ONNX Runtime, micro-batches of 1", {"backend": "onnx"}),
+        ("ONNX Runtime, batches of 8", {"backend": "onnx", "micro_batch": 8}),
+    ):
         v = EfficientNetLite0Encoder(**kw)
         v.model = enc.model
         variants[name] = v
@@ -92,29 +94,54 @@ def bench_extraction(n: int) -> list[dict]:
                 enc.model.forward_head(enc.model.forward_features(x), pre_logits=True)
 
     for v in variants.values():
-        v.encode(ims[:4])  # warm-up: the first forward pays for allocations, kernel choice, the ONNX export
+        v.encode(
+            ims[:4]
+        )  # warm-up: the first forward pays for allocations, kernel choice, the ONNX export
     times: dict = {name: [] for name in [*variants, "naive"]}
-    for _ in range(3):  # interleaved, median of 3: the order of the variants no longer picks the winner
+    for _ in range(
+        3
+    ):  # interleaved, median of 3: the order of the variants no longer picks the winner
         for name, v in variants.items():
-            times[name].append(_timeit(lambda v=v: [v.encode(ims[s : s + 32]) for s in range(0, n, 32)]))
+            times[name].append(
+                _timeit(lambda v=v: [v.encode(ims[s : s + 32]) for s in range(0, n, 32)])
+            )
         times["naive"].append(_timeit(naive))
     slow = float(np.median(times["naive"]))
     # ~0.4 GFLOP per 224 x 329 poster, ~50 GFLOP/s fp32 on 2 cores: about 120 posters/s.
-    rows = [{"what": f"EfficientNet-Lite0 posters/s, {name}", "value": n / float(np.median(t)), "reference": n / slow,
-             "note": f"median of 3, interleaved, preprocessing included; {n / float(np.median(t)) / 120:.2f}× the "
-                     "~120/s compute estimate; reference: batch 1 with autograd (NCHW)"}
-            for name, t in times.items() if name != "naive"]  # fmt: skip
+    rows = [
+        {
+            "what": f"EfficientNet-Lite0 posters/s, {name}",
+            "value": n / float(np.median(t)),
+            "reference": n / slow,
+            "note": f"median of 3, interleaved, preprocessing included; {n / float(np.median(t)) / 120:.2f}× the "
+            "~120/s compute estimate; reference: batch 1 with autograd (NCHW)",
+        }
+        for name, t in times.items()
+        if name != "naive"
+    ]
     st = SentenceTransformerEncoder(minilm_path())
     texts = ms.intros
     fast = _timeit(lambda: st.encode(texts))
     slow = _timeit(lambda: [st.model.encode([t]) for t in texts])
-    rows.append({"what": "MiniLM intros/s", "value": n / fast, "reference": n / slow,
-                 "note": "batch 64 vs one at a time"})  # fmt: skip
+    rows.append(
+        {
+            "what": "MiniLM intros/s",
+            "value": n / fast,
+            "reference": n / slow,
+            "note": "batch 64 vs one at a time",
+        }
+    )
     cache = ROOT / "cache" / "bench"
     extract(ms, "image:efficientnet_lite0", cache, progress=False)
     hit = _timeit(lambda: extract(ms, "image:efficientnet_lite0", cache, progress=False))
-    rows.append({"what": f"cache hit, {n} posters (s)", "value": hit, "reference": n / rows[0]["value"],
-                 "note": "includes hashing the poster files and building the encoder"})  # fmt: skip
+    rows.append(
+        {
+            "what": f"cache hit, {n} posters (s)",
+            "value": hit,
+            "reference": n / rows[0]["value"],
+            "note": "includes hashing the poster files and building the encoder",
+        }
+    )
     return rows
 
 
@@ -125,16 +152,24 @@ def bench_ocr(n: int) -> list[dict]:
 
     ms = load_movielens(DATA).subset(np.arange(n))
     rows = []
-    for conf, label in ((OCRConfig(), "default: det 480, no angle classifier"),
-                        (OCRConfig(det_limit_side_len=736, use_cls=True), "RapidOCR stock: det 736 + cls")):  # fmt: skip
+    for conf, label in (
+        (OCRConfig(), "default: det 480, no angle classifier"),
+        (OCRConfig(det_limit_side_len=736, use_cls=True), "RapidOCR stock: det 736 + cls"),
+    ):
         ocr._ENGINE = None
         ocr._read_one((ms.poster_paths[0], conf))  # warm-up
         t = time.perf_counter()
         lines = [ocr._read_one((p, conf)) for p in ms.poster_paths]
         dt = (time.perf_counter() - t) / n
         chars = np.mean([len(clean_ocr(x)) for x in lines])
-        rows.append({"what": f"OCR s/poster ({label})", "value": dt, "reference": float("nan"),
-                     "note": f"{chars:.0f} clean chars/poster, 1 thread"})  # fmt: skip
+        rows.append(
+            {
+                "what": f"OCR s/poster ({label})",
+                "value": dt,
+                "reference": float("nan"),
+                "note": f"{chars:.0f} clean chars/poster, 1 thread",
+            }
+        )
     ocr._ENGINE = None
     return rows
 
@@ -147,16 +182,18 @@ def bench_train(steps: int = 20) -> list[dict]:
 
     rows = []
     g = torch.Generator().manual_seed(0)
-    for label, conf in (("dual encoder (n_layers=0)", ModelConf(n_layers=0)),
-                        ("matcher (n_layers=1, cosine)", ModelConf(n_layers=1)),
-                        ("matcher (n_layers=1, mlp edge)", ModelConf(n_layers=1, edge="mlp"))):  # fmt: skip
+    for label, conf in (
+        ("dual encoder (n_layers=0)", ModelConf(n_layers=0)),
+        ("matcher (n_layers=1, cosine)", ModelConf(n_layers=1)),
+        ("matcher (n_layers=1, mlp edge)", ModelConf(n_layers=1, edge="mlp")),
+    ):
         model = Matcher([1280, 384, 256], [384, 256], conf, [(1, 0)])
         opt = torch.optim.AdamW(model.parameters(), 1e-3)
         v0 = [torch.randn(512, d, generator=g) for d in (1280, 384, 256)]
         v1 = [torch.randn(512, d, generator=g) for d in (384, 256)]
         m0, m1 = [torch.ones(512, dtype=torch.bool)] * 3, [torch.ones(512, dtype=torch.bool)] * 2
 
-        def step():
+        def step(model=model, opt=opt, v0=v0, m0=m0, v1=v1, m1=m1):
             loss = total_loss(model(v0, m0, v1, m1, all_layers=True), "ce", 0.5)["total"]
             opt.zero_grad()
             loss.backward()
@@ -164,8 +201,14 @@ def bench_train(steps: int = 20) -> list[dict]:
 
         step()
         dt = _timeit(lambda: [step() for _ in range(steps)]) / steps
-        rows.append({"what": f"train step, 512 pairs, {label} (s)", "value": dt,
-                     "reference": float("nan"), "note": ""})  # fmt: skip
+        rows.append(
+            {
+                "what": f"train step, 512 pairs, {label} (s)",
+                "value": dt,
+                "reference": float("nan"),
+                "note": "",
+            }
+        )
     return rows
 
 
@@ -205,9 +248,9 @@ def one_inference(n: int, mode: str) -> dict:
     torch.set_num_threads(2)
     from gmatch.config import merge
     from gmatch.lexical import lexical_cosine
-    from gmatch.specs import is_sparse_spec
     from gmatch.models import build_matcher
-from gmatch.priors import parse_prior
+    from gmatch.priors import parse_prior
+    from gmatch.specs import is_sparse_spec
 
     label = mode
     trained, conf, ckpt = load_checkpoint(CKPT)
@@ -226,17 +269,26 @@ from gmatch.priors import parse_prior
     if changes:
         conf = merge(conf, {"model": changes})
         torch.manual_seed(0)
-        model = build_matcher(conf.model, ckpt["poster_views"], ckpt["intro_views"],
-                              ckpt["poster_dims"], ckpt["intro_dims"]).eval()  # fmt: skip
-        model.load_state_dict({k: v for k, v in trained.state_dict().items() if k != "lexical_log_weight"},
-                              strict=False)  # fmt: skip
+        model = build_matcher(
+            conf.model,
+            ckpt["poster_views"],
+            ckpt["intro_views"],
+            ckpt["poster_dims"],
+            ckpt["intro_dims"],
+        ).eval()
+        model.load_state_dict(
+            {k: v for k, v in trained.state_dict().items() if k != "lexical_log_weight"},
+            strict=False,
+        )
     if mode.startswith("stream"):
         mode = "stream"
     _, (v0, m0), (v1, m1), lexical = _synthetic_views(n, with_lexical=use_lex)
     rss = PeakRSS().__enter__()
     t = time.perf_counter()
     if mode == "stream":
-        out = streamed_metrics(streamed_ranks(model, v0, m0, v1, m1, chunk=2048, lexical=lexical, topm=topm))
+        out = streamed_metrics(
+            streamed_ranks(model, v0, m0, v1, m1, chunk=2048, lexical=lexical, topm=topm)
+        )
     elif mode == "naive_metric":
         with torch.inference_mode():
             D = model(v0, m0, v1, m1, lexical=[lexical_cosine(A, B) for A, B in lexical])["dist"]
@@ -249,8 +301,14 @@ from gmatch.priors import parse_prior
         out = evaluate_distance(D)
     dt = time.perf_counter() - t
     rss.__exit__()
-    return {"n": n, "mode": label, "seconds": dt, "peak_rss_mb": rss.peak - rss.base, "base_rss_mb": rss.base,
-            "acc_dim1": out["acc_dim1"]}  # fmt: skip
+    return {
+        "n": n,
+        "mode": label,
+        "seconds": dt,
+        "peak_rss_mb": rss.peak - rss.base,
+        "base_rss_mb": rss.base,
+        "acc_dim1": out["acc_dim1"],
+    }
 
 
 def bench_inference(ns: list[int], stream_ns: list[int]) -> list[dict]:
@@ -259,8 +317,13 @@ def bench_inference(ns: list[int], stream_ns: list[int]) -> list[dict]:
     plan += [(n, "dense0") for n in ns if n <= 10000] + [(n, "stream") for n in stream_ns]
     plan += [(n, "stream_nolex") for n in stream_ns] + [(n, "stream_sparse1") for n in stream_ns]
     for n, mode in plan:
-        res = subprocess.run([sys.executable, "-m", "benchmarks.run", "--one", mode, "--n", str(n)],
-                             capture_output=True, text=True, cwd=ROOT, timeout=1800)  # fmt: skip
+        res = subprocess.run(
+            [sys.executable, "-m", "benchmarks.run", "--one", mode, "--n", str(n)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=1800,
+        )
         if res.returncode != 0:
             rows.append({"n": n, "mode": mode, "error": res.stderr.strip().splitlines()[-1:]})
         else:
@@ -280,16 +343,14 @@ def _fit_exponent(rows, mode):
 def bench_reading(repeat: int = 3) -> list[dict]:
     """Issue 16's costs: mpnet vs MiniLM encoding (interleaved, median of ``repeat``),
     the max-pooled line prior vs a per-poster loop, and D for the course data."""
-    from gmatch.config import load_config
-    from gmatch.data import load_movielens
     from gmatch.checkpoint import load_checkpoint
-    from gmatch.features import extract, poster_lines, poster_texts
-from gmatch.specs import _minilm, _mpnet
+    from gmatch.data import load_movielens
+    from gmatch.evaluate import predict_dist
+    from gmatch.features import extract, load_features, poster_lines, poster_texts
     from gmatch.lexical import pair_scores
     from gmatch.metrics import evaluate_distance
+    from gmatch.specs import _minilm, _mpnet
     from gmatch.text import strip_boilerplate
-    from gmatch.evaluate import predict_dist
-from gmatch.features import load_features
 
     ms = load_movielens(DATA)
     intros = [strip_boilerplate(t) for t in ms.intros[:256]]
@@ -301,16 +362,28 @@ from gmatch.features import load_features
     times: dict = {}
     for _ in range(repeat):  # interleaved, so order does not pick the winner
         for name, enc in encoders.items():
-            for what, texts in (("intros", intros), ("segmented OCR strings", ocr), ("OCR lines", lines)):
+            for what, texts in (
+                ("intros", intros),
+                ("segmented OCR strings", ocr),
+                ("OCR lines", lines),
+            ):
                 t = time.perf_counter()
                 enc.encode(texts)
                 times.setdefault((what, name), []).append(len(texts) / (time.perf_counter() - t))
-    rows = [{"what": f"mpnet {what}/s", "value": float(np.median(times[(what, "mpnet")])),
-             "reference": float(np.median(times[(what, "MiniLM")])),
-             "note": f"median of {repeat}, interleaved; reference: MiniLM on the same {len(t_)} texts"}
-            for what, t_ in (("intros", intros), ("segmented OCR strings", ocr), ("OCR lines", lines))]  # fmt: skip
+    rows = [
+        {
+            "what": f"mpnet {what}/s",
+            "value": float(np.median(times[(what, "mpnet")])),
+            "reference": float(np.median(times[(what, "MiniLM")])),
+            "note": f"median of {repeat}, interleaved; reference: MiniLM on the same {len(t_)} texts",
+        }
+        for what, t_ in (("intros", intros), ("segmented OCR strings", ocr), ("OCR lines", lines))
+    ]
 
-    a, b = extract(ms, "ocrlines:mpnet", ROOT / "cache", False), extract(ms, "text:mpnet", ROOT / "cache", False)
+    a, b = (
+        extract(ms, "ocrlines:mpnet", ROOT / "cache", False),
+        extract(ms, "text:mpnet", ROOT / "cache", False),
+    )
 
     def loop():  # naive reference: one poster at a time
         x = torch.nn.functional.normalize(torch.from_numpy(a.values), dim=-1)
@@ -325,8 +398,14 @@ from gmatch.features import load_features
     fast = _timeit(lambda: pair_scores(a, b), repeat=repeat)
     slow = _timeit(loop, repeat=1)
     assert torch.allclose(pair_scores(a, b), loop(), atol=1e-5)
-    rows.append({"what": "line prior ocrlines:mpnet=text:mpnet, N = 2938 (s)", "value": fast, "reference": slow,
-                 "note": f"{len(a.values)} lines x 2938 intros, chunked scatter_reduce vs a per-poster loop (equal)"})
+    rows.append(
+        {
+            "what": "line prior ocrlines:mpnet=text:mpnet, N = 2938 (s)",
+            "value": fast,
+            "reference": slow,
+            "note": f"{len(a.values)} lines x 2938 intros, chunked scatter_reduce vs a per-poster loop (equal)",
+        }
+    )
     model, conf, _ = load_checkpoint(ROOT / "checkpoints" / "default.pt")
     conf.data.cache_dir = str(ROOT / "cache")
 
@@ -350,25 +429,44 @@ from gmatch.features import load_features
         return np.mean([i in top[i] for i in range(len(D))])
 
     t_scores = _timeit(scores_only, repeat=repeat)
-    rows.append({"what": "D + all metrics, N = 2938, default checkpoint (s)", "value": t_scores,
-                 "reference": _timeit(naive_metric, repeat=1),
-                 "note": "features in memory: lexical and line priors, head, every metric (both dims, R@K, ranks); "
-                         "reference: the same D and only the SPEC loop for dim 1"})
-    rows.append({"what": "the same from the feature cache on disk (s)", "value": t_full, "reference": float("nan"),
-                 "note": "plus hashing 2938 poster files, reading the caches, the TF-IDF transforms"})
+    rows.append(
+        {
+            "what": "D + all metrics, N = 2938, default checkpoint (s)",
+            "value": t_scores,
+            "reference": _timeit(naive_metric, repeat=1),
+            "note": "features in memory: lexical and line priors, head, every metric (both dims, R@K, ranks); "
+            "reference: the same D and only the SPEC loop for dim 1",
+        }
+    )
+    rows.append(
+        {
+            "what": "the same from the feature cache on disk (s)",
+            "value": t_full,
+            "reference": float("nan"),
+            "note": "plus hashing 2938 poster files, reading the caches, the TF-IDF transforms",
+        }
+    )
     return rows
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, help=argparse.SUPPRESS)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
-    p.add_argument("--reading", action="store_true",
-                   help="only issue 16's rows: mpnet vs MiniLM, the line prior, D (writes benchmarks/READING.md)")
-    p.add_argument("--extraction", action="store_true",
-                   help="only the feature-extraction rows (writes benchmarks/EXTRACTION.md)")  # fmt: skip
+    p.add_argument(
+        "--reading",
+        action="store_true",
+        help="only issue 16's rows: mpnet vs MiniLM, the line prior, D (writes benchmarks/READING.md)",
+    )
+    p.add_argument(
+        "--extraction",
+        action="store_true",
+        help="only the feature-extraction rows (writes benchmarks/EXTRACTION.md)",
+    )
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.one:
@@ -378,12 +476,20 @@ def main(argv=None) -> int:
     if args.reading:
         t0 = time.time()
         rows = bench_reading()
-        lines = ["# gmatch benchmarks: reading posters (issue 16)", "",
-                 f"Command: `python -m benchmarks.run --reading` ({time.strftime('%Y-%m-%d')}, {time.time() - t0:.0f} s; "
-                 "2 cores, torch threads 2).", "",
-                 "| measurement | gmatch | reference | ratio | note |", "|---|---|---|---|---|"]  # fmt: skip
-        lines += [f"| {r['what']} | {r['value']:.3f} | {r['reference']:.3f} | {r['value'] / r['reference']:.2f} | "
-                  f"{r['note']} |" for r in rows]  # fmt: skip
+        lines = [
+            "# gmatch benchmarks: reading posters (issue 16)",
+            "",
+            f"Command: `python -m benchmarks.run --reading` ({time.strftime('%Y-%m-%d')}, {time.time() - t0:.0f} s; "
+            "2 cores, torch threads 2).",
+            "",
+            "| measurement | gmatch | reference | ratio | note |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['what']} | {r['value']:.3f} | {r['reference']:.3f} | {r['value'] / r['reference']:.2f} | "
+            f"{r['note']} |"
+            for r in rows
+        ]
         from gmatch.io import atomic_write_text
 
         text = "\n".join(lines) + "\n"
@@ -393,13 +499,21 @@ def main(argv=None) -> int:
     if args.extraction:
         t0 = time.time()
         rows = bench_extraction(256)
-        lines = ["# gmatch benchmarks: feature extraction", "",
-                 f"Command: `python -m benchmarks.run --extraction` ({time.strftime('%Y-%m-%d')}, "
-                 f"{time.time() - t0:.0f} s). Every variant is warmed up; the EfficientNet variants are then timed "
-                 "interleaved, three times each (median).", "",
-                 "| measurement | gmatch | naive reference | ratio | note |", "|---|---|---|---|---|"]  # fmt: skip
-        lines += [f"| {r['what']} | {r['value']:.3f} | {r['reference']:.3f} | {r['value'] / r['reference']:.2f} | "
-                  f"{r['note']} |" for r in rows]  # fmt: skip
+        lines = [
+            "# gmatch benchmarks: feature extraction",
+            "",
+            f"Command: `python -m benchmarks.run --extraction` ({time.strftime('%Y-%m-%d')}, "
+            f"{time.time() - t0:.0f} s). Every variant is warmed up; the EfficientNet variants are then timed "
+            "interleaved, three times each (median).",
+            "",
+            "| measurement | gmatch | naive reference | ratio | note |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['what']} | {r['value']:.3f} | {r['reference']:.3f} | {r['value'] / r['reference']:.2f} | "
+            f"{r['note']} |"
+            for r in rows
+        ]
         from gmatch.io import atomic_write_text
 
         text = "\n".join(lines) + "\n"
@@ -427,7 +541,9 @@ def main(argv=None) -> int:
     ]
     for r in simple:
         ratio = r["value"] / r["reference"] if r["reference"] == r["reference"] else float("nan")
-        lines.append(f"| {r['what']} | {r['value']:.3f} | {r['reference']:.3f} | {ratio:.2f} | {r['note']} |")
+        lines.append(
+            f"| {r['what']} | {r['value']:.3f} | {r['reference']:.3f} | {ratio:.2f} | {r['note']} |"
+        )
     lines += [
         "",
         "## Scoring N posters x N intros (default checkpoint; N > 2938: real features replicated with noise)",
@@ -453,9 +569,17 @@ def main(argv=None) -> int:
         if "error" in r:
             lines.append(f"| {r['n']} | {r['mode']} | failed: {r['error']} | | |")
         else:
-            lines.append(f"| {r['n']} | {r['mode']} | {r['seconds']:.2f} | {r['peak_rss_mb']:.0f} | {r['acc_dim1']:.4f} |")
-    lines += ["", "Fitted exponent of time vs N: " + ", ".join(
-        f"{m} {_fit_exponent(inf, m):.2f}" for m in ("dense", "dense0", "stream", "stream_nolex", "stream_sparse1"))]  # fmt: skip
+            lines.append(
+                f"| {r['n']} | {r['mode']} | {r['seconds']:.2f} | {r['peak_rss_mb']:.0f} | {r['acc_dim1']:.4f} |"
+            )
+    lines += [
+        "",
+        "Fitted exponent of time vs N: "
+        + ", ".join(
+            f"{m} {_fit_exponent(inf, m):.2f}"
+            for m in ("dense", "dense0", "stream", "stream_nolex", "stream_sparse1")
+        ),
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     from gmatch.io import atomic_write_text

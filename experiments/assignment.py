@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from experiments.common import write_results
 from gmatch.assignment import assignment_accuracy, hungarian, sinkhorn
 from gmatch.data import load_movielens
-from gmatch.io import atomic_write_text
 
 TAUS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
@@ -33,23 +33,36 @@ def main(argv=None) -> int:
     rows = []
 
     def add(name, perm_all, perm_held):
-        rows.append({"method": name, "all": assignment_accuracy(perm_all),
-                     "heldout": assignment_accuracy(perm_held)})  # fmt: skip
+        rows.append(
+            {
+                "method": name,
+                "all": assignment_accuracy(perm_all),
+                "heldout": assignment_accuracy(perm_held),
+            }
+        )
 
     Dh = D[held][:, held]
     add("raw top-1 (argmin)", D.argmin(1).numpy(), Dh.argmin(1).numpy())
     add("Hungarian", hungarian(D), hungarian(Dh))
     scale = float(D.std())  # temperatures are in units of D's spread
     for tau in TAUS:
-        add(f"Sinkhorn tau={tau}", sinkhorn(-D / scale, 100, tau).argmax(1).numpy(),
-            sinkhorn(-Dh / scale, 100, tau).argmax(1).numpy())  # fmt: skip
-    md = ["| method | all (N=%d) | held-out among held-out (N=%d) |" % (len(ms), len(held)), "|---|---|---|"]
+        add(
+            f"Sinkhorn tau={tau}",
+            sinkhorn(-D / scale, 100, tau).argmax(1).numpy(),
+            sinkhorn(-Dh / scale, 100, tau).argmax(1).numpy(),
+        )
+    md = [
+        f"| method | all (N={len(ms)}) | held-out among held-out (N={len(held)}) |",
+        "|---|---|---|",
+    ]
     md += [f"| {r['method']} | {r['all']:.4f} | {r['heldout']:.4f} |" for r in rows]
-    text = f"Run: `{args.run}`. Share of posters whose assigned intro is their own.\n\n" + "\n".join(md) + "\n"
+    text = (
+        f"Run: `{args.run}`. Share of posters whose assigned intro is their own.\n\n"
+        + "\n".join(md)
+        + "\n"
+    )
     out = Path(args.out)
-    atomic_write_text(out / "results.md", text)
-    atomic_write_text(out / "results.csv", "method,all,heldout\n" + "\n".join(
-        f"{r['method']},{r['all']},{r['heldout']}" for r in rows) + "\n")  # fmt: skip
+    write_results(out, text, rows, ["method", "all", "heldout"])
     import matplotlib
 
     matplotlib.use("Agg")
@@ -68,7 +81,6 @@ def main(argv=None) -> int:
     fig.tight_layout()
     fig.savefig(out / "results.png", dpi=120)
     plt.close(fig)
-    print(text)
     return 0
 
 

@@ -21,16 +21,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from experiments.common import write_results
 from gmatch.assignment import sinkhorn
 from gmatch.data import load_movielens
 from gmatch.evaluate import split_metrics
-from gmatch.io import atomic_write_text
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", nargs="+", required=True, help="run folders with D.npy, same data, other seeds")
-    p.add_argument("--sinkhorn-tau", type=float, default=8.0, help="temperature of the Sinkhorn output layer")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--runs", nargs="+", required=True, help="run folders with D.npy, same data, other seeds"
+    )
+    p.add_argument(
+        "--sinkhorn-tau", type=float, default=8.0, help="temperature of the Sinkhorn output layer"
+    )
     p.add_argument("--out", default="experiments/results/ensemble")
     args = p.parse_args(argv)
     runs = sorted(Path(r) for r in args.runs)
@@ -48,7 +54,13 @@ def main(argv=None) -> int:
                 if sk:
                     s = sinkhorn(s, 20, args.sinkhorn_tau)  # log P; larger = closer
                 m = split_metrics(-s.float(), ms)
-                vals.append((m["official"]["acc_mean"], m["heldout"]["acc_mean"], m["heldout"]["poster_to_intro/R@1"]))
+                vals.append(
+                    (
+                        m["official"]["acc_mean"],
+                        m["heldout"]["acc_mean"],
+                        m["heldout"]["poster_to_intro/R@1"],
+                    )
+                )
             v = np.array(vals)
             rows.append((k, sk, len(vals), v.mean(0), v.std(0, ddof=1) if len(v) > 1 else None))
 
@@ -56,19 +68,31 @@ def main(argv=None) -> int:
         return f"{r[3][j]:.4f}" + (f" ± {r[4][j]:.4f}" if r[4] is not None else "")
 
     def label(r):
-        return f"Sinkhorn tau={args.sinkhorn_tau:g} over the test set (analysis)" if r[1] else "raw (official)"
+        return (
+            f"Sinkhorn tau={args.sinkhorn_tau:g} over the test set (analysis)"
+            if r[1]
+            else "raw (official)"
+        )
 
-    md = ["| seeds averaged (k) | scores | subsets | all 2938 movies | held-out | held-out R@1 |", "|---|---|---|---|---|---|"]
-    md += [f"| {r[0]} | {label(r)} | {r[2]} | {cell(r, 0)} | {cell(r, 1)} | {cell(r, 2)} |"
-           for r in rows]  # fmt: skip
-    text = (f"Runs ({len(runs)}): " + ", ".join(f"`{r}`" for r in runs)
-            + "; ± = sample std (ddof = 1) over the subsets of size k. Rows marked analysis normalise over "
-            "all test movies at once and are never official numbers.\n\n" + "\n".join(md) + "\n")  # fmt: skip
+    md = [
+        "| seeds averaged (k) | scores | subsets | all 2938 movies | held-out | held-out R@1 |",
+        "|---|---|---|---|---|---|",
+    ]
+    md += [
+        f"| {r[0]} | {label(r)} | {r[2]} | {cell(r, 0)} | {cell(r, 1)} | {cell(r, 2)} |"
+        for r in rows
+    ]
+    text = (
+        f"Runs ({len(runs)}): "
+        + ", ".join(f"`{r}`" for r in runs)
+        + "; ± = sample std (ddof = 1) over the subsets of size k. Rows marked analysis normalise over "
+        "all test movies at once and are never official numbers.\n\n" + "\n".join(md) + "\n"
+    )
     out = Path(args.out)
-    atomic_write_text(out / "results.md", text)
-    atomic_write_text(out / "results.csv", "k,sinkhorn,subsets,official,heldout,heldout_R@1\n" + "".join(
-        f"{r[0]},{args.sinkhorn_tau if r[1] else 0},{r[2]},{r[3][0]},{r[3][1]},{r[3][2]}\n" for r in rows))  # fmt: skip
-    print(text)
+    csv_rows = [[r[0], args.sinkhorn_tau if r[1] else 0, r[2], *r[3][:3]] for r in rows]
+    write_results(
+        out, text, csv_rows, ["k", "sinkhorn", "subsets", "official", "heldout", "heldout_R@1"]
+    )
     return 0
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.common import write_results
 from gmatch.data import load_movielens
 from gmatch.groups import grouped_metrics, groups_by_label, random_groups
-from gmatch.io import atomic_write_text
 
 
 def main(argv=None) -> int:
@@ -33,11 +33,19 @@ def main(argv=None) -> int:
         for kind in ("random", "same genre"):
             ms_ = []
             for seed in range(args.seeds):
-                groups = (random_groups(held, size, seed) if kind == "random"
-                          else groups_by_label(held, first_genre, size, seed))  # fmt: skip
+                groups = (
+                    random_groups(held, size, seed)
+                    if kind == "random"
+                    else groups_by_label(held, first_genre, size, seed)
+                )
                 ms_.append(grouped_metrics(D, groups))
             row = {"g": size, "groups": kind, "n_groups": ms_[0]["groups"]}
-            for key in ("item_acc/nearest", "item_acc/hungarian", "group_exact/nearest", "group_exact/hungarian"):
+            for key in (
+                "item_acc/nearest",
+                "item_acc/hungarian",
+                "group_exact/nearest",
+                "group_exact/hungarian",
+            ):
                 v = np.array([m[key] for m in ms_])
                 row[key] = f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
             rows.append(row)
@@ -45,13 +53,14 @@ def main(argv=None) -> int:
     keys = list(rows[0])
     md = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     md += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
-    text = (f"Run: `{args.run}` ({rec.get('command', '')}); held-out movies only; "
-            f"mean ± sample std (ddof = 1) over {args.seeds} seeds; chance item accuracy = 1/g.\n\n" + "\n".join(md) + "\n")  # fmt: skip
-    atomic_write_text(out / "results.md", text)
-    atomic_write_text(out / "results.csv", "\n".join(
-        [",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in rows]) + "\n")  # fmt: skip
+    text = (
+        f"Run: `{args.run}` ({rec.get('command', '')}); held-out movies only; "
+        f"mean ± sample std (ddof = 1) over {args.seeds} seeds; chance item accuracy = 1/g.\n\n"
+        + "\n".join(md)
+        + "\n"
+    )
+    write_results(out, text, rows, keys)
     _plot(rows, out / "results.png")
-    print(text)
     return 0
 
 
@@ -65,9 +74,22 @@ def _plot(rows, path):
     for kind, ls in (("random", "-"), ("same genre", "--")):
         rs = [r for r in rows if r["groups"] == kind]
         g = [r["g"] for r in rs]
-        for key, c in (("item_acc/nearest", "C0"), ("item_acc/hungarian", "C1"), ("group_exact/hungarian", "C2")):
-            ax.plot(g, [float(r[key].split()[0]) for r in rs], ls, color=c, marker="o", label=f"{key} ({kind})")
-    ax.plot([2, 5, 10, 20], [1 / 2, 1 / 5, 1 / 10, 1 / 20], ":", color="grey", label="chance (item)")
+        for key, c in (
+            ("item_acc/nearest", "C0"),
+            ("item_acc/hungarian", "C1"),
+            ("group_exact/hungarian", "C2"),
+        ):
+            ax.plot(
+                g,
+                [float(r[key].split()[0]) for r in rs],
+                ls,
+                color=c,
+                marker="o",
+                label=f"{key} ({kind})",
+            )
+    ax.plot(
+        [2, 5, 10, 20], [1 / 2, 1 / 5, 1 / 10, 1 / 20], ":", color="grey", label="chance (item)"
+    )
     ax.set_xscale("log")
     ax.set_xticks([2, 5, 10, 20], ["2", "5", "10", "20"])
     ax.set_xlabel("group size g")

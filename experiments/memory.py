@@ -22,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from experiments.common import write_results
 from gmatch.data import load_movielens
 from gmatch.features import extract
-from gmatch.io import atomic_write_text
 from gmatch.metrics import evaluate_distance
 
 TAUS = (0.02, 0.05, 0.1)
@@ -32,11 +32,15 @@ WEIGHTS = (0.0, 5.0, 20.0, 50.0)
 
 
 def _views(ms, specs, cache):
-    parts = [F.normalize(torch.from_numpy(extract(ms, s, cache, False).values), dim=-1) for s in specs]
+    parts = [
+        F.normalize(torch.from_numpy(extract(ms, s, cache, False).values), dim=-1) for s in specs
+    ]
     return F.normalize(torch.cat(parts, dim=-1), dim=-1)
 
 
-def memory_scores(P: torch.Tensor, T: torch.Tensor, train_idx: np.ndarray, tau: float) -> torch.Tensor:
+def memory_scores(
+    P: torch.Tensor, T: torch.Tensor, train_idx: np.ndarray, tau: float
+) -> torch.Tensor:
     """(m_p2i + m_i2p) / 2 [N x N] from unit-norm poster and intro features."""
     j = torch.as_tensor(train_idx)
     Pm, Tm = P[j], T[j]
@@ -58,7 +62,10 @@ def main(argv=None) -> int:
     logits = -torch.from_numpy(np.load(Path(args.run) / "D.npy")).double()
     P = _views(ms, ["image:efficientnet_lite0", "ocr:minilm"], args.cache_dir).double()
     T = _views(ms, ["text:minilm"], args.cache_dir).double()
-    lines = ["| tau | w | official mean | held-out mean | held-out R@1 | train mean |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| tau | w | official mean | held-out mean | held-out R@1 | train mean |",
+        "|---|---|---|---|---|---|",
+    ]
     rows = []
     for tau in TAUS:
         M = memory_scores(P, T, ms.train_idx, tau)
@@ -67,20 +74,35 @@ def main(argv=None) -> int:
             if w == 0 and tau != TAUS[0]:
                 continue
             D = -(logits + w * M)
-            o, h, t = (evaluate_distance(D), evaluate_distance(D, ms.heldout_idx),
-                       evaluate_distance(D, ms.train_idx))  # fmt: skip
-            rows.append({"tau": tau, "w": w, "official": o["acc_mean"], "heldout": h["acc_mean"],
-                         "heldout_r1": h["poster_to_intro/R@1"], "train": t["acc_mean"], "memory_alone_heldout": alone})  # fmt: skip
-            lines.append(f"| {tau} | {w:g} | {o['acc_mean']:.4f} | {h['acc_mean']:.4f} | "
-                         f"{h['poster_to_intro/R@1']:.4f} | {t['acc_mean']:.4f} |")  # fmt: skip
+            o, h, t = (
+                evaluate_distance(D),
+                evaluate_distance(D, ms.heldout_idx),
+                evaluate_distance(D, ms.train_idx),
+            )
+            rows.append(
+                {
+                    "tau": tau,
+                    "w": w,
+                    "official": o["acc_mean"],
+                    "heldout": h["acc_mean"],
+                    "heldout_r1": h["poster_to_intro/R@1"],
+                    "train": t["acc_mean"],
+                    "memory_alone_heldout": alone,
+                }
+            )
+            lines.append(
+                f"| {tau} | {w:g} | {o['acc_mean']:.4f} | {h['acc_mean']:.4f} | "
+                f"{h['poster_to_intro/R@1']:.4f} | {t['acc_mean']:.4f} |"
+            )
         lines.append(f"| {tau} | memory alone | — | {alone:.4f} | — | — |")
-    text = (f"Command: `python -m experiments.memory --run {args.run}`\n\nBase run: `{args.run}` "
-            f"({rec.get('command', '')}). w in logit units (the run's cosine head has scale ~1/tau_init).\n\n"
-            + "\n".join(lines) + "\n")  # fmt: skip
+    text = (
+        f"Command: `python -m experiments.memory --run {args.run}`\n\nBase run: `{args.run}` "
+        f"({rec.get('command', '')}). w in logit units (the run's cosine head has scale ~1/tau_init).\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
     out = Path(args.out)
-    atomic_write_text(out / "results.md", text)
-    atomic_write_text(out / "results.json", json.dumps(rows, indent=1))
-    print(text)
+    write_results(out, text, rows, as_json=True)
     return 0
 
 

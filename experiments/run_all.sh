@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-STUDIES=${STUDIES:-reading depth_ablation lexical encoders losses prior_off prior fit_vs_transfer genre_aux edge_distance layer_types train_size edge_width refit_schedule attn_prior}
+STUDIES=${STUDIES:-$($PY -c "from experiments.common import SWEEPS; print(*SWEEPS)")}  # every experiments/configs/*.yaml
 for study in $STUDIES; do
   $PY -m gmatch sweep experiments/configs/$study.yaml "$@" --out experiments/results/$study --skip-existing --quiet
 done

@@ -17,8 +17,8 @@ from pathlib import Path
 from gmatch.config import load_config
 from gmatch.data import load_movielens
 from gmatch.features import extract, poster_lines, poster_texts, text_cache_key, write_seed
-from gmatch.specs import parse_spec
 from gmatch.priors import parse_prior, precomputed_pairs
+from gmatch.specs import parse_spec
 from gmatch.text import split_sentences, strip_boilerplate
 
 SHIP = ("mpnet",)  # encoders slow enough to ship
@@ -37,7 +37,9 @@ def texts_of(ms, spec: str, cache_dir) -> list[str]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("overrides", nargs="*", help="config overrides (default: the default config)")
     p.add_argument("--out", default="data/features")
     args = p.parse_args(argv)
@@ -53,7 +55,9 @@ def main(argv=None) -> int:
             continue
         extract(ms, spec, conf.data.cache_dir, progress=True)  # make sure every row is cached
         texts = [t for t in texts_of(ms, spec, conf.data.cache_dir) if t]
-        by_key.setdefault(text_cache_key(spec), []).extend(hashlib.sha1(t.encode()).hexdigest() for t in texts)
+        by_key.setdefault(text_cache_key(spec), []).extend(
+            hashlib.sha1(t.encode()).hexdigest() for t in texts
+        )
     for key, item_keys in by_key.items():
         out = write_seed(conf.data.cache_dir, key, item_keys, Path(args.out))
         print(f"{out}: {len(set(item_keys))} rows, {out.stat().st_size / 1e6:.1f} MB")

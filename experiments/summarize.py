@@ -1,6 +1,6 @@
 """Rebuild experiments/README.md from experiments/results/*/results.md.
 
-    python -m experiments.summarize
+python -m experiments.summarize
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ from pathlib import Path
 
 import yaml
 
-from gmatch.config import EXECUTION_KEYS, flatten, load_config, to_dict
+from experiments.common import STUDIES
+from gmatch.config import EXECUTION_KEYS, flatten, load_config, to_dict, upgrade
 from gmatch.io import atomic_write_text
 from gmatch.sweep import grid_points
 
 HERE = Path(__file__).resolve().parent
-
-
 
 
 def stale_settings(study: Path) -> dict:
@@ -27,13 +26,16 @@ def stale_settings(study: Path) -> dict:
     config = HERE / "configs" / f"{study.name}.yaml"
     if not config.exists():
         return {}
-    points = {tuple(labels): overrides for labels, overrides in grid_points(yaml.safe_load(config.read_text()))}
+    points = {
+        tuple(labels): overrides
+        for labels, overrides in grid_points(yaml.safe_load(config.read_text()))
+    }
     diffs = {}
     for metrics in sorted(study.glob("*/metrics.json")):
         labels = tuple(json.loads(metrics.read_text()).get("overrides", []))
         if labels not in points or not (metrics.parent / "config.yaml").exists():
             continue
-        used = flatten(yaml.safe_load((metrics.parent / "config.yaml").read_text()))
+        used = flatten(upgrade(yaml.safe_load((metrics.parent / "config.yaml").read_text())))
         now = flatten(to_dict(load_config(config, points[labels])))
         for key, value in used.items():
             if key not in EXECUTION_KEYS and key in now and now[key] != value:
@@ -47,8 +49,10 @@ def stale_note(study: Path) -> str:
     if not diffs:
         return ""
     what = "; ".join(f"`{k}` was `{u}`, now `{n}`" for k, (u, n) in sorted(diffs.items()))
-    return (f"\n\n_Run with an earlier default ({what}); rerun with `python -m gmatch sweep "
-            f"experiments/configs/{study.name}.yaml --out experiments/results/{study.name}` to update._")
+    return (
+        f"\n\n_Run with an earlier default ({what}); rerun with `python -m gmatch sweep "
+        f"experiments/configs/{study.name}.yaml --out experiments/results/{study.name}` to update._"
+    )
 
 
 _PM = re.compile(r"(-?\d+\.\d+) ± (\d+\.\d+)")
@@ -99,17 +103,18 @@ def main() -> int:
     tables = {}
     for d in sorted((HERE / "results").iterdir()):
         md = d / "results.md"
-        tables[d.name] = (md.read_text().strip() + stale_note(d)) if md.exists() else "_not run yet_"
-    for name in ("depth_ablation", "layer_types", "edge_distance", "edge_width", "encoders", "losses",
-                 "train_size", "prior", "prior_off", "fit_vs_transfer", "assignment", "grouped",
-                 "zero_shot", "lexical", "memory", "genre_aux", "refit_schedule", "attn_prior",
-                 "transductive", "ensemble", "ensemble_default", "reading"):  # fmt: skip
+        tables[d.name] = (
+            (md.read_text().strip() + stale_note(d)) if md.exists() else "_not run yet_"
+        )
+    for name in STUDIES:
         tables.setdefault(name, "_not run yet_")
     page = template.format(**tables)
     atomic_write_text(HERE / "README.md", page)
     missing = unquoted_numbers(page)
     if missing:
-        print(f"experiments/README.md: {len(missing)} number(s) in readings are in no table: {', '.join(missing)}")
+        print(
+            f"experiments/README.md: {len(missing)} number(s) in readings are in no table: {', '.join(missing)}"
+        )
         return 1
     return 0
 

@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from experiments.common import write_results
 from gmatch.assignment import sinkhorn
 from gmatch.data import load_movielens
 from gmatch.evaluate import split_metrics
-from gmatch.io import atomic_write_text
-from gmatch.sweep import mean_sd
 from gmatch.metrics import evaluate_distance
+from gmatch.sweep import mean_sd
 
 TEMPS = (0.3, 1.0, 3.0)
 KS = (10, 50)
@@ -45,7 +45,11 @@ def dual_softmax(S: torch.Tensor, t: float) -> torch.Tensor:
 
 def csls(S: torch.Tensor, k: int) -> torch.Tensor:
     k = min(k, *S.shape)
-    return 2 * S - S.topk(k, 1).values.mean(1, keepdim=True) - S.topk(k, 0).values.mean(0, keepdim=True)
+    return (
+        2 * S
+        - S.topk(k, 1).values.mean(1, keepdim=True)
+        - S.topk(k, 0).values.mean(0, keepdim=True)
+    )
 
 
 def transforms(scale: float) -> dict:
@@ -68,15 +72,25 @@ def score_run(run: Path) -> list[dict]:
     for name, f in transforms(float(S.std())).items():
         full = split_metrics(-f(S).float(), ms)
         alone = evaluate_distance(-f(S[held][:, held]).float())
-        rows.append({"transform": name, "official": full["official"]["acc_mean"],
-                     "heldout": full["heldout"]["acc_mean"], "heldout_R@1": full["heldout"]["poster_to_intro/R@1"],
-                     "heldout_alone": alone["acc_mean"]})  # fmt: skip
+        rows.append(
+            {
+                "transform": name,
+                "official": full["official"]["acc_mean"],
+                "heldout": full["heldout"]["acc_mean"],
+                "heldout_R@1": full["heldout"]["poster_to_intro/R@1"],
+                "heldout_alone": alone["acc_mean"],
+            }
+        )
     return rows
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", nargs="+", default=["runs/default"], help="run folders with D.npy (e.g. seeds)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--runs", nargs="+", default=["runs/default"], help="run folders with D.npy (e.g. seeds)"
+    )
     p.add_argument("--out", default="experiments/results/transductive")
     args = p.parse_args(argv)
     runs = sorted(Path(r) for r in args.runs)
@@ -91,18 +105,28 @@ def main(argv=None) -> int:
         return f"{v.mean():+.4f}" + (f" ± {v.std(ddof=1):.4f}" if len(v) > 1 else "")
 
     names = [r["transform"] for r in per_run[0]]
-    md = ["| transform | all 2938 movies | held-out | Δ held-out vs raw | held-out R@1 | held-out, normalised on the held-out block |",
-          "|---|---|---|---|---|---|"]  # fmt: skip
-    md += [f"| {n} | {cell(i, 'official')} | {cell(i, 'heldout')} | {gain(i)} | {cell(i, 'heldout_R@1')} | "
-           f"{cell(i, 'heldout_alone')} |" for i, n in enumerate(names)]  # fmt: skip
-    text = (f"Runs ({len(runs)}): " + ", ".join(f"`{r}`" for r in runs) + "; t in units of std(D); ± = sample std (ddof = 1) over runs.\n\n"
-            + "\n".join(md) + "\n")  # fmt: skip
+    md = [
+        "| transform | all 2938 movies | held-out | Δ held-out vs raw | held-out R@1 "
+        "| held-out, normalised on the held-out block |",
+        "|---|---|---|---|---|---|",
+    ]
+    md += [
+        f"| {n} | {cell(i, 'official')} | {cell(i, 'heldout')} | {gain(i)} | {cell(i, 'heldout_R@1')} | "
+        f"{cell(i, 'heldout_alone')} |"
+        for i, n in enumerate(names)
+    ]
+    text = (
+        f"Runs ({len(runs)}): "
+        + ", ".join(f"`{r}`" for r in runs)
+        + "; t in units of std(D); ± = sample std (ddof = 1) over runs.\n\n"
+        + "\n".join(md)
+        + "\n"
+    )
     out = Path(args.out)
-    atomic_write_text(out / "results.md", text)
-    atomic_write_text(out / "results.csv", "run,transform," + ",".join(cols) + "\n" + "".join(
-        f"{run},{r['transform']}," + ",".join(str(r[c]) for c in cols) + "\n"
-        for run, rows in zip(runs, per_run) for r in rows))  # fmt: skip
-    print(text)
+    rows = [
+        [run, r["transform"], *(r[c] for c in cols)] for run, rs in zip(runs, per_run) for r in rs
+    ]
+    write_results(out, text, rows, ["run", "transform", *cols])
     return 0
 
 

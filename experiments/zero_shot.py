@@ -8,34 +8,54 @@ views (OCR lines, intro sentences), and weighted sums of them (the model's prior
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-import numpy as np
 import torch
 
+from experiments.common import write_results
 from gmatch.data import load_movielens
 from gmatch.features import extract
-from gmatch.io import atomic_write_text
 from gmatch.metrics import evaluate_distance
 
 PAIRS = [
-    ("ocr:minilm", "text:minilm"), ("ocr:tfidf", "text:tfidf"), ("ocr:chars", "text:chars"),
-    ("ocrseg:minilm", "text:minilm"), ("ocrlines:minilm", "text:minilm"), ("ocrlines:minilm", "sents:minilm"),
-    ("ocr:mpnet", "text:mpnet"), ("ocrseg:mpnet", "text:mpnet"), ("ocrlines:mpnet", "text:mpnet"),
-    ("ocrlines:mpnet", "sents:mpnet"), ("ocrseg:chars", "text:chars"),
-]  # fmt: skip
+    ("ocr:minilm", "text:minilm"),
+    ("ocr:tfidf", "text:tfidf"),
+    ("ocr:chars", "text:chars"),
+    ("ocrseg:minilm", "text:minilm"),
+    ("ocrlines:minilm", "text:minilm"),
+    ("ocrlines:minilm", "sents:minilm"),
+    ("ocr:mpnet", "text:mpnet"),
+    ("ocrseg:mpnet", "text:mpnet"),
+    ("ocrlines:mpnet", "text:mpnet"),
+    ("ocrlines:mpnet", "sents:mpnet"),
+    ("ocrseg:chars", "text:chars"),
+]
 # Weighted sums (weights as in model.prior, units of 1/tau_init): the priors without training.
 COMBINED = {
-    "MiniLM string + lexical (the previous default's priors)": [("ocr:minilm", "text:minilm", 2.0), ("ocr:chars", "text:chars", 4.0)],
-    "MiniLM segmented + line-level + lexical": [("ocrseg:minilm", "text:minilm", 2.0),
-                                                ("ocrlines:minilm", "sents:minilm", 1.0), ("ocr:chars", "text:chars", 4.0)],
+    "MiniLM string + lexical (the previous default's priors)": [
+        ("ocr:minilm", "text:minilm", 2.0),
+        ("ocr:chars", "text:chars", 4.0),
+    ],
+    "MiniLM segmented + line-level + lexical": [
+        ("ocrseg:minilm", "text:minilm", 2.0),
+        ("ocrlines:minilm", "sents:minilm", 1.0),
+        ("ocr:chars", "text:chars", 4.0),
+    ],
     "mpnet string + lexical": [("ocr:mpnet", "text:mpnet", 2.0), ("ocr:chars", "text:chars", 4.0)],
-    "mpnet segmented + lexical": [("ocrseg:mpnet", "text:mpnet", 2.0), ("ocr:chars", "text:chars", 4.0)],
-    "mpnet segmented + line-level + lexical": [("ocrseg:mpnet", "text:mpnet", 2.0),
-                                               ("ocrlines:mpnet", "sents:mpnet", 1.0), ("ocr:chars", "text:chars", 4.0)],
-    "the default's priors": [("ocrseg:mpnet", "text:mpnet", 2.0), ("ocr:chars", "text:chars", 4.0),
-                             ("ocrlines:mpnet", "text:mpnet", 1.0)],
-}  # fmt: skip
+    "mpnet segmented + lexical": [
+        ("ocrseg:mpnet", "text:mpnet", 2.0),
+        ("ocr:chars", "text:chars", 4.0),
+    ],
+    "mpnet segmented + line-level + lexical": [
+        ("ocrseg:mpnet", "text:mpnet", 2.0),
+        ("ocrlines:mpnet", "sents:mpnet", 1.0),
+        ("ocr:chars", "text:chars", 4.0),
+    ],
+    "the default's priors": [
+        ("ocrseg:mpnet", "text:mpnet", 2.0),
+        ("ocr:chars", "text:chars", 4.0),
+        ("ocrlines:mpnet", "text:mpnet", 1.0),
+    ],
+}
 
 
 def cosine(ms, a: str, b: str, cache_dir) -> tuple[torch.Tensor, float]:
@@ -54,8 +74,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="experiments/results/zero_shot")
     args = p.parse_args(argv)
     ms = load_movielens(args.data)
-    lines = ["| poster view | intro view | posters with text | official dim0 / dim1 | held-out dim0 / dim1 | held-out R@1 |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| poster view | intro view | posters with text | official dim0 / dim1 | held-out dim0 / dim1 | held-out R@1 |",
+        "|---|---|---|---|---|---|",
+    ]
     rows = [(a, b, *cosine(ms, a, b, args.cache_dir)) for a, b in PAIRS]
     sims = {(a, b): S for a, b, S, _ in rows}
     for name, terms in COMBINED.items():
@@ -68,12 +90,15 @@ def main(argv=None) -> int:
         g = torch.Generator().manual_seed(0)
         D = -S + 1e-6 * torch.rand(S.shape, generator=g)
         o, h = evaluate_distance(D), evaluate_distance(D, ms.heldout_idx)
-        lines.append(f"| {a} | {b} | {with_text:.3f} | {o['acc_dim0']:.4f} / {o['acc_dim1']:.4f} | "
-                     f"{h['acc_dim0']:.4f} / {h['acc_dim1']:.4f} | {h['poster_to_intro/R@1']:.4f} |")  # fmt: skip
-    text = ("Command: `python -m experiments.zero_shot` (no training; chance 0.05; set views "
-            "`ocrlines`/`sents` score the max over their elements).\n\n" + "\n".join(lines) + "\n")
-    atomic_write_text(Path(args.out) / "results.md", text)
-    print(text)
+        lines.append(
+            f"| {a} | {b} | {with_text:.3f} | {o['acc_dim0']:.4f} / {o['acc_dim1']:.4f} | "
+            f"{h['acc_dim0']:.4f} / {h['acc_dim1']:.4f} | {h['poster_to_intro/R@1']:.4f} |"
+        )
+    text = (
+        "Command: `python -m experiments.zero_shot` (no training; chance 0.05; set views "
+        "`ocrlines`/`sents` score the max over their elements).\n\n" + "\n".join(lines) + "\n"
+    )
+    write_results(args.out, text)
     return 0
 
 

@@ -18,14 +18,25 @@ from gmatch.features import extract
 from gmatch.metrics import DegenerateDistanceError, check_distance, evaluate_distance, true_ranks
 from gmatch.text import TrainOnlyTfidf
 
-__all__ = ["audit", "check_equivariance", "check_diagonal", "check_text_statistics", "check_degenerate"]
+__all__ = [
+    "audit",
+    "check_equivariance",
+    "check_diagonal",
+    "check_text_statistics",
+    "check_degenerate",
+]
 
 Check = tuple[str, bool, str]
 Score = Callable[[np.ndarray | None, np.ndarray | None], torch.Tensor]
 
 
-def check_equivariance(score: Score, n: int, rng: np.random.Generator, atol: float = 1e-4,
-                       D: torch.Tensor | None = None) -> list[Check]:  # fmt: skip
+def check_equivariance(
+    score: Score,
+    n: int,
+    rng: np.random.Generator,
+    atol: float = 1e-4,
+    D: torch.Tensor | None = None,
+) -> list[Check]:
     """Shuffle posters by q and intros by p independently: D must permute with them,
     and a shared shuffle must leave every get_acc unchanged. ``D``: ``score(None,
     None)`` if the caller has it already."""
@@ -36,11 +47,19 @@ def check_equivariance(score: Score, n: int, rng: np.random.Generator, atol: flo
     s = rng.permutation(n)
     a, b = evaluate_distance(D), evaluate_distance(score(s, s))
     same = all(a[k] == b[k] for k in a if k.startswith("acc"))
-    out.append(("metrics invariant to a shared shuffle", same, f"acc_mean {a['acc_mean']:.4f} vs {b['acc_mean']:.4f}"))
+    out.append(
+        (
+            "metrics invariant to a shared shuffle",
+            same,
+            f"acc_mean {a['acc_mean']:.4f} vs {b['acc_mean']:.4f}",
+        )
+    )
     return out
 
 
-def check_diagonal(score: Score, n: int, atol: float = 1e-4, D: torch.Tensor | None = None) -> Check:
+def check_diagonal(
+    score: Score, n: int, atol: float = 1e-4, D: torch.Tensor | None = None
+) -> Check:
     """The true pairs score the same when they are *not* on the diagonal: intros
     shifted by one place (a derangement) move every true pair off it."""
     D = score(None, None) if D is None else D
@@ -50,9 +69,12 @@ def check_diagonal(score: Score, n: int, atol: float = 1e-4, D: torch.Tensor | N
     off = Ds[torch.arange(n), torch.as_tensor(where)]
     err = (off - D.diagonal()).abs().max().item()
     ranks = true_ranks(D, dim=1)
-    return ("diagonal computed like the rest", err <= atol,
-            f"max |D_ii on vs off the diagonal| = {err:.2e}; mean rank of the true pair "
-            f"{ranks.mean() + 1:.1f} of {n}")  # fmt: skip
+    return (
+        "diagonal computed like the rest",
+        err <= atol,
+        f"max |D_ii on vs off the diagonal| = {err:.2e}; mean rank of the true pair "
+        f"{ranks.mean() + 1:.1f} of {n}",
+    )
 
 
 def check_degenerate(D: torch.Tensor) -> Check:
@@ -68,7 +90,9 @@ def check_text_statistics(ms: MovieSet, states: dict, cache_dir, specs: list[str
     leaves the training rows unchanged, and each stored state (vocabulary, IDF and
     SVD basis) equals a refit on the training intros alone."""
     name = "text statistics fitted on training intros only"
-    fitted = sorted({s.split(":")[1] for s in list(states) + specs if s.split(":")[1] in ("tfidf", "chars")})
+    fitted = sorted(
+        {s.split(":")[1] for s in list(states) + specs if s.split(":")[1] in ("tfidf", "chars")}
+    )
     if not fitted:
         return (name, True, "no fitted text view")
     changed = ms.subset(np.arange(len(ms)))
@@ -84,19 +108,29 @@ def check_text_statistics(ms: MovieSet, states: dict, cache_dir, specs: list[str
         ok = ok and diff < 1e-5
         details.append(f"{spec}: train rows move by {diff:.1e} when held-out intros change")
         if stored is not None:
-            refit = TrainOnlyTfidf(*stored["params"]).fit([ms.intros[i] for i in ms.train_idx]).state_dict()
+            refit = (
+                TrainOnlyTfidf(*stored["params"])
+                .fit([ms.intros[i] for i in ms.train_idx])
+                .state_dict()
+            )
             same = {
                 "vocabulary": stored["vocab"] == refit["vocab"],
-                "IDF": len(stored["idf"]) == len(refit["idf"]) and torch.allclose(stored["idf"], refit["idf"]),
+                "IDF": len(stored["idf"]) == len(refit["idf"])
+                and torch.allclose(stored["idf"], refit["idf"]),
                 "SVD": (stored["components"] is None and refit["components"] is None)
-                or (stored["components"] is not None and refit["components"] is not None
+                or (
+                    stored["components"] is not None
+                    and refit["components"] is not None
                     and stored["components"].shape == refit["components"].shape
-                    and torch.allclose(stored["components"], refit["components"], atol=1e-3)),
+                    and torch.allclose(stored["components"], refit["components"], atol=1e-3)
+                ),
                 "n texts": stored["n_fit_texts"] == len(ms.train_idx),
-            }  # fmt: skip
+            }
             ok = ok and all(same.values())
-            details.append(f"{spec} checkpoint state == training-intro refit: "
-                           + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in same.items()))  # fmt: skip
+            details.append(
+                f"{spec} checkpoint state == training-intro refit: "
+                + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in same.items())
+            )
     return (name, ok, "; ".join(details))
 
 

@@ -15,14 +15,25 @@ from gmatch.io import atomic_torch_save
 from gmatch.models import Ensemble, Matcher, build_matcher
 from gmatch.specs import parse_spec
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "checkpoint_features",
-           "checkpoints_dist"]  # fmt: skip
+__all__ = [
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "checkpoint_features",
+    "checkpoints_dist",
+]
 
 FORMAT = "gmatch-matcher-1"
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, conf: Config, feats: Features,
-                    best_step: int = 0, history: list | None = None) -> None:  # fmt: skip
+def save_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    conf: Config,
+    feats: Features,
+    best_step: int = 0,
+    history: list | None = None,
+) -> None:
     """Config + weights + encoder specs, dims and fitted states, written atomically."""
     poster_dims, intro_dims = feats.dims()
     atomic_torch_save(
@@ -57,13 +68,17 @@ def load_checkpoint(path: str | Path) -> tuple[Matcher | Ensemble, Config, dict]
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - truncated / not a torch file
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{path}: cannot read checkpoint ({reason}); it is truncated or not a gmatch checkpoint") from None
+        raise CheckpointError(
+            f"{path}: cannot read checkpoint ({reason}); it is truncated or not a gmatch checkpoint"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a gmatch matcher checkpoint (format key missing)")
     try:
         conf = merge(Config(), ckpt["config"])
     except ConfigError as e:
-        raise CheckpointError(f"{path}: its config is not valid for this version of gmatch ({e})") from None
+        raise CheckpointError(
+            f"{path}: its config is not valid for this version of gmatch ({e})"
+        ) from None
     try:
         for spec in ckpt["poster_views"] + ckpt["intro_views"]:
             parse_spec(spec)  # names an encoder this installation has
@@ -81,17 +96,30 @@ def load_checkpoint(path: str | Path) -> tuple[Matcher | Ensemble, Config, dict]
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as e:
-        first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e).splitlines()[0])
-        raise CheckpointError(f"{path}: weights do not fit the model its config describes ({first})") from None
+        first = next(
+            (line.strip() for line in str(e).splitlines()[1:] if line.strip()),
+            str(e).splitlines()[0],
+        )
+        raise CheckpointError(
+            f"{path}: weights do not fit the model its config describes ({first})"
+        ) from None
     return model.eval(), conf, ckpt
 
 
-def checkpoint_features(path, ckpt: dict, conf: Config, ms: MovieSet, cache_dir=None,
-                        progress: bool = True) -> Features:  # fmt: skip
+def checkpoint_features(
+    path, ckpt: dict, conf: Config, ms: MovieSet, cache_dir=None, progress: bool = True
+) -> Features:
     """The features a checkpoint reads, on ``ms`` (its fitted text statistics reused);
     a CheckpointError if the encoders give other widths than it was trained on."""
-    feats = Features.extract(ms, ckpt["poster_views"], ckpt["intro_views"], cache_dir or conf.data.cache_dir,
-                             progress, ckpt.get("encoder_states"), conf.model.prior)  # fmt: skip
+    feats = Features.extract(
+        ms,
+        ckpt["poster_views"],
+        ckpt["intro_views"],
+        cache_dir or conf.data.cache_dir,
+        progress,
+        ckpt.get("encoder_states"),
+        conf.model.prior,
+    )
     if feats.dims() != (ckpt["poster_dims"], ckpt["intro_dims"]):
         raise CheckpointError(
             f"{path}: built for feature dims {ckpt['poster_dims']}/{ckpt['intro_dims']} "
@@ -100,7 +128,9 @@ def checkpoint_features(path, ckpt: dict, conf: Config, ms: MovieSet, cache_dir=
     return feats
 
 
-def checkpoints_dist(paths, ms: MovieSet, cache_dir=None, progress: bool = True, loaded=None) -> torch.Tensor:
+def checkpoints_dist(
+    paths, ms: MovieSet, cache_dir=None, progress: bool = True, loaded=None
+) -> torch.Tensor:
     """D [N x N] of one checkpoint, or of several whose scores are averaged (an
     ensemble of separately trained models, each on its own features). ``loaded``:
     the checkpoints' ``load_checkpoint`` results, if the caller has them already."""

@@ -39,8 +39,18 @@ from gmatch.train import TrainStateError  # noqa: E402
 __all__ = ["main"]
 
 # Exceptions that mean bad input, not a bug: one line, no traceback.
-USER_ERRORS = (DataError, CheckpointError, ConfigError, FileExistsError, ResumeError, TrainStateError,
-               WeightsError, DegenerateDistanceError, ReportError, OSError)  # fmt: skip
+USER_ERRORS = (
+    DataError,
+    CheckpointError,
+    ConfigError,
+    FileExistsError,
+    ResumeError,
+    TrainStateError,
+    WeightsError,
+    DegenerateDistanceError,
+    ReportError,
+    OSError,
+)
 
 
 def _conf(args):
@@ -64,22 +74,34 @@ def cmd_train(args) -> int:
     run = RunDir(args.out, overwrite=args.overwrite)
     ms = load_movielens(conf.data.root)
     feats = load_features(ms, conf, progress=not args.quiet)
-    result, record = train_and_record(run, conf, ms, feats, not args.quiet, {"kind": "train"},
-                                      resume=args.resume)  # fmt: skip
-    print(f"run folder: {run.path}  (trained in {result.seconds:.1f}s, best step {result.best_step})")
+    result, record = train_and_record(
+        run, conf, ms, feats, not args.quiet, {"kind": "train"}, resume=args.resume
+    )
+    print(
+        f"run folder: {run.path}  (trained in {result.seconds:.1f}s, best step {result.best_step})"
+    )
     print(summary_line(record["metrics"]))
     if args.checkpoint:
         ckpt = Path(args.checkpoint)
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run.path / "model.pt", ckpt)
-        atomic_write_json(ckpt.with_suffix(".metrics.json"), {**record["metrics"], "command": record["command"]})
+        atomic_write_json(
+            ckpt.with_suffix(".metrics.json"), {**record["metrics"], "command": record["command"]}
+        )
         print(f"checkpoint: {ckpt} (+ {ckpt.with_suffix('.metrics.json').name})")
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    out, record = evaluate_checkpoints(args.checkpoint, args.out, args.data, args.cache_dir, args.overwrite,
-                                       args.sinkhorn_tau, progress=not args.quiet)  # fmt: skip
+    out, record = evaluate_checkpoints(
+        args.checkpoint,
+        args.out,
+        args.data,
+        args.cache_dir,
+        args.overwrite,
+        args.sinkhorn_tau,
+        progress=not args.quiet,
+    )
     print(f"run folder: {out}")
     print(summary_line(record["metrics"]))
     return 0
@@ -93,8 +115,13 @@ def cmd_audit(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    run_sweep(args.config, args.out, args.overrides, skip_existing=args.skip_existing,
-              progress=not args.quiet)  # fmt: skip
+    run_sweep(
+        args.config,
+        args.out,
+        args.overrides,
+        skip_existing=args.skip_existing,
+        progress=not args.quiet,
+    )
     return 0
 
 
@@ -118,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="gmatch", description=__doc__, formatter_class=fmt)
     p.add_argument("-v", "--verbose", action="store_true")
-    p.add_argument("--debug", action="store_true", help="show tracebacks of input errors (or GMATCH_DEBUG=1)")
+    p.add_argument(
+        "--debug", action="store_true", help="show tracebacks of input errors (or GMATCH_DEBUG=1)"
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp, overrides=True):
@@ -126,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--data", help="course-format data folder (sets data.root)")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
         if overrides:
-            sp.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. model.n_layers=2")
+            sp.add_argument(
+                "overrides", nargs="*", help="key=value config overrides, e.g. model.n_layers=2"
+            )
 
     sp = sub.add_parser("features", help="extract and cache encoder features", formatter_class=fmt)
     common(sp)
@@ -140,14 +171,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     sp.set_defaults(func=cmd_train)
 
-    sp = sub.add_parser("evaluate", help="score a checkpoint (or an ensemble) on a data folder",
-                        formatter_class=fmt)  # fmt: skip
-    sp.add_argument("--checkpoint", required=True, nargs="+",
-                    help="one checkpoint, or several whose scores are averaged (an ensemble)")
-    sp.add_argument("--sinkhorn-tau", type=float, default=None,
-                    help="> 0: also report -log Sinkhorn(exp(S / tau)) over all test movies at once "
-                         "(analysis block; D.npy and official stay raw); default: the checkpoint's "
-                         "analysis.sinkhorn_tau")
+    sp = sub.add_parser(
+        "evaluate", help="score a checkpoint (or an ensemble) on a data folder", formatter_class=fmt
+    )
+    sp.add_argument(
+        "--checkpoint",
+        required=True,
+        nargs="+",
+        help="one checkpoint, or several whose scores are averaged (an ensemble)",
+    )
+    sp.add_argument(
+        "--sinkhorn-tau",
+        type=float,
+        default=None,
+        help="> 0: also report -log Sinkhorn(exp(S / tau)) over all test movies at once "
+        "(analysis block; D.npy and official stay raw); default: the checkpoint's "
+        "analysis.sinkhorn_tau",
+    )
     sp.add_argument("--data", help="course-format folder (default: the checkpoint's)")
     sp.add_argument("--cache-dir", help="feature cache (default: the checkpoint's)")
     sp.add_argument("--out", help="run folder (default: runs/eval-<checkpoint>)")
@@ -155,14 +195,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_evaluate)
 
-    sp = sub.add_parser("audit", help="check a checkpoint against the SPEC's rules", formatter_class=fmt)
+    sp = sub.add_parser(
+        "audit", help="check a checkpoint against the SPEC's rules", formatter_class=fmt
+    )
     sp.add_argument("--checkpoint", required=True)
     sp.add_argument("--data", help="course-format folder (default: the checkpoint's)")
     sp.add_argument("--cache-dir", help="feature cache (default: the checkpoint's)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the random permutations")
     sp.set_defaults(func=cmd_audit)
 
-    sp = sub.add_parser("sweep", help="run a grid from a YAML with a sweep: block", formatter_class=fmt)
+    sp = sub.add_parser(
+        "sweep", help="run a grid from a YAML with a sweep: block", formatter_class=fmt
+    )
     sp.add_argument("config", help="experiments/configs/<name>.yaml")
     sp.add_argument("overrides", nargs="*", help="key=value overrides applied to every run")
     sp.add_argument("--out", help="folder of the runs (default: runs/<config name>)")
@@ -170,12 +214,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_sweep)
 
-    sp = sub.add_parser("report", help="HTML analysis report of a finished run", formatter_class=fmt)
-    sp.add_argument("run", nargs="+", help="run folder with D.npy and metrics.json; two folders: compare them")
-    sp.add_argument("--out", help="folder of the comparison page (default: <parent>/compare-<A>-vs-<B>)")
+    sp = sub.add_parser(
+        "report", help="HTML analysis report of a finished run", formatter_class=fmt
+    )
+    sp.add_argument(
+        "run", nargs="+", help="run folder with D.npy and metrics.json; two folders: compare them"
+    )
+    sp.add_argument(
+        "--out", help="folder of the comparison page (default: <parent>/compare-<A>-vs-<B>)"
+    )
     sp.add_argument("--data", help="data folder (default: the run's)")
-    sp.add_argument("--query", action="append", default=[], help="movie id or title to show (repeatable)")
-    sp.add_argument("--random", type=int, default=2, help="random held-out queries to show beside the curated ones")
+    sp.add_argument(
+        "--query", action="append", default=[], help="movie id or title to show (repeatable)"
+    )
+    sp.add_argument(
+        "--random",
+        type=int,
+        default=2,
+        help="random held-out queries to show beside the curated ones",
+    )
     sp.add_argument("-k", type=int, default=5, help="neighbours per query")
     sp.set_defaults(func=cmd_report)
 
@@ -190,14 +247,18 @@ def main(argv: list[str] | None = None) -> int:
     and exit code 2; ``--debug`` (or ``GMATCH_DEBUG=1``) shows the traceback instead.
     An unexpected internal error always shows its traceback."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     debug = args.debug or os.environ.get("GMATCH_DEBUG", "") not in ("", "0")
     git_state()  # the code this process runs: recorded now, before any run starts
     try:
         return args.func(args)
     except USER_ERRORS as e:
-        unexpected = isinstance(e, OSError) and not isinstance(e, FileExistsError) and not e.filename
+        unexpected = (
+            isinstance(e, OSError) and not isinstance(e, FileExistsError) and not e.filename
+        )
         if debug or unexpected:  # an OSError without a file is not an input problem: show it
             raise
         if isinstance(e, OSError) and e.filename:

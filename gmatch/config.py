@@ -10,9 +10,22 @@ from typing import Literal
 
 import yaml
 
-__all__ = ["config_diff", "flatten", "EXECUTION_KEYS", "ConfigError", "DataConf", "ModelConf",
-           "TrainConf", "AnalysisConf", "RuntimeConf", "Config", "load_config", "merge", "to_dict",
-           "upgrade"]  # fmt: skip
+__all__ = [
+    "config_diff",
+    "flatten",
+    "EXECUTION_KEYS",
+    "ConfigError",
+    "DataConf",
+    "ModelConf",
+    "TrainConf",
+    "AnalysisConf",
+    "RuntimeConf",
+    "Config",
+    "load_config",
+    "merge",
+    "to_dict",
+    "upgrade",
+]
 
 
 class ConfigError(ValueError):
@@ -39,7 +52,9 @@ class ModelConf:
     layer_types: list[Literal["self", "cross"]] = field(default_factory=lambda: ["self", "cross"])
     #                                              blocks of a unit, in order
     num_heads: int = 4  # heads of the dot-product self-attention
-    edge: Literal["cosine", "dot", "mlp"] = "cosine"  # edge scorer (cross-attention logits and head)
+    edge: Literal["cosine", "dot", "mlp"] = (
+        "cosine"  # edge scorer (cross-attention logits and head)
+    )
     edge_hidden: int = 64  # hidden width of the MLP edge scorer
     dropout: float = 0.1  # dropout inside the projection and ffn MLPs
     feat_dropout: float = 0.5  # dropout on the frozen input features (augmentation)
@@ -49,11 +64,17 @@ class ModelConf:
     attn_prior: float = 0.0  # >0: cross-attention logits += gain * prior logits (gain per head,
     #                          learned, starts here); 0: cross-attention ignores the priors
     prior: list[str] = field(
-        default_factory=lambda: ["ocrseg:mpnet=text:mpnet@2", "ocr:chars=text:chars@4", "ocrlines:mpnet=text:mpnet@1"]
+        default_factory=lambda: [
+            "ocrseg:mpnet=text:mpnet@2",
+            "ocr:chars=text:chars@4",
+            "ocrlines:mpnet=text:mpnet@1",
+        ]
     )  # zero-shot skips added to S: cosine of a poster view and an intro view in one space
     #    (``<poster view>=<intro view>[@weight]``); sparse views (chars) are lexical priors,
     #    set views (ocrlines, sents) max-pooled priors (chosen on val_acc: study `reading`)
-    members: int = 1  # >1: an ensemble of this many matchers, seeds seed, seed+1, ...; logits averaged
+    members: int = (
+        1  # >1: an ensemble of this many matchers, seeds seed, seed+1, ...; logits averaged
+    )
     prior_weight: float = 3.0  # weight of a prior entry without @weight (in units of 1/tau_init)
 
 
@@ -65,14 +86,18 @@ class TrainConf:
     weight_decay: float = 0.05  # AdamW weight decay
     warmup: int = 50  # warm-up steps, then cosine decay
     episode_sizes: list[int] = field(default_factory=lambda: [128, 256, 512])  # movies per episode
-    loss: Literal["ce", "sinkhorn"] = "ce"  # ce (symmetric InfoNCE = dual-softmax CE) or sinkhorn (OT)
+    loss: Literal["ce", "sinkhorn"] = (
+        "ce"  # ce (symmetric InfoNCE = dual-softmax CE) or sinkhorn (OT)
+    )
     sinkhorn_iters: int = 10  # iterations of the Sinkhorn loss
     deep_supervision: float = 0.5  # weight of the per-layer losses (0 = final head only)
     val_fraction: float = 0.15  # validation slice carved from the training positions
     patience: int = 6  # validation passes without gain before stopping
     grad_clip: float = 1.0  # max gradient norm
     refit: bool = True  # retrain on all training pairs for the best number of steps
-    refit_schedule: Literal["scaled", "fit"] = "fit"  # scaled: the refit's LR decays to zero at its last step;
+    refit_schedule: Literal["scaled", "fit"] = (
+        "fit"  # scaled: the refit's LR decays to zero at its last step;
+    )
     #                                 fit: the fit phase's schedule cut off at the best step
     genre_weight: float = 0.0  # auxiliary multi-label genre loss on training movies (0 = off)
 
@@ -109,13 +134,23 @@ def to_dict(conf) -> dict:
 
 
 # Settings that change how a run executes, not what it computes.
-EXECUTION_KEYS = frozenset({"data.cache_dir", *(f"runtime.{f.name}" for f in dataclasses.fields(RuntimeConf))})
+EXECUTION_KEYS = frozenset(
+    {"data.cache_dir", *(f"runtime.{f.name}" for f in dataclasses.fields(RuntimeConf))}
+)
 
 # Keys of configs written by earlier versions: moved (old -> new) or removed (key -> the
 # value that meant today's behaviour; any other value cannot be reproduced any more).
-_MOVED = {"threads": "runtime.threads", "model.chunk": "runtime.chunk", "model.attn_chunk": "runtime.attn_chunk"}
-_REMOVED = {"model.share_self": False, "model.learn_prior_weight": False, "model.proj_layers": 1,
-            "model.hidden": None}  # fmt: skip
+_MOVED = {
+    "threads": "runtime.threads",
+    "model.chunk": "runtime.chunk",
+    "model.attn_chunk": "runtime.attn_chunk",
+}
+_REMOVED = {
+    "model.share_self": False,
+    "model.learn_prior_weight": False,
+    "model.proj_layers": 1,
+    "model.hidden": None,
+}
 
 
 def upgrade(d: dict) -> dict:
@@ -130,8 +165,10 @@ def upgrade(d: dict) -> dict:
         if key in flat:
             value = flat.pop(key)
             if kept is not None and value != kept:
-                raise ConfigError(f"config key {key!r}={value!r}: this option was removed "
-                                  f"(only {kept!r} remains); use a gmatch version that has it")  # fmt: skip
+                raise ConfigError(
+                    f"config key {key!r}={value!r}: this option was removed "
+                    f"(only {kept!r} remains); use a gmatch version that has it"
+                )
     out: dict = {}
     for key, value in flat.items():
         node = out
@@ -157,8 +194,11 @@ def config_diff(old: dict, new: dict, ignore=EXECUTION_KEYS) -> dict:
     """``{key: (old value, new value)}`` for every setting that differs (execution
     settings ignored); a key only one side has counts as a difference."""
     a, b = flatten(old), flatten(new)
-    return {k: (a.get(k, "<missing>"), b.get(k, "<missing>")) for k in sorted(set(a) | set(b))
-            if k not in ignore and a.get(k, "<missing>") != b.get(k, "<missing>")}  # fmt: skip
+    return {
+        k: (a.get(k, "<missing>"), b.get(k, "<missing>"))
+        for k in sorted(set(a) | set(b))
+        if k not in ignore and a.get(k, "<missing>") != b.get(k, "<missing>")
+    }
 
 
 def _coerce(value, typ, key: str):
@@ -166,7 +206,9 @@ def _coerce(value, typ, key: str):
     if origin is Literal:
         allowed = typing.get_args(typ)
         if value not in allowed:
-            raise ConfigError(f"config key {key!r}: expected one of {', '.join(map(str, allowed))}, got {value!r}")
+            raise ConfigError(
+                f"config key {key!r}: expected one of {', '.join(map(str, allowed))}, got {value!r}"
+            )
         return value
     if origin is list:
         if isinstance(value, str):
@@ -187,7 +229,9 @@ def _coerce(value, typ, key: str):
         try:
             out = typ(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"config key {key!r}: expected {typ.__name__}, got {value!r}") from None
+            raise ConfigError(
+                f"config key {key!r}: expected {typ.__name__}, got {value!r}"
+            ) from None
         if typ is int and isinstance(value, float) and value != out:
             raise ConfigError(f"config key {key!r}: expected int, got {value!r}")
         if key in _AT_LEAST and out < _AT_LEAST[key]:
@@ -197,9 +241,17 @@ def _coerce(value, typ, key: str):
 
 
 # Lower bounds of numeric settings whose other values have no meaning.
-_AT_LEAST = {"model.members": 1, "model.n_layers": 0, "model.dim": 1, "model.num_heads": 1,
-             "train.steps": 0, "train.eval_every": 1, "runtime.threads": 1, "runtime.chunk": 1,
-             "runtime.attn_chunk": 1}  # fmt: skip
+_AT_LEAST = {
+    "model.members": 1,
+    "model.n_layers": 0,
+    "model.dim": 1,
+    "model.num_heads": 1,
+    "train.steps": 0,
+    "train.eval_every": 1,
+    "runtime.threads": 1,
+    "runtime.chunk": 1,
+    "runtime.attn_chunk": 1,
+}
 
 
 def merge(conf, overrides: dict, prefix: str = ""):

@@ -102,9 +102,7 @@ def read_train_positions(path: Path, n: int) -> np.ndarray:
                 "positions into the id-sorted movie list, not movie ids"
             )
         if p in seen:
-            raise DataError(
-                f"{path}:{lineno}: position {p} duplicates line {seen[p]}; remove one"
-            )
+            raise DataError(f"{path}:{lineno}: position {p} duplicates line {seen[p]}; remove one")
         seen[p] = lineno
         positions.append(p)
     return np.array(sorted(positions), dtype=np.int64)
@@ -138,7 +136,9 @@ def _read_info(path: Path) -> dict[int, dict]:
     try:
         records = list(enumerate(reader, start=2))
     except csv.Error as e:
-        raise DataError(f"{path}: line {reader.line_num}: {e}; fix the quoting of that record") from None
+        raise DataError(
+            f"{path}: line {reader.line_num}: {e}; fix the quoting of that record"
+        ) from None
     finally:
         csv.field_size_limit(limit)
     for rowno, row in records:
@@ -147,7 +147,9 @@ def _read_info(path: Path) -> dict[int, dict]:
         except (TypeError, ValueError):
             raise DataError(f"{path}: row {rowno}: id {row['id']!r} is not an integer") from None
         if not 0 <= movie_id < 2**63:
-            raise DataError(f"{path}: row {rowno}: id {movie_id} is outside [0, 2^63); ids are non-negative 64-bit integers")
+            raise DataError(
+                f"{path}: row {rowno}: id {movie_id} is outside [0, 2^63); ids are non-negative 64-bit integers"
+            )
         if movie_id in rows:
             raise DataError(
                 f"{path}: row {rowno}: duplicate id {movie_id} (first at row "
@@ -162,7 +164,9 @@ def load_movielens(root: str | Path) -> MovieSet:
     """Load a course-format folder: ``info.csv``, ``poster/`` and optionally ``train.txt``."""
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"{root}: data folder not found; pass --data pointing to a course-format folder")
+        raise DataError(
+            f"{root}: data folder not found; pass --data pointing to a course-format folder"
+        )
     info_path, poster_dir = root / "info.csv", root / "poster"
     if not info_path.is_file():
         raise DataError(f"{info_path}: missing; the data folder needs info.csv")
@@ -176,11 +180,15 @@ def load_movielens(root: str | Path) -> MovieSet:
             continue
         if not p.stem.isdigit():
             if p.stem.lstrip("-").isdigit():
-                raise DataError(f"{p}: poster name is a negative id; ids are non-negative integers, rename it")
+                raise DataError(
+                    f"{p}: poster name is a negative id; ids are non-negative integers, rename it"
+                )
             continue
         if not p.is_file():
-            raise DataError(f"{p}: not a readable file (a directory or a dangling symlink); "
-                            "replace it with the poster image or remove it")  # fmt: skip
+            raise DataError(
+                f"{p}: not a readable file (a directory or a dangling symlink); "
+                "replace it with the poster image or remove it"
+            )
         if int(p.stem) in posters:
             raise DataError(f"{p}: a second poster for id {p.stem}; keep one file per id")
         posters[int(p.stem)] = p
@@ -200,7 +208,9 @@ def load_movielens(root: str | Path) -> MovieSet:
         if path.stat().st_size == 0:
             raise DataError(f"{path}: poster file is empty (0 bytes); replace or remove it")
         titles.append((row.get("name") or "").strip())
-        genres.append([g for g in (row.get("genre") or "").split("|") if g and g != "(no genres listed)"])
+        genres.append(
+            [g for g in (row.get("genre") or "").split("|") if g and g != "(no genres listed)"]
+        )
         intros.append(intro)
         paths.append(path)
 
@@ -221,7 +231,9 @@ def load_movielens(root: str | Path) -> MovieSet:
     )
 
 
-def training_positions(ms: MovieSet, seed: int, fraction: float = 1.0) -> tuple[np.ndarray, np.random.Generator]:
+def training_positions(
+    ms: MovieSet, seed: int, fraction: float = 1.0
+) -> tuple[np.ndarray, np.random.Generator]:
     """The train.txt positions a run trains on: all of them, or a seeded ``fraction``
     of them (learning curves). Returns them with the run's generator (seeded by
     ``seed``), which then draws the validation slice."""

@@ -57,5 +57,9 @@ def test_set_sinkhorn(D, ms: MovieSet, tau: float, iters: int = 20) -> dict:
     unlabeled test set, so it is an analysis, never an official number."""
     S = -torch.as_tensor(D, dtype=torch.float64)
     D_sk = -sinkhorn(S, n_iters=iters, tau=tau)
-    return {"tau": tau, "iters": iters, "note": "uses all test movies at once; not official",
-            **split_metrics(D_sk.float(), ms)}
+    return {
+        "tau": tau,
+        "iters": iters,
+        "note": "uses all test movies at once; not official",
+        **split_metrics(D_sk.float(), ms),
+    }

@@ -37,8 +37,16 @@ from gmatch.priors import precomputed_pairs
 from gmatch.specs import SET_VIEWS, SPARSE_ENCODERS, build_encoder, is_prior_only_spec, parse_spec
 from gmatch.text import TrainOnlyTfidf, split_sentences, strip_boilerplate
 
-__all__ = ["FeatureBlock", "Features", "load_features", "extract", "poster_texts", "poster_lines",
-           "text_cache_key", "write_seed"]  # fmt: skip
+__all__ = [
+    "FeatureBlock",
+    "Features",
+    "load_features",
+    "extract",
+    "poster_texts",
+    "poster_lines",
+    "text_cache_key",
+    "write_seed",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +57,9 @@ class FeatureBlock:
     empty (a poster with no text), so the model can use a learned vector."""
 
     spec: str
-    values: np.ndarray  # [N x D] float32 (scipy CSR for the sparse lexical views; [T x D] for set views)
+    values: (
+        np.ndarray
+    )  # [N x D] float32 (scipy CSR for the sparse lexical views; [T x D] for set views)
     valid: np.ndarray  # [N] bool
     state: dict | None = None  # fitted encoder state (TF-IDF), saved with checkpoints
     owner: np.ndarray | None = None  # set views: [T] item of each element (sorted); None otherwise
@@ -125,7 +135,9 @@ def _checksum(keys: np.ndarray, values: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _cached_encode(cache_dir, key, item_keys, items, encode_fn, batch_size, desc, progress, seeds=()):
+def _cached_encode(
+    cache_dir, key, item_keys, items, encode_fn, batch_size, desc, progress, seeds=()
+):
     cache = _Cache(cache_dir, key, seeds)
     todo = {}
     for k, item in zip(item_keys, items):
@@ -155,12 +167,20 @@ def _poster_ocr(ms: MovieSet, cache_dir: Path, progress: bool = True):
     cache_file = Path(cache_dir) / f"ocr_rapidocr_{conf.key()}.json"
     # The OCR cache shipped beside the course data (data/ocr/movielens_rapidocr.json).
     seed = Path(ms.root).parent / "ocr" / f"{Path(ms.root).name}_rapidocr.json"
-    lines = read_posters(ms.poster_paths, ms.poster_hashes(), cache_file, conf,
-                         progress=progress, seeds=(seed,) if seed.exists() else ())  # fmt: skip
+    lines = read_posters(
+        ms.poster_paths,
+        ms.poster_hashes(),
+        cache_file,
+        conf,
+        progress=progress,
+        seeds=(seed,) if seed.exists() else (),
+    )
     return lines, conf
 
 
-def poster_texts(ms: MovieSet, cache_dir: Path, progress: bool = True, segment: bool = False) -> list[str]:
+def poster_texts(
+    ms: MovieSet, cache_dir: Path, progress: bool = True, segment: bool = False
+) -> list[str]:
     """Cleaned OCR text of every poster (empty string: no text found); ``segment``
     splits runs read without spaces into words."""
     lines, conf = _poster_ocr(ms, cache_dir, progress)
@@ -194,7 +214,9 @@ def text_cache_key(spec: str) -> str:
     return _cache_key(spec, _text_encoder(spec))
 
 
-def _text_encode(spec: str, texts: list[str], cache_dir: Path, batch_size: int, progress: bool, seeds=()):
+def _text_encode(
+    spec: str, texts: list[str], cache_dir: Path, batch_size: int, progress: bool, seeds=()
+):
     """[len(texts) x D] embeddings of non-empty texts through the spec's text encoder
     (cached per text hash; shipped ``seeds`` first)."""
     enc = _text_encoder(spec)
@@ -203,8 +225,17 @@ def _text_encode(spec: str, texts: list[str], cache_dir: Path, batch_size: int, 
     idx = [i for i, t in enumerate(texts) if t]
     if idx:
         keys = [hashlib.sha1(texts[i].encode()).hexdigest() for i in idx]
-        values[idx] = _cached_encode(cache_dir, key, keys, [texts[i] for i in idx], enc.encode,
-                                     batch_size, f"{spec} texts", progress, seeds)  # fmt: skip
+        values[idx] = _cached_encode(
+            cache_dir,
+            key,
+            keys,
+            [texts[i] for i in idx],
+            enc.encode,
+            batch_size,
+            f"{spec} texts",
+            progress,
+            seeds,
+        )
     return values
 
 
@@ -246,7 +277,9 @@ def extract(
     return FeatureBlock(spec, values, valid)
 
 
-def _extract_image(ms: MovieSet, spec: str, cache_dir: Path, progress: bool, batch_size: int) -> FeatureBlock:
+def _extract_image(
+    ms: MovieSet, spec: str, cache_dir: Path, progress: bool, batch_size: int
+) -> FeatureBlock:
     from gmatch.encoders.image import load_image  # with the encoder's heavy imports
 
     enc = build_encoder(spec)
@@ -263,11 +296,15 @@ def _extract_image(ms: MovieSet, spec: str, cache_dir: Path, progress: bool, bat
     return FeatureBlock(spec, values, np.ones(len(ms), dtype=bool))
 
 
-def _extract_set(ms: MovieSet, spec: str, cache_dir: Path, progress: bool, batch_size: int) -> FeatureBlock:
+def _extract_set(
+    ms: MovieSet, spec: str, cache_dir: Path, progress: bool, batch_size: int
+) -> FeatureBlock:
     """A set view: every OCR line / intro sentence embedded on its own, ``owner`` per row."""
     view, name, _ = parse_spec(spec)
     if name in SPARSE_ENCODERS or name == "tfidf":
-        raise ConfigError(f"feature spec {spec!r}: set views ({', '.join(SET_VIEWS)}) take a sentence encoder")
+        raise ConfigError(
+            f"feature spec {spec!r}: set views ({', '.join(SET_VIEWS)}) take a sentence encoder"
+        )
     if view == "ocrlines":
         lists = poster_lines(ms, cache_dir, progress)
     else:
@@ -305,7 +342,9 @@ def _fit_tfidf(train_intros: tuple[str, ...], analyzer: str = "word"):
     try:
         if analyzer == "word":
             return TrainOnlyTfidf().fit(list(train_intros))
-        return TrainOnlyTfidf(dim=0, min_df=2, max_features=0, analyzer=analyzer).fit(list(train_intros))
+        return TrainOnlyTfidf(dim=0, min_df=2, max_features=0, analyzer=analyzer).fit(
+            list(train_intros)
+        )
     except ValueError as e:  # sklearn: no term left after min_df / max_df
         raise DataError(
             f"train.txt: {len(train_intros)} training intros are too few to fit the TF-IDF views "
@@ -334,8 +373,17 @@ class Features:
     genre_names: list[str] = field(default_factory=list)
 
     @classmethod
-    def extract(cls, ms: MovieSet, poster_specs, intro_specs, cache_dir, progress=True,
-                states: dict | None = None, prior: list[str] = (), memo: dict | None = None) -> Features:  # fmt: skip
+    def extract(
+        cls,
+        ms: MovieSet,
+        poster_specs,
+        intro_specs,
+        cache_dir,
+        progress=True,
+        states: dict | None = None,
+        prior: list[str] = (),
+        memo: dict | None = None,
+    ) -> Features:
         """Extract (or read from the cache) every view of both sides; ``states``
         maps a spec to a fitted encoder state (a checkpoint's TF-IDF); the
         lexical pairs named in ``prior`` are extracted too. ``memo`` (a dict the
@@ -368,7 +416,9 @@ class Features:
             for g in gs:
                 if g in col:
                     genres[i, col[g]] = 1
-        return cls([get(s) for s in poster_specs], [get(s) for s in intro_specs], lexical, genres, names)
+        return cls(
+            [get(s) for s in poster_specs], [get(s) for s in intro_specs], lexical, genres, names
+        )
 
     def states(self) -> dict:
         """Fitted encoder states by spec (saved with checkpoints)."""
@@ -392,8 +442,12 @@ class Features:
         if self.lexical and n <= LEXICAL_CACHE_MAX:
             if getattr(self, "_lexical_full", None) is None:
                 self._lexical_full = [pair_scores(a, b) for a, b in self.lexical]
-            i0 = slice(None) if idx0 is None else torch.as_tensor(np.asarray(idx0), dtype=torch.long)
-            i1 = slice(None) if idx1 is None else torch.as_tensor(np.asarray(idx1), dtype=torch.long)
+            i0 = (
+                slice(None) if idx0 is None else torch.as_tensor(np.asarray(idx0), dtype=torch.long)
+            )
+            i1 = (
+                slice(None) if idx1 is None else torch.as_tensor(np.asarray(idx1), dtype=torch.long)
+            )
             return [full[i0][:, i1] for full in self._lexical_full]
         return [pair_scores(a, b, idx0, idx1) for a, b in self.lexical]
 
@@ -403,8 +457,13 @@ class Features:
         idx1 = idx0 if idx1 is _SAME else idx1
         v0, m0 = self.tensors(idx0, "poster")
         v1, m1 = self.tensors(idx1, "intro")
-        return {"views0": v0, "valid0": m0, "views1": v1, "valid1": m1,
-                "lexical": self.lexical_scores(idx0, idx1)}  # fmt: skip
+        return {
+            "views0": v0,
+            "valid0": m0,
+            "views1": v1,
+            "valid1": m1,
+            "lexical": self.lexical_scores(idx0, idx1),
+        }
 
     def specs(self) -> tuple[list[str], list[str]]:
         return [b.spec for b in self.poster], [b.spec for b in self.intro]
@@ -416,17 +475,26 @@ class Features:
         def sub(b: FeatureBlock) -> FeatureBlock:
             return b.subset(idx)
 
-        return Features([sub(b) for b in self.poster], [sub(b) for b in self.intro],
-                        [(sub(a), sub(b)) for a, b in self.lexical],
-                        None if self.genres is None else self.genres[idx], self.genre_names)  # fmt: skip
+        return Features(
+            [sub(b) for b in self.poster],
+            [sub(b) for b in self.intro],
+            [(sub(a), sub(b)) for a, b in self.lexical],
+            None if self.genres is None else self.genres[idx],
+            self.genre_names,
+        )
 
 
-def load_features(ms: MovieSet, conf: Config, progress: bool = True, memo: dict | None = None) -> Features:
+def load_features(
+    ms: MovieSet, conf: Config, progress: bool = True, memo: dict | None = None
+) -> Features:
     """Features of ``ms`` for ``conf``; text statistics (TF-IDF, character n-grams)
     and the genre vocabulary are fitted on the intros the run trains on only."""
     d = conf.data
     if d.train_fraction < 1:
-        ms = dataclasses.replace(ms, train_idx=training_positions(ms, conf.seed, d.train_fraction)[0])
+        ms = dataclasses.replace(
+            ms, train_idx=training_positions(ms, conf.seed, d.train_fraction)[0]
+        )
         memo = None  # blocks fitted on another subset must not be shared
-    return Features.extract(ms, d.poster_views, d.intro_views, d.cache_dir, progress,
-                            prior=conf.model.prior, memo=memo)  # fmt: skip
+    return Features.extract(
+        ms, d.poster_views, d.intro_views, d.cache_dir, progress, prior=conf.model.prior, memo=memo
+    )

@@ -17,7 +17,9 @@ def random_groups(idx: np.ndarray, size: int, seed: int = 0) -> list[np.ndarray]
     return [order[s : s + size] for s in range(0, len(order) - size + 1, size)]
 
 
-def groups_by_label(idx: np.ndarray, labels, size: int | None = None, seed: int = 0) -> list[np.ndarray]:
+def groups_by_label(
+    idx: np.ndarray, labels, size: int | None = None, seed: int = 0
+) -> list[np.ndarray]:
     """Groups of items sharing a label (e.g. a product id, or a movie's first genre);
     with ``size`` each label's items are cut into seeded groups of that size."""
     idx = np.asarray(idx)

@@ -9,14 +9,22 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["clean_stale_temp_files", "atomic_write_text", "atomic_write_json", "atomic_save_npy", "atomic_torch_save"]
+__all__ = [
+    "clean_stale_temp_files",
+    "atomic_write_text",
+    "atomic_write_json",
+    "atomic_save_npy",
+    "atomic_torch_save",
+]
 
 
 def _atomic(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The writer's pid is in the name, so a later run can remove what a killed one left.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

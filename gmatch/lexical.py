@@ -14,7 +14,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["LexicalScorer", "PooledScorer", "set_starts", "set_elements", "lexical_cosine", "make_scorer", "pair_scores"]
+__all__ = [
+    "LexicalScorer",
+    "PooledScorer",
+    "set_starts",
+    "set_elements",
+    "lexical_cosine",
+    "make_scorer",
+    "pair_scores",
+]
 
 
 class LexicalScorer:
@@ -86,9 +94,13 @@ class PooledScorer:
 
     def __init__(self, a, b, chunk: int = 256):
         def side(block):
-            x = torch.nn.functional.normalize(torch.as_tensor(np.asarray(block.values, dtype=np.float32)), dim=-1)
+            x = torch.nn.functional.normalize(
+                torch.as_tensor(np.asarray(block.values, dtype=np.float32)), dim=-1
+            )
             n = len(block.valid)
-            owner = np.arange(n) if getattr(block, "owner", None) is None else np.asarray(block.owner)
+            owner = (
+                np.arange(n) if getattr(block, "owner", None) is None else np.asarray(block.owner)
+            )
             return x, set_starts(owner, n), n
 
         self.x0, self.s0, self.n0 = side(a)
@@ -112,9 +124,11 @@ class PooledScorer:
                 continue
             sim = x0 @ x1.T  # [elements of these rows x elements of the columns]
             per_col = torch.full((len(x0), m), float("-inf")).scatter_reduce_(
-                1, l1.expand(len(x0), -1), sim, "amax")  # fmt: skip
+                1, l1.expand(len(x0), -1), sim, "amax"
+            )
             pooled = torch.full((n, m), float("-inf")).scatter_reduce_(
-                0, l0[:, None].expand(-1, m), per_col, "amax")  # fmt: skip
+                0, l0[:, None].expand(-1, m), per_col, "amax"
+            )
             out[c : c + n] = pooled.nan_to_num(neginf=0.0)  # an item without elements scores 0
         return out
 

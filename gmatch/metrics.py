@@ -108,9 +108,7 @@ def rank_metrics(ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict:
     return out
 
 
-def evaluate_distance(
-    D, subset: np.ndarray | None = None, ratio: float = 0.05
-) -> dict[str, float]:
+def evaluate_distance(D, subset: np.ndarray | None = None, ratio: float = 0.05) -> dict[str, float]:
     """All retrieval metrics of D, optionally restricted to a subset of movies.
 
     With ``subset`` the sub-matrix ``D[subset][:, subset]`` is scored, so the
@@ -139,7 +137,9 @@ def evaluate_distance(
     return out
 
 
-def bootstrap_acc(D, ratio: float = 0.05, n_boot: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
+def bootstrap_acc(
+    D, ratio: float = 0.05, n_boot: int = 1000, seed: int = 0
+) -> dict[str, tuple[float, float]]:
     """95 % percentile intervals of ``acc_dim0``, ``acc_dim1`` and ``acc_mean`` when
     the queries (movies) are resampled with replacement; the candidates and k stay
     those of D. Seeded, so a report is reproducible."""

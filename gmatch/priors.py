@@ -22,8 +22,14 @@ import torch.nn.functional as F
 from gmatch.config import ConfigError
 from gmatch.specs import is_prior_only_spec, is_set_spec, is_sparse_spec
 
-__all__ = ["parse_prior", "dense_pairs", "precomputed_pairs", "log_weights", "dense_prior",
-           "dense_prior_factors"]  # fmt: skip
+__all__ = [
+    "parse_prior",
+    "dense_pairs",
+    "precomputed_pairs",
+    "log_weights",
+    "dense_prior",
+    "dense_prior_factors",
+]
 
 
 def parse_prior(item: str) -> tuple[str, str, float | None]:
@@ -38,7 +44,9 @@ def parse_prior(item: str) -> tuple[str, str, float | None]:
     except ValueError:
         raise ConfigError(f"prior entry {item!r}: weight {w!r} is not a number") from None
     if weight is not None and weight <= 0:
-        raise ConfigError(f"prior entry {item!r}: weight must be > 0 (drop the entry to turn it off)")
+        raise ConfigError(
+            f"prior entry {item!r}: weight must be > 0 (drop the entry to turn it off)"
+        )
     return a, b, weight
 
 
@@ -52,7 +60,10 @@ def dense_pairs(prior: list[str], poster_views: list[str], intro_views: list[str
         a, b, w = parse_prior(item)
         if is_prior_only_spec(a) or is_prior_only_spec(b):
             continue  # precomputed outside the model, see precomputed_pairs
-        for spec, views, key in ((a, poster_views, "data.poster_views"), (b, intro_views, "data.intro_views")):
+        for spec, views, key in (
+            (a, poster_views, "data.poster_views"),
+            (b, intro_views, "data.intro_views"),
+        ):
             if spec not in views:
                 raise ConfigError(
                     f"prior entry {item!r}: {spec} is not in {key} {list(views)}; "
@@ -105,4 +116,6 @@ def dense_prior_factors(pairs, log_w, views0, valid0, views1, valid1):
     blocks = list(_dense_blocks(pairs, log_w, views0, valid0, views1, valid1))
     if not blocks:
         return None, None
-    return torch.cat([a * w for w, a, _ in blocks], dim=-1), torch.cat([b for *_, b in blocks], dim=-1)
+    return torch.cat([a * w for w, a, _ in blocks], dim=-1), torch.cat(
+        [b for *_, b in blocks], dim=-1
+    )

@@ -24,8 +24,16 @@ from gmatch.features import Features
 from gmatch.io import atomic_save_npy, atomic_write_json, atomic_write_text
 from gmatch.train import train
 
-__all__ = ["RunDir", "RunLockedError", "ResumeError", "write_run", "train_and_record",
-           "evaluate_checkpoints", "summary_line", "git_state"]  # fmt: skip
+__all__ = [
+    "RunDir",
+    "RunLockedError",
+    "ResumeError",
+    "write_run",
+    "train_and_record",
+    "evaluate_checkpoints",
+    "summary_line",
+    "git_state",
+]
 
 
 def _command() -> str:
@@ -43,7 +51,14 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-CODE_PATHS = ("gmatch", "experiments/*.py", "experiments/configs", "benchmarks/*.py", "pyproject.toml", "data")
+CODE_PATHS = (
+    "gmatch",
+    "experiments/*.py",
+    "experiments/configs",
+    "benchmarks/*.py",
+    "pyproject.toml",
+    "data",
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -132,8 +147,14 @@ class RunDir:
         self.release()
 
 
-def write_run(run: RunDir, D: torch.Tensor, ms: MovieSet, conf: Config | None, extra: dict,
-              analysis: AnalysisConf | None = None) -> dict:  # fmt: skip
+def write_run(
+    run: RunDir,
+    D: torch.Tensor,
+    ms: MovieSet,
+    conf: Config | None,
+    extra: dict,
+    analysis: AnalysisConf | None = None,
+) -> dict:
     """Write D.npy (the raw D), metrics.json and config.yaml, then mark the run complete.
 
     ``official``, ``heldout`` and ``train`` are always get_acc of the raw D; the
@@ -165,8 +186,15 @@ def write_run(run: RunDir, D: torch.Tensor, ms: MovieSet, conf: Config | None, e
     return record
 
 
-def train_and_record(run: RunDir, conf: Config, ms: MovieSet, feats: Features, progress: bool = True,
-                     extra: dict | None = None, resume: bool = False) -> tuple:  # fmt: skip
+def train_and_record(
+    run: RunDir,
+    conf: Config,
+    ms: MovieSet,
+    feats: Features,
+    progress: bool = True,
+    extra: dict | None = None,
+    resume: bool = False,
+) -> tuple:
     """Train on ``ms``'s training pairs and write the whole run folder:
     model.pt, history.json, D.npy, metrics.json, config.yaml, COMPLETE.
 
@@ -189,25 +217,46 @@ def train_and_record(run: RunDir, conf: Config, ms: MovieSet, feats: Features, p
         # A resumed run must be the run that was interrupted.
         diff = config_diff(upgrade(yaml.safe_load(saved.read_text()) or {}), to_dict(conf))
         if diff:
-            what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in diff.items()))
-            raise ResumeError(f"{run.path}: --resume with another config than the interrupted run ({what}); "
-                              "resume with the same settings or pass --overwrite to start again")  # fmt: skip
+            what = ", ".join(
+                f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in diff.items())
+            )
+            raise ResumeError(
+                f"{run.path}: --resume with another config than the interrupted run ({what}); "
+                "resume with the same settings or pass --overwrite to start again"
+            )
     atomic_write_text(saved, yaml.safe_dump(to_dict(conf), sort_keys=False))
     result = train(conf, ms, feats, progress=progress, state_path=run.path / "train_state")
-    save_checkpoint(run.path / "model.pt", result.model, conf, feats, result.best_step, result.history)
+    save_checkpoint(
+        run.path / "model.pt", result.model, conf, feats, result.best_step, result.history
+    )
     atomic_write_json(run.path / "history.json", result.history)
     D = predict_dist(result.model, feats)
-    record = write_run(run, D, ms, conf, {
-        "train_seconds": result.seconds, "best_step": result.best_step,
-        "val_acc": result.best_val, **(extra or {}),
-    })  # fmt: skip
+    record = write_run(
+        run,
+        D,
+        ms,
+        conf,
+        {
+            "train_seconds": result.seconds,
+            "best_step": result.best_step,
+            "val_acc": result.best_val,
+            **(extra or {}),
+        },
+    )
     for f in run.path.glob("train_state*.pt"):  # the run is complete: model.pt suffices
         f.unlink()
     return result, record
 
 
-def evaluate_checkpoints(paths: list, out=None, data=None, cache_dir=None, overwrite: bool = False,
-                         sinkhorn_tau: float | None = None, progress: bool = True) -> tuple[Path, dict]:  # fmt: skip
+def evaluate_checkpoints(
+    paths: list,
+    out=None,
+    data=None,
+    cache_dir=None,
+    overwrite: bool = False,
+    sinkhorn_tau: float | None = None,
+    progress: bool = True,
+) -> tuple[Path, dict]:
     """Score one checkpoint, or several as an ensemble (their scores S = -D averaged),
     on a data folder (default: the first checkpoint's) and write a run folder
     (default ``runs/eval-<names>``). ``sinkhorn_tau`` (default: the checkpoint's
@@ -219,7 +268,9 @@ def evaluate_checkpoints(paths: list, out=None, data=None, cache_dir=None, overw
     ms = load_movielens(data or loaded[0][1].data.root)
     D = checkpoints_dist(paths, ms, cache_dir, progress, loaded)
     conf = loaded[0][1] if len(loaded) == 1 else None
-    analysis = AnalysisConf(**to_dict(loaded[0][1].analysis))  # a copy: config.yaml stays the checkpoint's
+    analysis = AnalysisConf(
+        **to_dict(loaded[0][1].analysis)
+    )  # a copy: config.yaml stays the checkpoint's
     if sinkhorn_tau is not None:
         analysis.sinkhorn_tau = sinkhorn_tau
     checkpoint = str(paths[0]) if len(paths) == 1 else [str(c) for c in paths]
@@ -241,6 +292,8 @@ def summary_line(metrics: dict) -> str:
     sk = metrics.get("analysis", {}).get("test_set_sinkhorn")
     if sk:
         held = f"  heldout mean={sk['heldout']['acc_mean']:.4f}" if "heldout" in sk else ""
-        parts.append(f"analysis (Sinkhorn tau={sk['tau']:g} over all test movies at once; not official): "
-                     f"all mean={sk['official']['acc_mean']:.4f}{held}")  # fmt: skip
+        parts.append(
+            f"analysis (Sinkhorn tau={sk['tau']:g} over all test movies at once; not official): "
+            f"all mean={sk['official']['acc_mean']:.4f}{held}"
+        )
     return "\n".join(parts)

@@ -27,8 +27,17 @@ from collections.abc import Callable
 
 from gmatch.config import ConfigError
 
-__all__ = ["ENCODERS", "SPARSE_ENCODERS", "SET_VIEWS", "VIEWS", "parse_spec", "build_encoder",
-           "is_sparse_spec", "is_set_spec", "is_prior_only_spec"]  # fmt: skip
+__all__ = [
+    "ENCODERS",
+    "SPARSE_ENCODERS",
+    "SET_VIEWS",
+    "VIEWS",
+    "parse_spec",
+    "build_encoder",
+    "is_sparse_spec",
+    "is_set_spec",
+    "is_prior_only_spec",
+]
 
 # The loaders import their encoder module when called: each pulls in a heavy library
 # (timm, transformers, onnxruntime) that a run without that encoder should not pay for.
@@ -92,7 +101,9 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
     if view not in VIEWS:
         raise ConfigError(f"feature spec {spec!r}: view must be one of {', '.join(VIEWS)}")
     if name not in ENCODERS:
-        raise ConfigError(f"feature spec {spec!r}: unknown encoder {name!r}; known: {sorted(ENCODERS)}")
+        raise ConfigError(
+            f"feature spec {spec!r}: unknown encoder {name!r}; known: {sorted(ENCODERS)}"
+        )
     kind = ENCODERS[name][1]
     want = "image" if view == "image" else "text"
     if kind not in (want, "both"):

@@ -33,8 +33,10 @@ def node_embeddings(model, views0, valid0, views1, valid1, topm: int | None = No
     m = model.conf.attn_topm if topm is None else topm
     n = max(len(views0[0]), len(views1[0]))
     if len(model.layers) and model.conf.attn_prior:
-        raise ValueError("large-N mode does not run prior-guided attention (model.attn_prior > 0); "
-                         "score such a model densely")  # fmt: skip
+        raise ValueError(
+            "large-N mode does not run prior-guided attention (model.attn_prior > 0); "
+            "score such a model densely"
+        )
     if len(model.layers) and not m and n > DENSE_ATTENTION_MAX:
         raise ValueError(
             f"{n} nodes: dense attention would build {n}x{n} logits per head; "
@@ -44,8 +46,17 @@ def node_embeddings(model, views0, valid0, views1, valid1, topm: int | None = No
 
 
 @torch.inference_mode()
-def streamed_ranks(model, views0, valid0, views1, valid1, chunk: int = 1024, topk: int = 5,
-                   lexical=(), topm: int | None = None):  # fmt: skip
+def streamed_ranks(
+    model,
+    views0,
+    valid0,
+    views1,
+    valid1,
+    chunk: int = 1024,
+    topk: int = 5,
+    lexical=(),
+    topm: int | None = None,
+):
     """0-based ranks of the true partner in both directions plus top-k lists.
 
     ``lexical``: per precomputed prior pair of the model, its (poster, intro)
@@ -59,9 +70,13 @@ def streamed_ranks(model, views0, valid0, views1, valid1, chunk: int = 1024, top
         DegenerateDistanceError: non-finite scores or a constant row or column.
     """
     x0, x1 = node_embeddings(model, views0, valid0, views1, valid1, topm)
-    p0, p1 = dense_prior_factors(model.prior_pairs, model.prior_log_weight, views0, valid0, views1, valid1)
+    p0, p1 = dense_prior_factors(
+        model.prior_pairs, model.prior_log_weight, views0, valid0, views1, valid1
+    )
     n = len(x0)
-    lexical = model.check_lexical(lexical, "(poster, intro) matrix pairs; pass lexical=[(A, B), ...]")
+    lexical = model.check_lexical(
+        lexical, "(poster, intro) matrix pairs; pass lexical=[(A, B), ...]"
+    )
     lex_w = [w.exp().item() for w in model.lexical_log_weight]
     scorers = [make_scorer(A, B) for A, B in lexical]
 
@@ -74,8 +89,12 @@ def streamed_ranks(model, views0, valid0, views1, valid1, chunk: int = 1024, top
         return out
 
     # Pass 1: the true pairs' logits (diagonal blocks only).
-    diag = torch.cat([logits(s, min(s + chunk, n), slice(s, min(s + chunk, n))).diagonal()
-                      for s in range(0, n, chunk)])  # fmt: skip
+    diag = torch.cat(
+        [
+            logits(s, min(s + chunk, n), slice(s, min(s + chunk, n))).diagonal()
+            for s in range(0, n, chunk)
+        ]
+    )
     # Pass 2: per row and per column, count the *other* candidates scoring at least
     # as high as the true pair (ties against the query, as gmatch.metrics), and
     # refuse degenerate scores as gmatch.metrics.check_distance does.
@@ -99,7 +118,9 @@ def streamed_ranks(model, views0, valid0, views1, valid1, chunk: int = 1024, top
         top[s:e] = L.topk(topk, dim=1).indices
     if n > 1 and (col_max == col_min).any():
         j = int(torch.nonzero(col_max == col_min)[0])
-        raise DegenerateDistanceError(f"D has a constant column (index {j}); its top-k is undefined")
+        raise DegenerateDistanceError(
+            f"D has a constant column (index {j}); its top-k is undefined"
+        )
     return {"rank_p2i": rank_p2i.numpy(), "rank_i2p": rank_i2p.numpy(), "top_p2i": top.numpy()}
 
 
@@ -111,16 +132,21 @@ def _check_scores(L: torch.Tensor, start: int) -> None:
         const = L.amax(1) == L.amin(1)
         if const.any():
             i = start + int(torch.nonzero(const)[0])
-            raise DegenerateDistanceError(f"D has a constant row (index {i}); its top-k is undefined")
+            raise DegenerateDistanceError(
+                f"D has a constant row (index {i}); its top-k is undefined"
+            )
 
 
 def streamed_metrics(ranks: dict, ratio: float = 0.05) -> dict:
     """get_acc from ranks (a hit is rank < k) and R@K, in evaluate_distance's keys."""
     n = len(ranks["rank_p2i"])
     k = int(ratio * n)
-    out = {"n": n, "k": k,
-           "acc_dim0": int((ranks["rank_i2p"] < k).sum()) / n,
-           "acc_dim1": int((ranks["rank_p2i"] < k).sum()) / n}  # fmt: skip
+    out = {
+        "n": n,
+        "k": k,
+        "acc_dim0": int((ranks["rank_i2p"] < k).sum()) / n,
+        "acc_dim1": int((ranks["rank_p2i"] < k).sum()) / n,
+    }
     out["acc_mean"] = (out["acc_dim0"] + out["acc_dim1"]) / 2
     for key, name in (("rank_p2i", "poster_to_intro"), ("rank_i2p", "intro_to_poster")):
         for m, v in rank_metrics(ranks[key]).items():

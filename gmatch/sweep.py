@@ -32,7 +32,16 @@ from gmatch.features import load_features
 from gmatch.io import atomic_write_text
 from gmatch.runs import RunDir, train_and_record
 
-__all__ = ["expand", "grid_points", "run_name", "run_sweep", "collect", "build_table", "mean_sd", "commit_label"]
+__all__ = [
+    "expand",
+    "grid_points",
+    "run_name",
+    "run_sweep",
+    "collect",
+    "build_table",
+    "mean_sd",
+    "commit_label",
+]
 
 # Columns of every results table: (column, block, metric key).
 COLUMNS = [
@@ -54,7 +63,9 @@ def expand(sweep: dict) -> list[list[str]]:
     values = [v if isinstance(v, list) else [v] for v in sweep.values()]
     out = []
     for combo in itertools.product(*values):
-        out.append([f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in zip(keys, combo)])
+        out.append(
+            [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in zip(keys, combo)]
+        )
     return out
 
 
@@ -85,8 +96,13 @@ def run_name(overrides: list[str]) -> str:
     return "-".join(parts) or "base"
 
 
-def run_sweep(config: str | Path, out: str | Path | None = None, extra: list[str] = (),
-              skip_existing: bool = False, progress: bool = True) -> Path:  # fmt: skip
+def run_sweep(
+    config: str | Path,
+    out: str | Path | None = None,
+    extra: list[str] = (),
+    skip_existing: bool = False,
+    progress: bool = True,
+) -> Path:
     """Train and evaluate every grid point into ``out/<run name>/``, then build the table."""
     config = Path(config)
     spec = yaml.safe_load(config.read_text()) or {}
@@ -104,17 +120,32 @@ def run_sweep(config: str | Path, out: str | Path | None = None, extra: list[str
         run = RunDir(path)  # raises on a finished run without --skip-existing
         ms = load_movielens(conf.data.root)
         subset = (conf.data.train_fraction, conf.seed) if conf.data.train_fraction < 1 else None
-        key = (conf.data.root, tuple(conf.data.poster_views), tuple(conf.data.intro_views),
-               tuple(conf.model.prior), subset)
+        key = (
+            conf.data.root,
+            tuple(conf.data.poster_views),
+            tuple(conf.data.intro_views),
+            tuple(conf.model.prior),
+            subset,
+        )
         if key not in features_cache:
             features_cache[key] = load_features(ms, conf, progress, memo=blocks)
         feats = features_cache[key]
         # An interrupted grid point is resumed from its training state.
-        result, rec = train_and_record(run, conf, ms, feats, progress,
-                                       {"overrides": labels, "config_overrides": overrides, "kind": "sweep"}, resume=True)  # fmt: skip
+        result, rec = train_and_record(
+            run,
+            conf,
+            ms,
+            feats,
+            progress,
+            {"overrides": labels, "config_overrides": overrides, "kind": "sweep"},
+            resume=True,
+        )
         m = rec["metrics"]
-        print(f"[{i}/{len(grid)}] {name}: official {m['official']['acc_mean']:.4f}  "
-              f"heldout {m['heldout']['acc_mean']:.4f}  ({result.seconds:.0f}s)", flush=True)  # fmt: skip
+        print(
+            f"[{i}/{len(grid)}] {name}: official {m['official']['acc_mean']:.4f}  "
+            f"heldout {m['heldout']['acc_mean']:.4f}  ({result.seconds:.0f}s)",
+            flush=True,
+        )
     build_table(out)
     return out
 
@@ -167,7 +198,9 @@ def build_table(runs: str | Path) -> str:
     runs = Path(runs)
     rows = collect(runs)
     if not rows:
-        raise FileNotFoundError(f"{runs}: no finished runs (folders with metrics.json and COMPLETE)")
+        raise FileNotFoundError(
+            f"{runs}: no finished runs (folders with metrics.json and COMPLETE)"
+        )
     keys = list(dict.fromkeys(k for r in rows for k in r))
     lines = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in rows]
     atomic_write_text(runs / "results.csv", "\n".join(lines) + "\n")
@@ -177,10 +210,19 @@ def build_table(runs: str | Path) -> str:
     groups: dict = {}
     for r in rows:
         groups.setdefault(tuple(r.get(f, "") for f in factors), []).append(r)
-    show = ["val_acc", "official_mean", "train_mean", "heldout_dim0", "heldout_dim1", "heldout_mean", "heldout_R@1",
-            "heldout_R@10"]
+    show = [
+        "val_acc",
+        "official_mean",
+        "train_mean",
+        "heldout_dim0",
+        "heldout_dim1",
+        "heldout_mean",
+        "heldout_R@1",
+        "heldout_R@10",
+    ]
     head = factors + ["seeds"] + show + ["train_s", "commit"]
     md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
     def order(item):  # numeric factors sort as numbers
         return [(0, float(v), "") if _is_number(v) else (1, 0.0, str(v)) for v in item[0]]
 
@@ -194,8 +236,11 @@ def build_table(runs: str | Path) -> str:
         md.append("| " + " | ".join(cells) + " |")
     commits = sorted({r["commit"] for r in rows})
     unsure = " (`?`: recorded before runs noted uncommitted changes, so the code may differ from that commit)"
-    note = SD_NOTE + (f" Rows come from {len(commits)} commits, see column `commit`" if len(commits) > 1
-                      else f" All rows: commit {commits[0]}")
+    note = SD_NOTE + (
+        f" Rows come from {len(commits)} commits, see column `commit`"
+        if len(commits) > 1
+        else f" All rows: commit {commits[0]}"
+    )
     note += (unsure if any(c.endswith("?") for c in commits) else "") + "."
     table = "\n".join(md) + "\n\n" + note
     atomic_write_text(runs / "results.md", table + "\n")
@@ -222,10 +267,14 @@ def _plot(runs: Path, groups: dict, factors: list[str]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [", ".join(f"{f.split('.')[-1]}={v}" for f, v in zip(factors, g)) or "base" for g in groups]
+    labels = [
+        ", ".join(f"{f.split('.')[-1]}={v}" for f, v in zip(factors, g)) or "base" for g in groups
+    ]
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(groups) + 2), 4))
     x = np.arange(len(groups))
-    for off, (col, name) in zip((-0.2, 0.2), (("official_mean", "official"), ("heldout_mean", "held-out"))):
+    for off, (col, name) in zip(
+        (-0.2, 0.2), (("official_mean", "official"), ("heldout_mean", "held-out"))
+    ):
         vals = [np.array([r[col] for r in rs], float) for rs in groups.values()]
         err = [v.std(ddof=1) if len(v) > 1 else 0.0 for v in vals]
         ax.bar(x + off, [v.mean() for v in vals], 0.4, yerr=err, label=name, capsize=3)

@@ -76,10 +76,18 @@ class TrainOnlyTfidf:
     away most of what makes it match).
     """
 
-    def __init__(self, dim: int = 256, min_df: int = 2, max_features: int = 20000, seed: int = 0,
-                 analyzer: str = "word"):  # fmt: skip
+    def __init__(
+        self,
+        dim: int = 256,
+        min_df: int = 2,
+        max_features: int = 20000,
+        seed: int = 0,
+        analyzer: str = "word",
+    ):
         if analyzer not in ("word", "char_wb"):
-            raise ValueError(f"TrainOnlyTfidf: analyzer must be 'word' or 'char_wb', not {analyzer!r}")
+            raise ValueError(
+                f"TrainOnlyTfidf: analyzer must be 'word' or 'char_wb', not {analyzer!r}"
+            )
         self.dim, self.min_df, self.max_features, self.seed = dim, min_df, max_features, seed
         self.analyzer = analyzer
         self.n_fit_texts = 0
@@ -89,9 +97,13 @@ class TrainOnlyTfidf:
 
         ngrams = (1, 2) if self.analyzer == "word" else (3, 5)
         return TfidfVectorizer(
-            min_df=self.min_df, max_features=self.max_features or None, sublinear_tf=True,
-            ngram_range=ngrams, analyzer=self.analyzer, dtype=np.float32,
-        )  # fmt: skip
+            min_df=self.min_df,
+            max_features=self.max_features or None,
+            sublinear_tf=True,
+            ngram_range=ngrams,
+            analyzer=self.analyzer,
+            dtype=np.float32,
+        )
 
     def _docs(self, texts: list[str]) -> list[str]:
         if self.analyzer == "word":

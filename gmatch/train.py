@@ -76,8 +76,11 @@ class EpisodeStream:
         return out
 
     def state_dict(self) -> dict:
-        return {"rng": json.dumps(self.rng.bit_generator.state), "order": torch.from_numpy(self.order),
-                "start": self.start}  # fmt: skip
+        return {
+            "rng": json.dumps(self.rng.bit_generator.state),
+            "order": torch.from_numpy(self.order),
+            "start": self.start,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = json.loads(state["rng"])
@@ -120,12 +123,23 @@ class TrainState:
     stale: int = 0  # validation passes since the last gain
 
     def save(self, path: Path, phase: str) -> None:
-        atomic_torch_save(path, {
-            "phase": phase, "step": self.step, "model": self.model.state_dict(), "opt": self.opt.state_dict(),
-            "sched": self.sched.state_dict(), "stream": self.stream.state_dict(),
-            "torch_rng": torch.get_rng_state(), "history": self.history, "best": self.best,
-            "best_step": self.best_step, "bad": self.stale, "best_state": self.best_state,
-        })  # fmt: skip
+        atomic_torch_save(
+            path,
+            {
+                "phase": phase,
+                "step": self.step,
+                "model": self.model.state_dict(),
+                "opt": self.opt.state_dict(),
+                "sched": self.sched.state_dict(),
+                "stream": self.stream.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "history": self.history,
+                "best": self.best,
+                "best_step": self.best_step,
+                "bad": self.stale,
+                "best_state": self.best_state,
+            },
+        )
 
     def load(self, path: Path, phase: str) -> None:
         """Resume from ``path`` if it holds this phase (a state of another phase is left alone)."""
@@ -145,7 +159,11 @@ class TrainState:
         self.stream.load_state_dict(saved["stream"])
         torch.set_rng_state(saved["torch_rng"])
         self.step, self.history, self.best = saved["step"], saved["history"], saved["best"]
-        self.best_step, self.stale, self.best_state = saved["best_step"], saved["bad"], saved["best_state"]
+        self.best_step, self.stale, self.best_state = (
+            saved["best_step"],
+            saved["bad"],
+            saved["best_state"],
+        )
         log.info("resumed %s from step %d (%s)", phase, self.step, path)
 
 
@@ -156,8 +174,12 @@ def _new_state(conf: Config, feats: Features, phase: Phase) -> TrainState:
     model = new_model(conf, feats)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sizes = [min(s, len(phase.train_pos)) for s in tc.episode_sizes]
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, warmup, phase.horizon))
-    return TrainState(model, opt, sched, EpisodeStream(conf.seed, phase.train_pos, sizes), best_step=phase.steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_factor(step, warmup, phase.horizon)
+    )
+    return TrainState(
+        model, opt, sched, EpisodeStream(conf.seed, phase.train_pos, sizes), best_step=phase.steps
+    )
 
 
 def _train_step(conf: Config, feats: Features, st: TrainState) -> float:
@@ -194,7 +216,9 @@ def _validate(feats: Features, st: TrainState, phase: Phase, row: dict) -> None:
         st.stale += 1
 
 
-def _fit(conf: Config, feats: Features, phase: Phase, progress: bool, state_path: Path | None = None):
+def _fit(
+    conf: Config, feats: Features, phase: Phase, progress: bool, state_path: Path | None = None
+):
     """Train one model for up to ``phase.steps`` steps; with ``state_path`` the full
     training state is saved atomically at every validation pass and, if the file
     exists for this phase, training resumes from it. Returns the model (at its best
@@ -232,8 +256,13 @@ def _fit(conf: Config, feats: Features, phase: Phase, progress: bool, state_path
     return st.model, st.history, st.best_step, (st.best if validating else float("nan"))
 
 
-def train(conf: Config, ms: MovieSet | None = None, feats: Features | None = None,
-          progress: bool = True, state_path: Path | None = None) -> TrainResult:  # fmt: skip
+def train(
+    conf: Config,
+    ms: MovieSet | None = None,
+    feats: Features | None = None,
+    progress: bool = True,
+    state_path: Path | None = None,
+) -> TrainResult:
     """Train a matcher on the training pairs of ``ms`` (never on held-out pairs).
 
     A validation slice (``train.val_fraction`` of train.txt) picks the step;
@@ -251,7 +280,9 @@ def train(conf: Config, ms: MovieSet | None = None, feats: Features | None = Non
         raise ValueError(f"{ms.root}: need at least 16 training pairs in train.txt to train")
     train_pos, rng = training_positions(ms, conf.seed, conf.data.train_fraction)
     n_val = int(round(conf.train.val_fraction * len(train_pos)))
-    val_pos = np.sort(rng.choice(train_pos, n_val, replace=False)) if n_val >= 20 else np.array([], int)
+    val_pos = (
+        np.sort(rng.choice(train_pos, n_val, replace=False)) if n_val >= 20 else np.array([], int)
+    )
     fit_pos = np.setdiff1d(train_pos, val_pos)
     all_idx = np.arange(len(ms))
     fit = Phase("fit", fit_pos, val_pos, conf.train.steps, conf.train.steps, all_idx)
@@ -261,27 +292,42 @@ def train(conf: Config, ms: MovieSet | None = None, feats: Features | None = Non
         # ends with a decayed learning rate; "fit": the fit phase's schedule
         # (train.steps long), cut off at best_step while the rate is still high.
         horizon = best_step if conf.train.refit_schedule == "scaled" else conf.train.steps
-        log.info("refit on all %d training pairs for %d steps (%s schedule)", len(train_pos),
-                 best_step, conf.train.refit_schedule)  # fmt: skip
+        log.info(
+            "refit on all %d training pairs for %d steps (%s schedule)",
+            len(train_pos),
+            best_step,
+            conf.train.refit_schedule,
+        )
         refit = Phase("refit", train_pos, np.array([], int), best_step, horizon, all_idx)
         model, refit_hist, _, _ = _fit(conf, feats, refit, progress, state_path)
         history += [{**r, "refit": True} for r in refit_hist]
     return TrainResult(model, history, best_step, best_val, val_pos, train_pos, time.time() - t0)
 
 
-def _train_ensemble(conf: Config, ms: MovieSet, feats: Features, progress: bool,
-                    state_path: Path | None, t0: float) -> TrainResult:  # fmt: skip
+def _train_ensemble(
+    conf: Config, ms: MovieSet, feats: Features, progress: bool, state_path: Path | None, t0: float
+) -> TrainResult:
     """``model.members`` matchers trained one after another, each exactly as a
     single run with seed ``seed + i`` (its own validation slice and refit)."""
     results = []
     for i in range(conf.model.members):
         member = copy.deepcopy(conf)
         member.model.members, member.seed = 1, conf.seed + i
-        path = None if state_path is None else Path(state_path).with_name(f"{Path(state_path).name}-m{i}")
+        path = (
+            None
+            if state_path is None
+            else Path(state_path).with_name(f"{Path(state_path).name}-m{i}")
+        )
         log.info("ensemble member %d/%d (seed %d)", i + 1, conf.model.members, member.seed)
         results.append(train(member, ms, feats, progress, path))
     model = Ensemble([r.model for r in results], conf.model)
     history = [{**row, "member": i} for i, r in enumerate(results) for row in r.history]
-    return TrainResult(model, history, int(round(np.mean([r.best_step for r in results]))),
-                       float(np.mean([r.best_val for r in results])), results[0].val_idx,
-                       results[0].train_idx, time.time() - t0)  # fmt: skip
+    return TrainResult(
+        model,
+        history,
+        int(round(np.mean([r.best_step for r in results]))),
+        float(np.mean([r.best_val for r in results])),
+        results[0].val_idx,
+        results[0].train_idx,
+        time.time() - t0,
+    )

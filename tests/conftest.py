@@ -16,15 +16,18 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "movielens"
 
 
-def make_folder(dst: Path, n: int = 48, n_train: int = 32, train: bool = True, start: int = 0) -> Path:
+def make_folder(
+    dst: Path, n: int = 48, n_train: int = 32, train: bool = True, start: int = 0
+) -> Path:
     """A real course-format folder with the first ``n`` movies that have posters."""
     dst.mkdir(parents=True, exist_ok=True)
     (dst / "poster").mkdir(exist_ok=True)
     ids = sorted(int(p.stem) for p in (DATA / "poster").glob("*.jpg"))[start : start + n]
     keep = set(ids)
-    with open(DATA / "info.csv", newline="", encoding="utf-8") as f, open(
-        dst / "info.csv", "w", newline="", encoding="utf-8"
-    ) as g:
+    with (
+        open(DATA / "info.csv", newline="", encoding="utf-8") as f,
+        open(dst / "info.csv", "w", newline="", encoding="utf-8") as g,
+    ):
         reader = csv.DictReader(f)
         writer = csv.DictWriter(g, reader.fieldnames)
         writer.writeheader()

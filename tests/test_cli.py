@@ -6,22 +6,38 @@ import numpy as np
 import pytest
 import torch
 
-from gmatch.cli import main
 from gmatch.checkpoint import CheckpointError, load_checkpoint
+from gmatch.cli import main
 
 FAST = [
     "data.poster_views=[image:efficientnet_lite0,ocr:minilm]",
-    "data.intro_views=[text:minilm,text:tfidf]", "model.prior=[ocr:minilm=text:minilm@2,ocr:chars=text:chars@4]",
-    "model.dim=32", "model.n_layers=1", "model.edge=mlp",
-    "train.steps=30", "train.eval_every=10", "train.episode_sizes=[16,32]", "train.warmup=5",
-]  # fmt: skip
+    "data.intro_views=[text:minilm,text:tfidf]",
+    "model.prior=[ocr:minilm=text:minilm@2,ocr:chars=text:chars@4]",
+    "model.dim=32",
+    "model.n_layers=1",
+    "model.edge=mlp",
+    "train.steps=30",
+    "train.eval_every=10",
+    "train.episode_sizes=[16,32]",
+    "train.warmup=5",
+]
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_dir, cache_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "r1"
-    rc = main(["train", "--data", str(tiny_dir), "--out", str(out), "--quiet",
-               f"data.cache_dir={cache_dir}", *FAST])  # fmt: skip
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(tiny_dir),
+            "--out",
+            str(out),
+            "--quiet",
+            f"data.cache_dir={cache_dir}",
+            *FAST,
+        ]
+    )
     assert rc == 0
     return out
 
@@ -34,7 +50,9 @@ def test_train_writes_a_complete_run(trained, capsys):
     assert m["official"]["n"] == 48 and m["heldout"]["n"] == 16 and m["train"]["n"] == 32
     for block in ("official", "train"):
         assert 0 <= m[block]["acc_dim0"] <= 1
-    assert m["heldout"]["acc_dim0"] is None  # k = int(0.05 * 16) = 0: no get_acc (strict JSON null), only ranks
+    assert (
+        m["heldout"]["acc_dim0"] is None
+    )  # k = int(0.05 * 16) = 0: no get_acc (strict JSON null), only ranks
     assert 0 <= m["heldout"]["poster_to_intro/R@1"] <= 1
     assert "hungarian/all" in m["analysis"]
     D = np.load(trained / "D.npy")
@@ -42,16 +60,38 @@ def test_train_writes_a_complete_run(trained, capsys):
 
 
 def test_refuses_to_overwrite_a_finished_run(trained, tiny_dir, cache_dir, capsys):
-    rc = main(["train", "--data", str(tiny_dir), "--out", str(trained), "--quiet",
-               f"data.cache_dir={cache_dir}", *FAST])  # fmt: skip
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(tiny_dir),
+            "--out",
+            str(trained),
+            "--quiet",
+            f"data.cache_dir={cache_dir}",
+            *FAST,
+        ]
+    )
     assert rc == 2
     assert "a finished run is already there" in capsys.readouterr().err
 
 
 def test_evaluate_reproduces_D_from_the_checkpoint(trained, tiny_dir, cache_dir, tmp_path):
     out = tmp_path / "eval"
-    rc = main(["evaluate", "--checkpoint", str(trained / "model.pt"), "--data", str(tiny_dir),
-               "--cache-dir", str(cache_dir), "--out", str(out), "--quiet"])  # fmt: skip
+    rc = main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(trained / "model.pt"),
+            "--data",
+            str(tiny_dir),
+            "--cache-dir",
+            str(cache_dir),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     assert np.allclose(np.load(out / "D.npy"), np.load(trained / "D.npy"), atol=1e-5)
 
@@ -63,8 +103,22 @@ def test_evaluate_an_ensemble_with_the_sinkhorn_analysis(trained, tiny_dir, cach
     from gmatch.metrics import get_acc
 
     other = tmp_path / "seed1"
-    assert main(["train", "--data", str(tiny_dir), "--out", str(other), "--quiet",
-                 f"data.cache_dir={cache_dir}", *FAST, "seed=1"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tiny_dir),
+                "--out",
+                str(other),
+                "--quiet",
+                f"data.cache_dir={cache_dir}",
+                *FAST,
+                "seed=1",
+            ]
+        )
+        == 0
+    )
     ckpts = [str(trained / "model.pt"), str(other / "model.pt")]
     common = ["--data", str(tiny_dir), "--cache-dir", str(cache_dir), "--quiet"]
     assert main(["evaluate", "--checkpoint", *ckpts, "--out", str(tmp_path / "ens"), *common]) == 0
@@ -74,7 +128,21 @@ def test_evaluate_an_ensemble_with_the_sinkhorn_analysis(trained, tiny_dir, cach
     assert np.allclose(D, (D0 + D1) / 2, atol=1e-5)
     rec = json.loads((tmp_path / "ens" / "metrics.json").read_text())
     assert rec["checkpoint"] == ckpts and "test_set_sinkhorn" not in rec["metrics"]["analysis"]
-    assert main(["evaluate", "--checkpoint", *ckpts, "--sinkhorn-tau", "2", "--out", str(tmp_path / "sk"), *common]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                *ckpts,
+                "--sinkhorn-tau",
+                "2",
+                "--out",
+                str(tmp_path / "sk"),
+                *common,
+            ]
+        )
+        == 0
+    )
     sk = json.loads((tmp_path / "sk" / "metrics.json").read_text())["metrics"]
     D_sk_file = np.load(tmp_path / "sk" / "D.npy")
     assert np.array_equal(D_sk_file, D)  # the raw D, not the normalised one
@@ -84,12 +152,24 @@ def test_evaluate_an_ensemble_with_the_sinkhorn_analysis(trained, tiny_dir, cach
     assert analysis["tau"] == 2 and "not official" in analysis["note"]
     D_norm = -sinkhorn(-torch.from_numpy(D).double(), 20, 2.0)
     assert analysis["official"]["acc_dim1"] == get_acc(D_norm.float(), 0.05, 1)
-    assert analysis["official"]["intro_to_poster/mean_rank"] != sk["official"]["intro_to_poster/mean_rank"]
+    assert (
+        analysis["official"]["intro_to_poster/mean_rank"]
+        != sk["official"]["intro_to_poster/mean_rank"]
+    )
 
 
 def test_audit_passes(trained, tiny_dir, cache_dir, capsys):
-    rc = main(["audit", "--checkpoint", str(trained / "model.pt"), "--data", str(tiny_dir),
-               "--cache-dir", str(cache_dir)])  # fmt: skip
+    rc = main(
+        [
+            "audit",
+            "--checkpoint",
+            str(trained / "model.pt"),
+            "--data",
+            str(tiny_dir),
+            "--cache-dir",
+            str(cache_dir),
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     assert out.count("PASS") == 5 and "FAIL" not in out
@@ -99,13 +179,20 @@ def test_audit_checks_fail_on_negative_controls(trained, tiny_dir, cache_dir):
     """Each audit check catches a model that breaks its rule."""
     from gmatch.audit import check_diagonal, check_equivariance, check_text_statistics
     from gmatch.data import load_movielens
-    from gmatch.text import TrainOnlyTfidf
     from gmatch.features import Features
+    from gmatch.text import TrainOnlyTfidf
 
     model, conf, ckpt = load_checkpoint(trained / "model.pt")
     ms = load_movielens(tiny_dir)
-    feats = Features.extract(ms, ckpt["poster_views"], ckpt["intro_views"], cache_dir, False,
-                             ckpt["encoder_states"], conf.model.prior)  # fmt: skip
+    feats = Features.extract(
+        ms,
+        ckpt["poster_views"],
+        ckpt["intro_views"],
+        cache_dir,
+        False,
+        ckpt["encoder_states"],
+        conf.model.prior,
+    )
     n = len(ms)
 
     def score(idx0, idx1):
@@ -123,7 +210,9 @@ def test_audit_checks_fail_on_negative_controls(trained, tiny_dir, cache_dir):
     assert check_text_statistics(ms, states, cache_dir, ["text:tfidf"])[1]
     leaky = dict(states)
     spec = next(k for k in states if k.endswith(":tfidf"))
-    leaky[spec] = TrainOnlyTfidf(*states[spec]["params"]).fit(list(ms.intros)).state_dict()  # all intros
+    leaky[spec] = (
+        TrainOnlyTfidf(*states[spec]["params"]).fit(list(ms.intros)).state_dict()
+    )  # all intros
     name, ok, detail = check_text_statistics(ms, leaky, cache_dir, ["text:tfidf"])
     assert not ok and "NO" in detail
 
@@ -153,8 +242,23 @@ def test_evaluate_a_folder_without_train_txt(trained, cache_dir, tmp_path):
 
     folder = make_folder(tmp_path / "new", n=40, train=False, start=200)
     out = tmp_path / "eval_new"
-    assert main(["evaluate", "--checkpoint", str(trained / "model.pt"), "--data", str(folder),
-                 "--cache-dir", str(cache_dir), "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(trained / "model.pt"),
+                "--data",
+                str(folder),
+                "--cache-dir",
+                str(cache_dir),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     m = json.loads((out / "metrics.json").read_text())["metrics"]
     assert set(m) == {"official", "analysis"} and m["official"]["n"] == 40
 
@@ -170,11 +274,20 @@ def test_sweep_runs_a_grid_and_builds_the_table(tiny_dir, cache_dir, tmp_path, c
     out = tmp_path / "grid"
     assert main(["sweep", str(cfg), "--out", str(out), "--quiet"]) == 0
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
-        "n_layers=0-seed=0", "n_layers=0-seed=1", "n_layers=1-seed=0", "n_layers=1-seed=1"]  # fmt: skip
+        "n_layers=0-seed=0",
+        "n_layers=0-seed=1",
+        "n_layers=1-seed=0",
+        "n_layers=1-seed=1",
+    ]
     table = (out / "results.md").read_text().splitlines()
     assert len(table) == 2 + 2 + 2 and "| 0 | 2 |" in table[2]  # one row per depth, 2 seeds each
-    assert table[-1].startswith("± = sample standard deviation (ddof = 1)") and "commit" in table[-1]
-    rows = [json.loads((out / r / "metrics.json").read_text()) for r in ("n_layers=0-seed=0", "n_layers=0-seed=1")]
+    assert (
+        table[-1].startswith("± = sample standard deviation (ddof = 1)") and "commit" in table[-1]
+    )
+    rows = [
+        json.loads((out / r / "metrics.json").read_text())
+        for r in ("n_layers=0-seed=0", "n_layers=0-seed=1")
+    ]
     vals = [r["metrics"]["official"]["acc_mean"] for r in rows]
     assert f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f}" in table[2]  # sample std, ddof = 1
     assert all(isinstance(r["git_dirty"], bool) and r["git_sha"] != "unknown" for r in rows)
@@ -188,11 +301,25 @@ def test_sweep_runs_a_grid_and_builds_the_table(tiny_dir, cache_dir, tmp_path, c
 def test_sweep_cases_cross_the_grid():
     from gmatch.sweep import grid_points, run_name
 
-    pts = grid_points({"cases": {"pix": {"data.poster_views": ["image:efficientnet_lite0"], "model.prior": []},
-                                 "all": {}},
-                       "sweep": {"seed": [0, 1]}})  # fmt: skip
-    assert [run_name(labels) for labels, _ in pts] == ["case=pix-seed=0", "case=pix-seed=1",
-                                                       "case=all-seed=0", "case=all-seed=1"]  # fmt: skip
-    assert pts[0][1] == ['data.poster_views=["image:efficientnet_lite0"]', "model.prior=[]", "seed=0"]
+    pts = grid_points(
+        {
+            "cases": {
+                "pix": {"data.poster_views": ["image:efficientnet_lite0"], "model.prior": []},
+                "all": {},
+            },
+            "sweep": {"seed": [0, 1]},
+        }
+    )
+    assert [run_name(labels) for labels, _ in pts] == [
+        "case=pix-seed=0",
+        "case=pix-seed=1",
+        "case=all-seed=0",
+        "case=all-seed=1",
+    ]
+    assert pts[0][1] == [
+        'data.poster_views=["image:efficientnet_lite0"]',
+        "model.prior=[]",
+        "seed=0",
+    ]
     assert pts[3][1] == ["seed=1"]
     assert grid_points({"sweep": {"seed": [3]}}) == [(["seed=3"], ["seed=3"])]

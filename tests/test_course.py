@@ -2,24 +2,20 @@
 reproduce, the audit passes, and large-N streaming equals the dense metrics."""
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from conftest import DATA, ROOT
 
+from gmatch.checkpoint import load_checkpoint
 from gmatch.cli import main
 from gmatch.config import load_config
 from gmatch.data import load_movielens
-from gmatch.checkpoint import load_checkpoint
-from gmatch.evaluate import split_metrics
+from gmatch.evaluate import predict_dist, split_metrics
+from gmatch.features import load_features
 from gmatch.metrics import evaluate_distance
 from gmatch.stream import streamed_metrics, streamed_ranks
-from gmatch.evaluate import predict_dist
-from gmatch.features import Features, load_features
 from gmatch.train import new_model
-
-from conftest import DATA, ROOT
 
 CKPT = ROOT / "checkpoints" / "default.pt"
 pytestmark = pytest.mark.slow
@@ -30,7 +26,9 @@ def course(cache_dir):
     ms = load_movielens(DATA)
     model, conf, ckpt = load_checkpoint(CKPT)
     conf.data.cache_dir = str(cache_dir)
-    feats = load_features(ms, conf, progress=False)  # ~1-2 min cold: EfficientNet (mpnet rows ship as seeds)
+    feats = load_features(
+        ms, conf, progress=False
+    )  # ~1-2 min cold: EfficientNet (mpnet rows ship as seeds)
     return ms, model, conf, ckpt, feats
 
 
@@ -44,7 +42,9 @@ def test_checkpoint_reproduces_its_recorded_metrics(course):
 
 
 def test_audit_on_full_data(course, cache_dir, capsys):
-    rc = main(["audit", "--checkpoint", str(CKPT), "--data", str(DATA), "--cache-dir", str(cache_dir)])
+    rc = main(
+        ["audit", "--checkpoint", str(CKPT), "--data", str(DATA), "--cache-dir", str(cache_dir)]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
 
@@ -71,15 +71,47 @@ def test_report_and_comparison_on_the_course_data(course, cache_dir, tmp_path):
     from test_report import _chromium
 
     ev = tmp_path / "shipped"
-    assert main(["evaluate", "--checkpoint", str(CKPT), "--data", str(DATA), "--cache-dir", str(cache_dir),
-                 "--out", str(ev), "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(CKPT),
+                "--data",
+                str(DATA),
+                "--cache-dir",
+                str(cache_dir),
+                "--out",
+                str(ev),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert main(["report", str(ev), "--query", "Toy Story (1995)"]) == 0
-    dom = _chromium(tmp_path, (ev / "report.html").resolve().as_uri() + "#q=Jumanji", tmp_path / "r.png")
-    assert 'id="metrics"' in dom and "best held-out poster" in dom and "class=\"query grid\"" in dom
+    dom = _chromium(
+        tmp_path, (ev / "report.html").resolve().as_uri() + "#q=Jumanji", tmp_path / "r.png"
+    )
+    assert 'id="metrics"' in dom and "best held-out poster" in dom and 'class="query grid"' in dom
     assert '<div class="result"><b>Jumanji (1995)</b>' in dom
     seed1 = tmp_path / "seed1"
-    assert main(["train", "--data", str(DATA), "--out", str(seed1), "--quiet", f"data.cache_dir={cache_dir}",
-                 "seed=1"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(DATA),
+                "--out",
+                str(seed1),
+                "--quiet",
+                f"data.cache_dir={cache_dir}",
+                "seed=1",
+            ]
+        )
+        == 0
+    )
     assert main(["report", str(ev), str(seed1), "--out", str(tmp_path / "cmp")]) == 0
-    dom = _chromium(tmp_path, (tmp_path / "cmp" / "compare.html").resolve().as_uri(), tmp_path / "c.png")
+    dom = _chromium(
+        tmp_path, (tmp_path / "cmp" / "compare.html").resolve().as_uri(), tmp_path / "c.png"
+    )
     assert 'id="compare"' in dom and "Largest gains of B" in dom

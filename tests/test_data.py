@@ -2,11 +2,12 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import DATA, make_folder
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gmatch.data import DataError, load_movielens
 from gmatch.text import TrainOnlyTfidf, clean_text, strip_boilerplate
-
-from conftest import DATA, make_folder
 
 
 def test_course_data_loads():
@@ -117,6 +118,7 @@ def test_tfidf_sees_training_intros_only():
     vocab = a.vectorizer.vocabulary_
     held = [ms.intros[i] for i in ms.heldout_idx[:50]]
     assert np.allclose(a.transform(held), b.transform(held))
+
     # Words that only held-out intros use (in >= 2 of them, so min_df would keep
     # them) are not in the vocabulary; fitting on held-out intros too adds them.
     def words(texts):
@@ -130,16 +132,22 @@ def test_tfidf_sees_training_intros_only():
     only_heldout = {w for w, c in counts.items() if c >= 2}
     assert len(only_heldout) > 20
     assert not only_heldout & set(vocab)
-    leaky = TrainOnlyTfidf(dim=0, max_features=0).fit(train + [ms.intros[i] for i in ms.heldout_idx])
+    leaky = TrainOnlyTfidf(dim=0, max_features=0).fit(
+        train + [ms.intros[i] for i in ms.heldout_idx]
+    )
     assert only_heldout & set(leaky.vectorizer.vocabulary_)  # negative control
 
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-
 @settings(max_examples=60, deadline=None)
-@given(lines=st.lists(st.one_of(st.integers(-5, 30).map(str), st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=4)), max_size=25))
+@given(
+    lines=st.lists(
+        st.one_of(
+            st.integers(-5, 30).map(str),
+            st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=4),
+        ),
+        max_size=25,
+    )
+)
 def test_property_train_txt_parses_or_explains(tmp_path_factory, lines):
     from gmatch.data import read_train_positions
 
@@ -152,4 +160,4 @@ def test_property_train_txt_parses_or_explains(tmp_path_factory, lines):
         return
     # Accepted: sorted, unique, in range, one per non-blank line.
     assert list(pos) == sorted(set(pos.tolist())) and all(0 <= p < 25 for p in pos)
-    assert len(pos) == len([l for l in lines if l.strip()])
+    assert len(pos) == len([line for line in lines if line.strip()])

@@ -2,16 +2,24 @@
 
 import numpy as np
 import pytest
+from conftest import DATA
 
 from gmatch.data import load_movielens
 from gmatch.encoders.image import EfficientNetLite0Encoder, load_image
 from gmatch.features import extract, poster_texts
 
-from conftest import DATA
-
 # ImageNet classes a movie poster plausibly looks like.
-POSTERISH = {917: "comic book", 916: "web site", 921: "book jacket", 549: "envelope",
-             922: "menu", 446: "binder", 692: "packet", 709: "pencil box", 454: "bookshop"}  # fmt: skip
+POSTERISH = {
+    917: "comic book",
+    916: "web site",
+    921: "book jacket",
+    549: "envelope",
+    922: "menu",
+    446: "binder",
+    692: "packet",
+    709: "pencil box",
+    454: "bookshop",
+}
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +96,13 @@ def test_minilm_semantics(tiny_dir, cache_dir):
     from gmatch.encoders.text import SentenceTransformerEncoder, minilm_path
 
     enc = SentenceTransformerEncoder(minilm_path())
-    x = enc.encode(["a cowboy doll is jealous of a new toy", "toys come alive in a boy's room",
-                    "a submarine crew hunts a nuclear missile"])  # fmt: skip
+    x = enc.encode(
+        [
+            "a cowboy doll is jealous of a new toy",
+            "toys come alive in a boy's room",
+            "a submarine crew hunts a nuclear missile",
+        ]
+    )
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
     assert x[0] @ x[1] > x[0] @ x[2]
 
@@ -113,6 +126,7 @@ def test_ocr_reads_titles_and_marks_textless(tmp_path):
 
 def test_ocr_cache_hit_skips_ocr(tmp_path, monkeypatch):
     from conftest import make_folder
+
     from gmatch.encoders import ocr
 
     folder = make_folder(tmp_path / "d", n=2, train=False, start=1)
@@ -139,8 +153,13 @@ def test_onnx_backend_gives_the_torch_features():
     ims = [load_image(p) for p in paths]
     ref = EfficientNetLite0Encoder().encode(ims)
     for flip in (False, True):
-        torch_enc, onnx_enc = EfficientNetLite0Encoder(flip=flip), EfficientNetLite0Encoder(flip=flip, backend="onnx")
+        torch_enc, onnx_enc = (
+            EfficientNetLite0Encoder(flip=flip),
+            EfficientNetLite0Encoder(flip=flip, backend="onnx"),
+        )
         assert onnx_enc.settings() == torch_enc.settings()  # same cache key: same features
         got = onnx_enc.encode(ims)
         assert np.abs(got - torch_enc.encode(ims)).max() < 1e-4 * np.abs(ref).max()
-    assert np.abs(EfficientNetLite0Encoder(flip=True, backend="onnx").encode(ims) - ref).max() > 1e-3  # flip matters
+    assert (
+        np.abs(EfficientNetLite0Encoder(flip=True, backend="onnx").encode(ims) - ref).max() > 1e-3
+    )  # flip matters

@@ -6,13 +6,12 @@ import torch
 
 from gmatch.config import load_config
 from gmatch.data import load_movielens
-from gmatch.features import extract
+from gmatch.evaluate import predict_dist
+from gmatch.features import Features, extract, load_features
+from gmatch.lexical import LexicalScorer, lexical_cosine
 from gmatch.metrics import evaluate_distance
 from gmatch.priors import parse_prior
 from gmatch.text import TrainOnlyTfidf
-from gmatch.lexical import LexicalScorer, lexical_cosine
-from gmatch.evaluate import predict_dist
-from gmatch.features import Features, load_features
 from gmatch.train import new_model
 
 INTROS = [
@@ -62,11 +61,18 @@ def test_prior_entries_parse_and_reject_bad_ones():
 def test_lexical_prior_in_the_pipeline(tiny_dir, cache_dir):
     """The lexical pair reaches the model, the model refuses to run without it,
     a sparse view cannot be a node feature, and the pipeline stays equivariant."""
-    conf = load_config(None, [
-        f"data.root={tiny_dir}", f"data.cache_dir={cache_dir}",
-        "data.poster_views=[image:efficientnet_lite0]", "data.intro_views=[text:minilm]",
-        "model.prior=[ocr:chars=text:chars@5]", "model.n_layers=1", "model.dim=32",
-    ])  # fmt: skip
+    conf = load_config(
+        None,
+        [
+            f"data.root={tiny_dir}",
+            f"data.cache_dir={cache_dir}",
+            "data.poster_views=[image:efficientnet_lite0]",
+            "data.intro_views=[text:minilm]",
+            "model.prior=[ocr:chars=text:chars@5]",
+            "model.n_layers=1",
+            "model.dim=32",
+        ],
+    )
     ms = load_movielens(tiny_dir)
     feats = load_features(ms, conf, progress=False)
     assert [(a.spec, b.spec) for a, b in feats.lexical] == [("ocr:chars", "text:chars")]

@@ -7,10 +7,10 @@ import torch.nn.functional as F
 
 from gmatch.config import ModelConf, RuntimeConf, load_config
 from gmatch.data import load_movielens
+from gmatch.evaluate import predict_dist
+from gmatch.features import load_features
 from gmatch.models import Matcher
 from gmatch.models.edges import MLPEdge
-from gmatch.evaluate import predict_dist
-from gmatch.features import Features, load_features
 from gmatch.train import new_model, train
 
 
@@ -54,7 +54,9 @@ def equivariance_error(model, v0, m0, v1, m1, g) -> float:
     p, q = torch.randperm(len(v0[0]), generator=g), torch.randperm(len(v1[0]), generator=g)
     with torch.no_grad():
         D = model(v0, m0, v1, m1)["dist"]
-        Dp = model([x[p] for x in v0], [x[p] for x in m0], [x[q] for x in v1], [x[q] for x in m1])["dist"]
+        Dp = model([x[p] for x in v0], [x[p] for x in m0], [x[q] for x in v1], [x[q] for x in m1])[
+            "dist"
+        ]
     return (Dp - D[p][:, q]).abs().max().item()
 
 
@@ -114,18 +116,33 @@ def test_missing_view_uses_learned_vector():
     assert torch.allclose(a, b, atol=1e-6)  # and replaced by the learned vector
 
 
-@pytest.mark.parametrize("overrides", [
-    ["model.n_layers=0"],
-    ["model.n_layers=1", "model.edge=mlp", "train.loss=sinkhorn"],
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model.n_layers=0"],
+        ["model.n_layers=1", "model.edge=mlp", "train.loss=sinkhorn"],
+    ],
+)
 def test_training_lowers_the_loss(tiny_dir, cache_dir, overrides):
-    conf = load_config(None, [
-        f"data.root={tiny_dir}", f"data.cache_dir={cache_dir}",
-        "data.poster_views=[image:efficientnet_lite0]", "data.intro_views=[text:minilm]", "model.prior=[]",
-        "model.dim=32", "model.feat_dropout=0", "model.view_dropout=0",
-        "train.steps=60", "train.eval_every=20",
-        "train.episode_sizes=[32]", "train.val_fraction=0", "train.warmup=5", *overrides,
-    ])  # fmt: skip
+    conf = load_config(
+        None,
+        [
+            f"data.root={tiny_dir}",
+            f"data.cache_dir={cache_dir}",
+            "data.poster_views=[image:efficientnet_lite0]",
+            "data.intro_views=[text:minilm]",
+            "model.prior=[]",
+            "model.dim=32",
+            "model.feat_dropout=0",
+            "model.view_dropout=0",
+            "train.steps=60",
+            "train.eval_every=20",
+            "train.episode_sizes=[32]",
+            "train.val_fraction=0",
+            "train.warmup=5",
+            *overrides,
+        ],
+    )
     ms = load_movielens(tiny_dir)
     feats = load_features(ms, conf, progress=False)
     result = train(conf, ms, feats, progress=False)
@@ -142,14 +159,24 @@ def test_pipeline_equivariance_on_real_features(tiny_dir, cache_dir, attn_prior)
     """Shuffle the movie order of the data itself: D permutes, metrics stay."""
     from gmatch.metrics import evaluate_distance
 
-    conf = load_config(None, [
-        f"data.root={tiny_dir}", f"data.cache_dir={cache_dir}",
-        "data.poster_views=[image:efficientnet_lite0]", "data.intro_views=[text:minilm,text:tfidf]",
-        "model.prior=[ocr:chars=text:chars@4]",
-        "model.n_layers=2", "model.edge=mlp", "model.dim=32", f"model.attn_prior={attn_prior}",
-    ])  # fmt: skip
+    conf = load_config(
+        None,
+        [
+            f"data.root={tiny_dir}",
+            f"data.cache_dir={cache_dir}",
+            "data.poster_views=[image:efficientnet_lite0]",
+            "data.intro_views=[text:minilm,text:tfidf]",
+            "model.prior=[ocr:chars=text:chars@4]",
+            "model.n_layers=2",
+            "model.edge=mlp",
+            "model.dim=32",
+            f"model.attn_prior={attn_prior}",
+        ],
+    )
     ms = load_movielens(tiny_dir)
-    model = scramble_(new_model(conf, load_features(ms, conf, False)), std=0.2).eval()  # incl. the lexical prior
+    model = scramble_(
+        new_model(conf, load_features(ms, conf, False)), std=0.2
+    ).eval()  # incl. the lexical prior
     p = np.random.default_rng(0).permutation(len(ms))
     feats, feats_p = load_features(ms, conf, False), load_features(ms.subset(p), conf, False)
 
@@ -170,8 +197,16 @@ def test_sparse_attention_equals_dense_when_m_is_n(edge):
     """Top-m attention over candidate edges, in row chunks, is the dense attention
     when every node is a candidate, and differs when m < N."""
     g = torch.Generator().manual_seed(3)
-    conf = ModelConf(dim=32, n_layers=2, num_heads=4, edge=edge, edge_hidden=16, dropout=0, feat_dropout=0,
-                     view_dropout=0)  # fmt: skip
+    conf = ModelConf(
+        dim=32,
+        n_layers=2,
+        num_heads=4,
+        edge=edge,
+        edge_hidden=16,
+        dropout=0,
+        feat_dropout=0,
+        view_dropout=0,
+    )
     model = Matcher([20, 12], [16], conf, runtime=RuntimeConf(attn_chunk=7)).eval()
     for p in model.parameters():  # the residual ffns start at zero: make the units do something
         torch.nn.init.normal_(p, std=0.2, generator=g)
@@ -203,21 +238,38 @@ def test_topm_candidates_are_the_exact_top_m():
 def test_sparse_model_is_permutation_equivariant():
     g = torch.Generator().manual_seed(5)
     conf = ModelConf(dim=32, n_layers=1, edge="mlp", attn_topm=6)
-    model = scramble_(Matcher([20], [16], conf, runtime=RuntimeConf(attn_chunk=5)), seed=5, std=0.2).eval()
+    model = scramble_(
+        Matcher([20], [16], conf, runtime=RuntimeConf(attn_chunk=5)), seed=5, std=0.2
+    ).eval()
     v0, m0 = rand_views(30, [20], g, empty=0)
     v1, m1 = rand_views(25, [16], g, empty=0)
     assert equivariance_error(model, v0, m0, v1, m1, g) < 1e-4
-    with index_bias(model.layers[0].self1.qkv, dim=0):  # control: a row-index bias in sparse attention
+    with index_bias(
+        model.layers[0].self1.qkv, dim=0
+    ):  # control: a row-index bias in sparse attention
         assert equivariance_error(model, v0, m0, v1, m1, g) > 1e-3
 
 
 def test_auxiliary_genre_head_learns_training_genres(tiny_dir, cache_dir):
-    conf = load_config(None, [
-        f"data.root={tiny_dir}", f"data.cache_dir={cache_dir}",
-        "data.poster_views=[image:efficientnet_lite0]", "data.intro_views=[text:minilm]", "model.prior=[]",
-        "model.dim=32", "model.feat_dropout=0", "model.view_dropout=0", "train.steps=60",
-        "train.episode_sizes=[32]", "train.val_fraction=0", "train.warmup=5", "train.genre_weight=1.0", "train.lr=0.01",
-    ])  # fmt: skip
+    conf = load_config(
+        None,
+        [
+            f"data.root={tiny_dir}",
+            f"data.cache_dir={cache_dir}",
+            "data.poster_views=[image:efficientnet_lite0]",
+            "data.intro_views=[text:minilm]",
+            "model.prior=[]",
+            "model.dim=32",
+            "model.feat_dropout=0",
+            "model.view_dropout=0",
+            "train.steps=60",
+            "train.episode_sizes=[32]",
+            "train.val_fraction=0",
+            "train.warmup=5",
+            "train.genre_weight=1.0",
+            "train.lr=0.01",
+        ],
+    )
     ms = load_movielens(tiny_dir)
     feats = load_features(ms, conf, progress=False)
     assert feats.genres.shape == (len(ms), len(feats.genre_names)) and "Comedy" in feats.genre_names
@@ -235,10 +287,10 @@ def test_streamed_ranks_with_attention_and_lexical_prior_equal_dense():
     streamed ranks equal those of the dense D (attention dense here: topm=0)."""
     from scipy import sparse
 
+    from gmatch.lexical import lexical_cosine
     from gmatch.metrics import evaluate_distance
     from gmatch.models import Matcher
     from gmatch.stream import streamed_metrics, streamed_ranks
-    from gmatch.lexical import lexical_cosine
 
     g = torch.Generator().manual_seed(6)
     conf = ModelConf(dim=32, n_layers=1, edge="mlp")
@@ -253,7 +305,9 @@ def test_streamed_ranks_with_attention_and_lexical_prior_equal_dense():
     with torch.no_grad():
         D = model(v0, m0, v1, m1, lexical=[lexical_cosine(A, B)])["dist"]
     dense = evaluate_distance(D)
-    stream = streamed_metrics(streamed_ranks(model, v0, m0, v1, m1, chunk=37, lexical=[(A, B)], topm=0))
+    stream = streamed_metrics(
+        streamed_ranks(model, v0, m0, v1, m1, chunk=37, lexical=[(A, B)], topm=0)
+    )
     for key, value in dense.items():
         assert stream[key] == pytest.approx(value, abs=1e-6), key
     with pytest.raises(ValueError, match="lexical"):
@@ -280,7 +334,10 @@ def test_prior_guided_cross_attention_follows_the_prior():
         block.prior_gain.zero_()  # gain 0 = plain cross-attention
         plain = CrossBlock(ModelConf(dim=8, num_heads=2, dropout=0.0)).eval()
         plain.load_state_dict({k: v for k, v in block.state_dict().items() if k != "prior_gain"})
-        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(block(x0, x1, prior=prior)[:2], plain(x0, x1)[:2]))
+        assert all(
+            torch.allclose(a, b, atol=1e-6)
+            for a, b in zip(block(x0, x1, prior=prior)[:2], plain(x0, x1)[:2])
+        )
     with pytest.raises(ValueError, match="prior"):
         block(x0, x1)  # a prior-guided block refuses to run without the prior
 
@@ -292,12 +349,24 @@ def test_lr_schedule_and_refit_horizon(tiny_dir, cache_dir):
     assert lr_factor(55, 10, 100) == pytest.approx(0.5) and lr_factor(100, 10, 100) == 0.0
     last_lr = {}
     for schedule in ("scaled", "fit"):
-        conf = load_config(None, [
-            f"data.root={tiny_dir}", f"data.cache_dir={cache_dir}", "data.poster_views=[image:efficientnet_lite0]",
-            "data.intro_views=[text:minilm]", "model.prior=[]", "model.dim=16",
-            "train.steps=200", "train.eval_every=10", "train.patience=2", "train.episode_sizes=[8]", "train.warmup=5",
-            "train.val_fraction=0.7", f"train.refit_schedule={schedule}",
-        ])  # fmt: skip
+        conf = load_config(
+            None,
+            [
+                f"data.root={tiny_dir}",
+                f"data.cache_dir={cache_dir}",
+                "data.poster_views=[image:efficientnet_lite0]",
+                "data.intro_views=[text:minilm]",
+                "model.prior=[]",
+                "model.dim=16",
+                "train.steps=200",
+                "train.eval_every=10",
+                "train.patience=2",
+                "train.episode_sizes=[8]",
+                "train.warmup=5",
+                "train.val_fraction=0.7",
+                f"train.refit_schedule={schedule}",
+            ],
+        )
         result = train(conf, load_movielens(tiny_dir), progress=False)
         refit = [r for r in result.history if r.get("refit")]
         assert refit and refit[-1]["step"] == result.best_step < 200
@@ -305,26 +374,39 @@ def test_lr_schedule_and_refit_horizon(tiny_dir, cache_dir):
     assert last_lr["scaled"] == pytest.approx(0.0, abs=1e-9)  # decayed at its own last step
     assert last_lr["fit"] > 0.5 * 1e-3  # cut off early on the 200-step schedule
     with pytest.raises(ValueError, match="refit_schedule"):
-        train(load_config(None, [f"data.root={tiny_dir}", "train.refit_schedule=never"]), progress=False)
+        train(
+            load_config(None, [f"data.root={tiny_dir}", "train.refit_schedule=never"]),
+            progress=False,
+        )
 
 
 def test_ensemble_is_the_average_of_its_single_seed_runs(tiny_dir, cache_dir, tmp_path):
-    from gmatch.checkpoint import load_checkpoint
+    from gmatch.checkpoint import load_checkpoint, save_checkpoint
     from gmatch.models import Ensemble
-    from gmatch.checkpoint import save_checkpoint
 
     base = [
-        f"data.root={tiny_dir}", f"data.cache_dir={cache_dir}", "data.poster_views=[image:efficientnet_lite0]",
-        "data.intro_views=[text:minilm]", "model.prior=[]", "model.dim=16",
-        "train.steps=20", "train.eval_every=10", "train.episode_sizes=[16]", "train.warmup=5",
-    ]  # fmt: skip
+        f"data.root={tiny_dir}",
+        f"data.cache_dir={cache_dir}",
+        "data.poster_views=[image:efficientnet_lite0]",
+        "data.intro_views=[text:minilm]",
+        "model.prior=[]",
+        "model.dim=16",
+        "train.steps=20",
+        "train.eval_every=10",
+        "train.episode_sizes=[16]",
+        "train.warmup=5",
+    ]
     ms = load_movielens(tiny_dir)
     conf = load_config(None, [*base, "model.members=2", "seed=3"])
     feats = load_features(ms, conf, progress=False)
     ens = train(conf, ms, feats, progress=False)
     assert isinstance(ens.model, Ensemble) and {r["member"] for r in ens.history} == {0, 1}
-    singles = [predict_dist(train(load_config(None, [*base, f"seed={s}"]), ms, feats, progress=False).model, feats)
-               for s in (3, 4)]  # fmt: skip
+    singles = [
+        predict_dist(
+            train(load_config(None, [*base, f"seed={s}"]), ms, feats, progress=False).model, feats
+        )
+        for s in (3, 4)
+    ]
     assert not torch.allclose(singles[0], singles[1])
     D = predict_dist(ens.model, feats)
     assert torch.allclose(D, (singles[0] + singles[1]) / 2, atol=1e-5)
@@ -369,8 +451,14 @@ def test_streamed_metrics_equal_dense_with_ties_and_refuse_degenerate_scores():
 def test_train_fraction_fits_text_statistics_on_the_subset_only(tiny_dir, cache_dir):
     from gmatch.data import training_positions
 
-    base = [f"data.root={tiny_dir}", f"data.cache_dir={cache_dir}", "data.poster_views=[image:efficientnet_lite0]",
-            "data.intro_views=[text:tfidf]", "model.prior=[ocr:chars=text:chars]", "seed=2"]  # fmt: skip
+    base = [
+        f"data.root={tiny_dir}",
+        f"data.cache_dir={cache_dir}",
+        "data.poster_views=[image:efficientnet_lite0]",
+        "data.intro_views=[text:tfidf]",
+        "model.prior=[ocr:chars=text:chars]",
+        "seed=2",
+    ]
     ms = load_movielens(tiny_dir)
     half = load_config(None, [*base, "data.train_fraction=0.6"])
     pos, _ = training_positions(ms, half.seed, half.data.train_fraction)
@@ -381,4 +469,6 @@ def test_train_fraction_fits_text_statistics_on_the_subset_only(tiny_dir, cache_
     full = load_features(ms, load_config(None, base), progress=False)
     assert all(s["n_fit_texts"] == len(ms.train_idx) for s in full.states().values())  # control
     assert feats.intro[0].state["vocab"] != full.intro[0].state["vocab"]
-    assert ms.train_idx.tolist() == load_movielens(tiny_dir).train_idx.tolist()  # evaluation keeps train.txt
+    assert (
+        ms.train_idx.tolist() == load_movielens(tiny_dir).train_idx.tolist()
+    )  # evaluation keeps train.txt

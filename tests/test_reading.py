@@ -8,8 +8,8 @@ import torch
 
 from gmatch.encoders.ocr import clean_ocr, ocr_lines, segment_words
 from gmatch.features import FeatureBlock, extract
-from gmatch.specs import is_set_spec
 from gmatch.lexical import PooledScorer, pair_scores
+from gmatch.specs import is_set_spec
 from gmatch.text import split_sentences
 from gmatch.train import new_model
 
@@ -17,7 +17,9 @@ from gmatch.train import new_model
 def test_segmentation_splits_runs_read_without_spaces():
     assert segment_words("grumpieroldmen") == "grumpier old men"
     assert segment_words("expecttheunexpected seektofind") == "expect the unexpected seek to find"
-    assert segment_words("walter matthau 1995") == "walter matthau 1995"  # short words and numbers stay
+    assert (
+        segment_words("walter matthau 1995") == "walter matthau 1995"
+    )  # short words and numbers stay
     lines = [["GRUMPIEROLDMEN", 0.95], ["Walter Matthau", 0.9], ["xx", 0.2], ["1995", 0.99]]
     assert clean_ocr(lines) == "grumpieroldmen walter matthau"  # unsegmented: today's lexical input
     assert clean_ocr(lines, segment=True) == "grumpier old men walter matthau"
@@ -26,8 +28,12 @@ def test_segmentation_splits_runs_read_without_spaces():
 
 def test_sentences_of_an_intro():
     text = 'A man (John) fights. He wins! "Why?" she asks. Mr. Smith goes to Washington... See full summary »'
-    assert split_sentences(text) == ["A man (John) fights.", "He wins!", '"Why?" she asks.',
-                                     "Mr. Smith goes to Washington"]  # fmt: skip
+    assert split_sentences(text) == [
+        "A man (John) fights.",
+        "He wins!",
+        '"Why?" she asks.',
+        "Mr. Smith goes to Washington",
+    ]
     assert split_sentences("") == []
 
 
@@ -67,7 +73,9 @@ def test_pooled_prior_equals_a_literal_loop(dense_intro):
     got = PooledScorer(a, b, chunk=2).scores().numpy()
     assert np.allclose(got, want, atol=1e-5)
     rows, cols = np.array([4, 0, 8]), np.array([6, 1])
-    assert np.allclose(pair_scores(a, b, rows, cols, chunk=2).numpy(), want[rows][:, cols], atol=1e-5)
+    assert np.allclose(
+        pair_scores(a, b, rows, cols, chunk=2).numpy(), want[rows][:, cols], atol=1e-5
+    )
     # A subset of a set block keeps each item's elements.
     sub = a.subset(rows)
     assert np.allclose(PooledScorer(sub, b).scores().numpy(), want[rows], atol=1e-5)
@@ -105,7 +113,11 @@ def test_set_views_through_extract(tiny_dir, cache_dir):
     lines = extract(ms, "ocrlines:minilm", cache_dir, progress=False)
     sents = extract(ms, "sents:minilm", cache_dir, progress=False)
     assert is_set_spec("ocrlines:minilm") and not is_set_spec("ocrseg:minilm")
-    assert lines.owner is not None and len(lines.owner) == len(lines.values) and lines.valid.shape == (len(ms),)
+    assert (
+        lines.owner is not None
+        and len(lines.owner) == len(lines.values)
+        and lines.valid.shape == (len(ms),)
+    )
     assert np.all(np.diff(lines.owner) >= 0) and sents.valid.all()
     assert len(sents.values) > len(ms)  # most intros have several sentences
     S = pair_scores(lines, sents)
@@ -117,8 +129,18 @@ def test_set_views_through_extract(tiny_dir, cache_dir):
         from gmatch.config import load_config
         from gmatch.features import load_features
 
-        load_features(ms, load_config(None, [f"data.root={tiny_dir}", f"data.cache_dir={cache_dir}",
-                                             "data.intro_views=[sents:minilm]"]), progress=False)  # fmt: skip
+        load_features(
+            ms,
+            load_config(
+                None,
+                [
+                    f"data.root={tiny_dir}",
+                    f"data.cache_dir={cache_dir}",
+                    "data.intro_views=[sents:minilm]",
+                ],
+            ),
+            progress=False,
+        )
 
 
 def test_line_level_prior_reaches_the_model(tiny_dir, cache_dir):
@@ -127,21 +149,31 @@ def test_line_level_prior_reaches_the_model(tiny_dir, cache_dir):
     from gmatch.data import load_movielens
     from gmatch.features import load_features
 
-    conf = load_config(None, [
-        f"data.root={tiny_dir}", f"data.cache_dir={cache_dir}", "data.poster_views=[image:efficientnet_lite0]",
-        "data.intro_views=[text:minilm]", "model.prior=[ocr:chars=text:chars@4,ocrlines:minilm=sents:minilm@2]",
-    ])  # fmt: skip
+    conf = load_config(
+        None,
+        [
+            f"data.root={tiny_dir}",
+            f"data.cache_dir={cache_dir}",
+            "data.poster_views=[image:efficientnet_lite0]",
+            "data.intro_views=[text:minilm]",
+            "model.prior=[ocr:chars=text:chars@4,ocrlines:minilm=sents:minilm@2]",
+        ],
+    )
     ms = load_movielens(tiny_dir)
     feats = load_features(ms, conf, progress=False)
-    assert [(a.spec, b.spec) for a, b in feats.lexical] == [("ocr:chars", "text:chars"),
-                                                             ("ocrlines:minilm", "sents:minilm")]  # fmt: skip
+    assert [(a.spec, b.spec) for a, b in feats.lexical] == [
+        ("ocr:chars", "text:chars"),
+        ("ocrlines:minilm", "sents:minilm"),
+    ]
     model = new_model(conf, feats).eval()
     inputs = feats.inputs()
     pooled = inputs["lexical"][1]
     assert pooled.abs().max() > 0.3
     with torch.no_grad():
         full = model(**inputs)["logits"]
-        without = model(**{**inputs, "lexical": [inputs["lexical"][0], torch.zeros_like(pooled)]})["logits"]
+        without = model(**{**inputs, "lexical": [inputs["lexical"][0], torch.zeros_like(pooled)]})[
+            "logits"
+        ]
     assert torch.allclose(full - without, 2 / conf.model.tau_init * pooled, atol=1e-4)
 
 
@@ -163,7 +195,9 @@ def test_streamed_ranks_with_a_line_prior_equal_dense():
     with torch.no_grad():
         D = model(v0, m0, v1, m1, lexical=[pair_scores(lines, intros)])["dist"]
     dense = evaluate_distance(D)
-    stream = streamed_metrics(streamed_ranks(model, v0, m0, v1, m1, chunk=23, lexical=[(lines, intros)]))
+    stream = streamed_metrics(
+        streamed_ranks(model, v0, m0, v1, m1, chunk=23, lexical=[(lines, intros)])
+    )
     for key, value in dense.items():
         assert stream[key] == pytest.approx(value, abs=1e-9), key
     # The prior matters here: without it the ranks differ.

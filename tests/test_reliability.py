@@ -6,21 +6,27 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, make_folder
 
 from gmatch.cli import main
 
-from conftest import ROOT, make_folder
-
 ARGS = [
-    "data.poster_views=[image:efficientnet_lite0]", "data.intro_views=[text:minilm]", "model.prior=[ocr:chars=text:chars@4]",
-    "model.dim=32", "model.n_layers=1", "train.steps=400",
-    "train.eval_every=10", "train.episode_sizes=[16,32]", "train.warmup=5",
-    "train.val_fraction=0.25", "train.patience=1000", "runtime.threads=1",
-]  # fmt: skip
+    "data.poster_views=[image:efficientnet_lite0]",
+    "data.intro_views=[text:minilm]",
+    "model.prior=[ocr:chars=text:chars@4]",
+    "model.dim=32",
+    "model.n_layers=1",
+    "train.steps=400",
+    "train.eval_every=10",
+    "train.episode_sizes=[16,32]",
+    "train.warmup=5",
+    "train.val_fraction=0.25",
+    "train.patience=1000",
+    "runtime.threads=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +41,12 @@ def test_kill_mid_training_then_resume_matches_uninterrupted(folder, cache_dir, 
 
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "gmatch", "train", "--out", str(out), *common],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gmatch", "train", "--out", str(out), *common],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     state = out / "train_state.fit.pt"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:

@@ -12,13 +12,27 @@ from PIL import Image
 from gmatch.cli import main
 
 FAST = [
-    "data.poster_views=[image:efficientnet_lite0]", "data.intro_views=[text:minilm]", "model.prior=[ocr:chars=text:chars@4]",
-    "model.dim=32", "train.steps=40", "train.eval_every=20",
-    "train.episode_sizes=[32]", "train.warmup=5", "train.val_fraction=0.3",
-]  # fmt: skip
+    "data.poster_views=[image:efficientnet_lite0]",
+    "data.intro_views=[text:minilm]",
+    "model.prior=[ocr:chars=text:chars@4]",
+    "model.dim=32",
+    "train.steps=40",
+    "train.eval_every=20",
+    "train.episode_sizes=[32]",
+    "train.warmup=5",
+    "train.val_fraction=0.3",
+]
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +41,21 @@ def report_run(tmp_path_factory, cache_dir):
 
     folder = make_folder(tmp_path_factory.mktemp("rep") / "d", n=100, n_train=66)
     out = tmp_path_factory.mktemp("runs") / "r"
-    assert main(["train", "--data", str(folder), "--out", str(out), "--quiet",
-                 f"data.cache_dir={cache_dir}", *FAST]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(folder),
+                "--out",
+                str(out),
+                "--quiet",
+                f"data.cache_dir={cache_dir}",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     assert main(["report", str(out), "--query", "Toy Story"]) == 0
     return out
 
@@ -50,14 +77,22 @@ def test_report_in_headless_chromium(report_run, tmp_path):
         pytest.skip("chromium not installed (apt-get install chromium); .ci/run installs it")
     url = (report_run / "report.html").resolve().as_uri()
     flags = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([*flags, "--enable-logging=stderr", "--v=0", "--dump-dom", url],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert "id=\"metrics\"" in dom.stdout and "class=\"query grid\"" in dom.stdout
-    console = [l for l in dom.stderr.splitlines() if "CONSOLE" in l]
+    dom = subprocess.run(
+        [*flags, "--enable-logging=stderr", "--v=0", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert 'id="metrics"' in dom.stdout and 'class="query grid"' in dom.stdout
+    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
     assert not console, console
     shot = tmp_path / "shot.png"
-    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1100,1600", url],
-                   capture_output=True, timeout=120, check=True)  # fmt: skip
+    subprocess.run(
+        [*flags, f"--screenshot={shot}", "--window-size=1100,1600", url],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     px = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert px.std() > 20  # not blank: text, posters and plots are drawn
 
@@ -66,10 +101,18 @@ def test_headline_puts_heldout_first_with_baselines_and_intervals(report_run):
     import re
 
     page = (report_run / "report.html").read_text()
-    table = page[page.index("<table id='metrics'>"):page.index("</table>", page.index("<table id='metrics'>"))]
+    table = page[
+        page.index("<table id='metrics'>") : page.index(
+            "</table>", page.index("<table id='metrics'>")
+        )
+    ]
     labels = re.findall(r"<tr(?: class='baseline')?><th>([^<]+)</th><td>", table)
-    assert labels[0].startswith("held-out") and any(l.startswith("official: all movies, including") for l in labels)
-    assert labels.index("held-out: chance (random D)") < labels.index(next(l for l in labels if l.startswith("official")))
+    assert labels[0].startswith("held-out") and any(
+        lab.startswith("official: all movies, including") for lab in labels
+    )
+    assert labels.index("held-out: chance (random D)") < labels.index(
+        next(lab for lab in labels if lab.startswith("official"))
+    )
     assert "held-out: the model's zero-shot priors alone, untrained" in labels
     # The chance row of the official block: k / n with n = 100, k = 5.
     assert "<th>official: chance (random D)</th><td>100</td><td>5</td><td>0.050</td>" in table
@@ -99,24 +142,38 @@ def _chromium(tmp_path, url, shot=None):
     if exe is None:
         pytest.skip("chromium not installed (apt-get install chromium); .ci/run installs it")
     flags = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([*flags, "--enable-logging=stderr", "--v=0", "--dump-dom", url],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    dom = subprocess.run(
+        [*flags, "--enable-logging=stderr", "--v=0", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
     assert not console, console
     if shot is not None:
-        subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1100,1200", url],
-                       capture_output=True, timeout=120, check=True)  # fmt: skip
+        subprocess.run(
+            [*flags, f"--screenshot={shot}", "--window-size=1100,1200", url],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
         assert np.asarray(Image.open(shot).convert("L"), dtype=float).std() > 20  # not blank
     return dom.stdout
 
 
 def test_curated_grids_and_the_search_box_in_chromium(report_run, tmp_path):
     page = (report_run / "report.html").read_text()
-    assert "best held-out poster" in page and "worst held-out poster" in page and "class='label'>asked" in page
+    assert (
+        "best held-out poster" in page
+        and "worst held-out poster" in page
+        and "class='label'>asked" in page
+    )
     url = (report_run / "report.html").resolve().as_uri() + "#q=Toy%20Story%20(1995)"
     dom = _chromium(tmp_path, url)
-    result = dom[dom.index('<div id="search-out">'):]
-    assert '<div class="result"><b>Toy Story (1995)</b>' in result and "true intro at rank" in result
+    result = dom[dom.index('<div id="search-out">') :]
+    assert (
+        '<div class="result"><b>Toy Story (1995)</b>' in result and "true intro at rank" in result
+    )
     dom = _chromium(tmp_path, (report_run / "report.html").resolve().as_uri() + "#q=the")
     assert "matches, pick one" in dom  # an ambiguous search lists its matches
 
@@ -132,13 +189,29 @@ def test_comparison_page(report_run, tmp_path, cache_dir):
 
     other = tmp_path / "seed1"
     data = json.loads((report_run / "metrics.json").read_text())["data"]
-    assert main(["train", "--data", data, "--out", str(other), "--quiet", f"data.cache_dir={cache_dir}",
-                 *FAST, "seed=1"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                data,
+                "--out",
+                str(other),
+                "--quiet",
+                f"data.cache_dir={cache_dir}",
+                *FAST,
+                "seed=1",
+            ]
+        )
+        == 0
+    )
     assert main(["report", str(report_run), str(other), "--out", str(tmp_path / "cmp")]) == 0
     page = (tmp_path / "cmp" / "compare.html").read_text()
     assert "<table id='compare'>" in page and "B − A [paired 95 % CI]" in page
     n_held = len(load_movielens(data).heldout_idx)
-    wins = [int(x) for x in re.findall(r"<b>(\d+)</b>", page[page.index("<p id='wins'>"):])[:2]]
+    wins = [int(x) for x in re.findall(r"<b>(\d+)</b>", page[page.index("<p id='wins'>") :])[:2]]
     assert sum(wins) <= n_held
-    dom = _chromium(tmp_path, (tmp_path / "cmp" / "compare.html").resolve().as_uri(), tmp_path / "cmp.png")
+    dom = _chromium(
+        tmp_path, (tmp_path / "cmp" / "compare.html").resolve().as_uri(), tmp_path / "cmp.png"
+    )
     assert 'id="compare"' in dom

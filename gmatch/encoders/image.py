@@ -28,20 +28,39 @@ def load_image(path: Path) -> Image.Image:
         with Image.open(path) as im:
             im.load()
             return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError, ValueError) as e:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        Image.DecompressionBombError,
+        ValueError,
+    ) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"{path}: cannot decode poster image ({reason}); replace the file") from None
+        raise DataError(
+            f"{path}: cannot decode poster image ({reason}); replace the file"
+        ) from None
 
 
 def lukemelas_to_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename lukemelas/EfficientNet-PyTorch Lite0 keys to timm's ``tf_efficientnet_lite0``."""
     stage_of = [(s, j) for s, d in enumerate(LITE0_DEPTHS) for j in range(d)]
-    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head",
-           "_bn1": "bn2", "_fc": "classifier"}  # fmt: skip
+    top = {
+        "_conv_stem": "conv_stem",
+        "_bn0": "bn1",
+        "_conv_head": "conv_head",
+        "_bn1": "bn2",
+        "_fc": "classifier",
+    }
     # Block 0 has no expansion conv: depthwise -> bn1, project -> bn2.
     first = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-    inner = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
-             "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"}  # fmt: skip
+    inner = {
+        "_expand_conv": "conv_pw",
+        "_bn0": "bn1",
+        "_depthwise_conv": "conv_dw",
+        "_bn1": "bn2",
+        "_project_conv": "conv_pwl",
+        "_bn2": "bn3",
+    }
     out = {}
     for key, value in state.items():
         m = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
@@ -85,8 +104,14 @@ class EfficientNetLite0Encoder:
 
     name = "efficientnet_lite0"
 
-    def __init__(self, size: int = 224, flip: bool = False, channels_last: bool = True,
-                 micro_batch: int = 1, backend: str = "torch"):  # fmt: skip
+    def __init__(
+        self,
+        size: int = 224,
+        flip: bool = False,
+        channels_last: bool = True,
+        micro_batch: int = 1,
+        backend: str = "torch",
+    ):
         self.size, self.flip = size, flip
         # Execution only (not in settings(): the features are the same up to rounding).
         # On a CPU the network runs fastest one poster at a time in channels_last: a batch
@@ -125,11 +150,21 @@ class EfficientNetLite0Encoder:
 
             buf = _io.BytesIO()
             x = torch.zeros(1, 3, round(self.size * 1.47), self.size)
-            torch.onnx.export(Pooled(self.model).eval(), (x,), buf, input_names=["x"], output_names=["f"],
-                              dynamic_axes={"x": {0: "b"}}, opset_version=17, dynamo=False)  # fmt: skip
+            torch.onnx.export(
+                Pooled(self.model).eval(),
+                (x,),
+                buf,
+                input_names=["x"],
+                output_names=["f"],
+                dynamic_axes={"x": {0: "b"}},
+                opset_version=17,
+                dynamo=False,
+            )
             opts = ort.SessionOptions()
             opts.intra_op_num_threads, opts.inter_op_num_threads = torch.get_num_threads(), 1
-            self._session = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(
+                buf.getvalue(), opts, providers=["CPUExecutionProvider"]
+            )
         return self._session
 
     @torch.inference_mode()
@@ -138,10 +173,14 @@ class EfficientNetLite0Encoder:
             session = self._onnx()
             out = []
             for s in range(0, len(images), self.micro_batch):
-                x = torch.stack([self.preprocess(im) for im in images[s : s + self.micro_batch]]).numpy()
+                x = torch.stack(
+                    [self.preprocess(im) for im in images[s : s + self.micro_batch]]
+                ).numpy()
                 feats = session.run(None, {"x": x})[0]
                 if self.flip:
-                    feats = (feats + session.run(None, {"x": np.ascontiguousarray(x[..., ::-1])})[0]) / 2
+                    feats = (
+                        feats + session.run(None, {"x": np.ascontiguousarray(x[..., ::-1])})[0]
+                    ) / 2
                 out.append(feats.astype(np.float32))
             return np.concatenate(out)
         out = []

@@ -28,7 +28,9 @@ __all__ = ["OCRConfig", "read_posters", "clean_ocr", "ocr_lines", "segment_words
 
 @dataclass(frozen=True)
 class OCRConfig:
-    det_limit_side_len: int = 480  # detector input side; 480 reads more of a 182x268 poster than 736
+    det_limit_side_len: int = (
+        480  # detector input side; 480 reads more of a 182x268 poster than 736
+    )
     use_cls: bool = False  # the angle classifier: posters are upright, skipping it is ~25% faster
     min_confidence: float = 0.6  # lines below this are dropped by clean_ocr, kept in the cache
 

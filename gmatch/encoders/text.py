@@ -13,7 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["minilm_path", "mpnet_path", "WeightsError", "SentenceTransformerEncoder", "MPNET_SHA256"]
+__all__ = [
+    "minilm_path",
+    "mpnet_path",
+    "WeightsError",
+    "SentenceTransformerEncoder",
+    "MPNET_SHA256",
+]
 
 # sha256 of the official all-mpnet-base-v2 model.safetensors.
 MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
@@ -64,7 +70,9 @@ def mpnet_path(models_dir: str | Path | None = None, expected_sha256: str = MPNE
                 ) from None
             part = next((f for f in files if ".zip.00" in f.name), None)
             if part is None:
-                raise WeightsError(f"{name}: no .zip part inside the installed package; reinstall it")
+                raise WeightsError(
+                    f"{name}: no .zip part inside the installed package; reinstall it"
+                )
             parts.append(Path(part.locate()))
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=root) as tmp:
@@ -96,7 +104,9 @@ class SentenceTransformerEncoder:
     so a run whose features are all cached never touches them.
     """
 
-    def __init__(self, name_or_path, name: str | None = None, batch_size: int = 64, known: dict | None = None):
+    def __init__(
+        self, name_or_path, name: str | None = None, batch_size: int = 64, known: dict | None = None
+    ):
         self._source = name_or_path
         self.name = name or f"st:{name_or_path}"
         self.batch_size = batch_size
@@ -111,17 +121,24 @@ class SentenceTransformerEncoder:
             if Path(str(path)).exists():
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder needs no hub
             elif str(path).startswith(("/", "./", "../", "~")):
-                raise WeightsError(f"{path}: model folder not found; give a sentence-transformers folder "
-                                   "that exists (text:st:<path>)")  # fmt: skip
+                raise WeightsError(
+                    f"{path}: model folder not found; give a sentence-transformers folder "
+                    "that exists (text:st:<path>)"
+                )
             from sentence_transformers import SentenceTransformer
 
             self._model = SentenceTransformer(str(path), device="cpu")
             self._model.eval().requires_grad_(False)
-            get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+            get_dim = (
+                getattr(self._model, "get_embedding_dimension", None)
+                or self._model.get_sentence_embedding_dimension
+            )
             loaded = {"max_seq_length": self._model.max_seq_length, "dim": get_dim()}
             for k, v in self._known.items():
                 if loaded[k] != v:
-                    raise RuntimeError(f"{self.name}: expected {k}={v}, the weights give {loaded[k]}")
+                    raise RuntimeError(
+                        f"{self.name}: expected {k}={v}, the weights give {loaded[k]}"
+                    )
             self._known = loaded
         return self._model
 

@@ -18,7 +18,9 @@ def topm_candidates(a: torch.Tensor, b: torch.Tensor, m: int, chunk: int = 1024)
     ``b`` by cosine, found chunk by chunk (never an N x M matrix in memory)."""
     a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
     m = min(m, len(b))
-    return torch.cat([(a[s : s + chunk] @ b.T).topk(m, dim=-1).indices for s in range(0, len(a), chunk)])
+    return torch.cat(
+        [(a[s : s + chunk] @ b.T).topk(m, dim=-1).indices for s in range(0, len(a), chunk)]
+    )
 
 
 def sparse_attend(logits_fn, values: torch.Tensor, cand: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -63,7 +65,9 @@ class SelfBlock(nn.Module):
         self.merge = nn.Linear(dim, dim)
         self.ffn = ffn(dim, dropout)
 
-    def forward(self, x: torch.Tensor, cand: torch.Tensor | None = None, chunk: int = 1024) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cand: torch.Tensor | None = None, chunk: int = 1024
+    ) -> torch.Tensor:
         """x [N x d]; ``cand`` [N x m]: attend to these nodes only (None: all)."""
         if cand is None:
             q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, -1)).permute(1, 2, 0, 3)
@@ -100,7 +104,9 @@ class CrossBlock(nn.Module):
         # logits, added to the attention logits (a poster looks at the intros the
         # priors favour, and back). Off (None) when model.attn_prior = 0.
         self.prior_gain = (
-            nn.Parameter(torch.full((self.heads,), float(conf.attn_prior))) if conf.attn_prior else None
+            nn.Parameter(torch.full((self.heads,), float(conf.attn_prior)))
+            if conf.attn_prior
+            else None
         )
 
     def forward(self, x0, x1, cand01=None, cand10=None, chunk: int = 1024, prior=None):
@@ -116,7 +122,9 @@ class CrossBlock(nn.Module):
             logits = logits[None]
         if self.prior_gain is not None:
             if prior is None:
-                raise ValueError("this cross-attention block is prior-guided (model.attn_prior) but got no prior")
+                raise ValueError(
+                    "this cross-attention block is prior-guided (model.attn_prior) but got no prior"
+                )
             logits = logits + self.prior_gain[:, None, None] * prior
         v0 = self.value(x0).unflatten(-1, (self.heads, -1)).transpose(0, 1)  # [H x N x D/H]
         v1 = self.value(x1).unflatten(-1, (self.heads, -1)).transpose(0, 1)

@@ -36,7 +36,9 @@ class CosineEdge(nn.Module):
     def prepare(self, x0, x1):
         """Per-node parts for :meth:`combine` ([N x H x D/H] unit vectors)."""
         h = len(self.log_scale)
-        return F.normalize(x0.unflatten(-1, (h, -1)), dim=-1), F.normalize(x1.unflatten(-1, (h, -1)), dim=-1)
+        return F.normalize(x0.unflatten(-1, (h, -1)), dim=-1), F.normalize(
+            x1.unflatten(-1, (h, -1)), dim=-1
+        )
 
     def combine(self, p0, p1):
         """Logits [..., H] of gathered, broadcastable parts [..., H, D/H]."""

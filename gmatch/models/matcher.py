@@ -96,7 +96,9 @@ class Matcher(nn.Module):
         self.layers = nn.ModuleList([MatchLayer(conf, runtime.chunk) for _ in range(conf.n_layers)])
         self.head = make_edge(conf, out=1, chunk=runtime.chunk)
 
-    def forward(self, views0, valid0, views1, valid1, lexical=None, all_layers: bool = False) -> dict:
+    def forward(
+        self, views0, valid0, views1, valid1, lexical=None, all_layers: bool = False
+    ) -> dict:
         """Match N posters against M intros.
 
         Args:
@@ -111,9 +113,11 @@ class Matcher(nn.Module):
             (with ``all_layers``: one [N x M] per state, the last equal to ``logits``).
         """
         prior = self.prior_logits(views0, valid0, views1, valid1, lexical)
-        states = self.embed(views0, valid0, views1, valid1, prior=prior if self.conf.attn_prior else None)
-        layer_logits = [self.head(x0, x1) + prior for x0, x1 in states] if all_layers else []
-        x0, x1 = states[-1]
+        guide = prior if self.conf.attn_prior else None
+        layer_logits = []
+        for x0, x1 in self.states(views0, valid0, views1, valid1, prior=guide):
+            if all_layers:  # scored as each state appears (the order autograd accumulates in)
+                layer_logits.append(self.head(x0, x1) + prior)
         logits = layer_logits[-1] if all_layers else self.head(x0, x1) + prior
         out = {"logits": logits, "dist": logits_to_dist(logits), "layer_logits": layer_logits}
         if self.genre_head is not None:  # auxiliary multi-label genre logits per node
@@ -123,6 +127,11 @@ class Matcher(nn.Module):
     def embed(self, views0, valid0, views1, valid1, topm: int | None = None, prior=None) -> list:
         """Node embeddings after the encoders and after every unit:
         ``[(x0 [N x d], x1 [M x d]), ...]`` (``n_layers + 1`` states; the last feeds the head).
+        See :meth:`states` for the arguments."""
+        return list(self.states(views0, valid0, views1, valid1, topm, prior))
+
+    def states(self, views0, valid0, views1, valid1, topm: int | None = None, prior=None):
+        """Yield ``(x0, x1)`` after the encoders, then after each unit.
 
         ``topm`` (default ``conf.attn_topm``; 0 = dense): each node attends only
         to its top-m candidates, found once by cosine of the encoded nodes, in
@@ -130,15 +139,14 @@ class Matcher(nn.Module):
         prior logits, needed by prior-guided cross-attention (``conf.attn_prior``).
         """
         x0, x1 = self.encode0(views0, valid0), self.encode1(views1, valid1)
-        states = [(x0, x1)]
+        yield x0, x1
         m = self.conf.attn_topm if topm is None else topm
         cand = None
         if len(self.layers) and m and m < max(len(x0), len(x1)):
             cand = self.candidates(x0, x1, m)
         for layer in self.layers:
             x0, x1 = layer(x0, x1, cand, self.attn_chunk, prior)
-            states.append((x0, x1))
-        return states
+            yield x0, x1
 
     def candidates(self, x0, x1, m: int) -> dict:
         """Top-m candidate edges by cosine of the encoded nodes (fixed for all units)."""
@@ -164,10 +172,14 @@ class Matcher(nn.Module):
     def prior_logits(self, views0, valid0, views1, valid1, lexical=None):
         """Weighted prior scores [N x M]: dense pairs, then the precomputed ones."""
         out = dense_prior(self.prior_pairs, self.prior_log_weight, views0, valid0, views1, valid1)
-        lexical = self.check_lexical(lexical, "lexical score matrices; call model(**features.inputs(idx))")
+        lexical = self.check_lexical(
+            lexical, "lexical score matrices; call model(**features.inputs(idx))"
+        )
         for sim, log_w in zip(lexical, self.lexical_log_weight):
             if sim.shape != out.shape:
-                raise ValueError(f"lexical scores have shape {tuple(sim.shape)}, expected {tuple(out.shape)}")
+                raise ValueError(
+                    f"lexical scores have shape {tuple(sim.shape)}, expected {tuple(out.shape)}"
+                )
             out = out + log_w.exp() * sim
         return out
 
