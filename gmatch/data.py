@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 __all__ = ["DataError", "MovieSet", "load_movielens", "read_train_positions"]
 
@@ -243,3 +244,22 @@ def training_positions(
         keep = max(16, int(round(fraction * len(pos))))
         pos = np.sort(rng.choice(pos, keep, replace=False))
     return pos, rng
+
+
+def load_image(path: Path) -> Image.Image:
+    """Open a poster as RGB (greyscale, CMYK, palette and PNG-in-.jpg all work)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("RGB")
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        Image.DecompressionBombError,
+        ValueError,
+    ) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(
+            f"{path}: cannot decode poster image ({reason}); replace the file"
+        ) from None

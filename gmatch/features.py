@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from gmatch.config import Config, ConfigError
-from gmatch.data import DataError, MovieSet, training_positions
+from gmatch.data import DataError, MovieSet, load_image, training_positions
 from gmatch.encoders.ocr import OCRConfig, clean_ocr, ocr_lines, read_posters
 from gmatch.lexical import pair_scores, set_elements, set_starts
 from gmatch.priors import precomputed_pairs
@@ -280,8 +280,6 @@ def extract(
 def _extract_image(
     ms: MovieSet, spec: str, cache_dir: Path, progress: bool, batch_size: int
 ) -> FeatureBlock:
-    from gmatch.encoders.image import load_image  # with the encoder's heavy imports
-
     enc = build_encoder(spec)
     values = _cached_encode(
         cache_dir,

@@ -168,12 +168,14 @@ class TrainState:
 
 
 def _new_state(conf: Config, feats: Features, phase: Phase) -> TrainState:
-    tc = conf.train
-    warmup = min(tc.warmup, max(1, phase.horizon // 3))
+    train_conf = conf.train
+    warmup = min(train_conf.warmup, max(1, phase.horizon // 3))
     seed_everything(conf.seed)
     model = new_model(conf, feats)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    sizes = [min(s, len(phase.train_pos)) for s in tc.episode_sizes]
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=train_conf.lr, weight_decay=train_conf.weight_decay
+    )
+    sizes = [min(s, len(phase.train_pos)) for s in train_conf.episode_sizes]
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: lr_factor(step, warmup, phase.horizon)
     )
@@ -182,38 +184,38 @@ def _new_state(conf: Config, feats: Features, phase: Phase) -> TrainState:
     )
 
 
-def _train_step(conf: Config, feats: Features, st: TrainState) -> float:
+def _train_step(conf: Config, feats: Features, state: TrainState) -> float:
     """One optimiser step on the next episode; returns its loss."""
-    tc = conf.train
-    st.model.train()
-    episode = next(st.stream)
-    deep = tc.deep_supervision > 0 and conf.model.n_layers > 0
-    pred = st.model(**feats.inputs(episode), all_layers=deep)
-    loss = total_loss(pred, tc.loss, tc.deep_supervision, tc.sinkhorn_iters)
-    if tc.genre_weight > 0:  # the episode holds training positions only
+    train_conf = conf.train
+    state.model.train()
+    episode = next(state.stream)
+    deep = train_conf.deep_supervision > 0 and conf.model.n_layers > 0
+    pred = state.model(**feats.inputs(episode), all_layers=deep)
+    loss = total_loss(pred, train_conf.loss, train_conf.deep_supervision, train_conf.sinkhorn_iters)
+    if train_conf.genre_weight > 0:  # the episode holds training positions only
         y = torch.from_numpy(feats.genres[episode])
         bce = torch.nn.functional.binary_cross_entropy_with_logits
         loss["genre"] = (bce(pred["genre0"], y) + bce(pred["genre1"], y)) / 2
-        loss["total"] = loss["total"] + tc.genre_weight * loss["genre"]
-    st.opt.zero_grad(set_to_none=True)
+        loss["total"] = loss["total"] + train_conf.genre_weight * loss["genre"]
+    state.opt.zero_grad(set_to_none=True)
     loss["total"].backward()
-    torch.nn.utils.clip_grad_norm_(st.model.parameters(), tc.grad_clip)
-    st.opt.step()
-    st.sched.step()
+    torch.nn.utils.clip_grad_norm_(state.model.parameters(), train_conf.grad_clip)
+    state.opt.step()
+    state.sched.step()
     return loss["total"].item()
 
 
-def _validate(feats: Features, st: TrainState, phase: Phase, row: dict) -> None:
+def _validate(feats: Features, state: TrainState, phase: Phase, row: dict) -> None:
     """Score the validation pairs (every movie an unlabeled node, as at test time)
     into ``row``; keep the best weights."""
-    D = predict_dist(st.model, feats, phase.all_idx)
+    D = predict_dist(state.model, feats, phase.all_idx)
     m = evaluate_distance(D, subset=np.searchsorted(phase.all_idx, phase.val_pos))
     row.update(val_acc=m["acc_mean"], val_r1=m["poster_to_intro/R@1"])
-    if row["val_acc"] > st.best:
-        st.best, st.best_step, st.stale = row["val_acc"], row["step"], 0
-        st.best_state = copy.deepcopy(st.model.state_dict())
+    if row["val_acc"] > state.best:
+        state.best, state.best_step, state.stale = row["val_acc"], row["step"], 0
+        state.best_state = copy.deepcopy(state.model.state_dict())
     else:
-        st.stale += 1
+        state.stale += 1
 
 
 def _fit(
@@ -223,37 +225,39 @@ def _fit(
     training state is saved atomically at every validation pass and, if the file
     exists for this phase, training resumes from it. Returns the model (at its best
     validation step when there is a validation slice), history, best step and score."""
-    tc = conf.train
-    st = _new_state(conf, feats, phase)
+    train_conf = conf.train
+    state = _new_state(conf, feats, phase)
     if state_path is not None:
         state_path = Path(state_path).with_suffix(f".{phase.name}.pt")
         if state_path.exists():
-            st.load(state_path, phase.name)
+            state.load(state_path, phase.name)
     validating = len(phase.val_pos) > 0
-    bar = tqdm(total=phase.steps, initial=st.step, desc=phase.name, disable=not progress)
+    bar = tqdm(total=phase.steps, initial=state.step, desc=phase.name, disable=not progress)
     losses = []
-    for step in range(st.step + 1, phase.steps + 1):
-        if validating and st.stale >= tc.patience:  # a resumed run that had already stopped
+    for step in range(state.step + 1, phase.steps + 1):
+        if (
+            validating and state.stale >= train_conf.patience
+        ):  # a resumed run that had already stopped
             break
-        losses.append(_train_step(conf, feats, st))
+        losses.append(_train_step(conf, feats, state))
         bar.update()
-        st.step = step
-        if step % tc.eval_every and step != phase.steps:
+        state.step = step
+        if step % train_conf.eval_every and step != phase.steps:
             continue
-        row = {"step": step, "loss": float(np.mean(losses)), "lr": st.sched.get_last_lr()[0]}
+        row = {"step": step, "loss": float(np.mean(losses)), "lr": state.sched.get_last_lr()[0]}
         losses = []
         if validating:
-            _validate(feats, st, phase, row)
-        st.history.append(row)
+            _validate(feats, state, phase, row)
+        state.history.append(row)
         bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "step"})
         if state_path is not None:
-            st.save(state_path, phase.name)
-        if validating and st.stale >= tc.patience:
+            state.save(state_path, phase.name)
+        if validating and state.stale >= train_conf.patience:
             break
     bar.close()
-    if st.best_state is not None:
-        st.model.load_state_dict(st.best_state)
-    return st.model, st.history, st.best_step, (st.best if validating else float("nan"))
+    if state.best_state is not None:
+        state.model.load_state_dict(state.best_state)
+    return state.model, state.history, state.best_step, (state.best if validating else float("nan"))
 
 
 def train(

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from gmatch.data import load_image  # noqa: F401 - re-exported: the encoders' input
 
 __all__ = [
-    "load_image",
     "efficientnet_lite0",
     "lukemelas_to_timm",
     "EfficientNetLite0Encoder",
@@ -18,27 +19,6 @@ __all__ = [
 
 # Stage depths of EfficientNet-Lite0 (lukemelas numbers blocks globally).
 LITE0_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
-
-
-def load_image(path: Path) -> Image.Image:
-    """Open a poster as RGB (greyscale, CMYK, palette and PNG-in-.jpg all work)."""
-    from gmatch.data import DataError
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
-    except (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        Image.DecompressionBombError,
-        ValueError,
-    ) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(
-            f"{path}: cannot decode poster image ({reason}); replace the file"
-        ) from None
 
 
 def lukemelas_to_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

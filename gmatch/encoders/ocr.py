@@ -17,8 +17,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
+from gmatch.data import load_image  # one decoder, one error message for every view
 from gmatch.io import atomic_write_text, clean_stale_temp_files
 
 log = logging.getLogger(__name__)
@@ -61,10 +63,6 @@ def _engine(conf: OCRConfig):
 
 def _read_one(args) -> list[list]:
     path, conf = args
-    import numpy as np
-
-    from gmatch.encoders.image import load_image  # one decoder, one error message for every view
-
     arr = np.asarray(load_image(path))[:, :, ::-1]  # RapidOCR expects BGR
     result, _ = _engine(conf)(np.ascontiguousarray(arr))
     return [[str(text), round(float(score), 4)] for _, text, score in (result or [])]

@@ -140,10 +140,10 @@ class Matcher(nn.Module):
         """
         x0, x1 = self.encode0(views0, valid0), self.encode1(views1, valid1)
         yield x0, x1
-        m = self.conf.attn_topm if topm is None else topm
+        topm = self.conf.attn_topm if topm is None else topm
         cand = None
-        if len(self.layers) and m and m < max(len(x0), len(x1)):
-            cand = self.candidates(x0, x1, m)
+        if len(self.layers) and topm and topm < max(len(x0), len(x1)):
+            cand = self.candidates(x0, x1, topm)
         for layer in self.layers:
             x0, x1 = layer(x0, x1, cand, self.attn_chunk, prior)
             yield x0, x1

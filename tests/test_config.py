@@ -1,0 +1,77 @@
+"""The config: one place that validates values, upgrades old keys, and documents every key."""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from gmatch.checkpoint import load_checkpoint
+from gmatch.config import Config, ConfigError, flatten, load_config, merge, to_dict, upgrade
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "model.edge=gaussian",
+        "train.loss=hinge",
+        "train.refit_schedule=never",
+        "model.layer_types=[self,bogus]",
+        "model.members=0",
+        "runtime.threads=0",
+    ],
+)
+def test_values_outside_the_allowed_set_fail_at_load_time(override):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        load_config(None, [override])
+
+
+def test_allowed_values_pass():
+    conf = load_config(None, ["model.edge=mlp", "train.loss=sinkhorn", "model.layer_types=[cross]"])
+    assert (conf.model.edge, conf.train.loss, conf.model.layer_types) == (
+        "mlp",
+        "sinkhorn",
+        ["cross"],
+    )
+
+
+def test_old_configs_upgrade_and_unsupported_old_values_refuse():
+    old = {
+        "threads": 1,
+        "model": {
+            "chunk": 64,
+            "attn_chunk": 32,
+            "hidden": 512,
+            "proj_layers": 1,
+            "share_self": False,
+            "learn_prior_weight": False,
+            "dim": 16,
+        },
+    }
+    conf = merge(Config(), old)
+    assert (conf.runtime.threads, conf.runtime.chunk, conf.runtime.attn_chunk, conf.model.dim) == (
+        1,
+        64,
+        32,
+        16,
+    )
+    for key, value in (("proj_layers", 2), ("share_self", True), ("learn_prior_weight", True)):
+        with pytest.raises(ConfigError, match=f"model.{key}.*removed"):
+            upgrade({"model": {key: value}})
+
+
+def test_the_shipped_checkpoint_written_before_the_redraw_still_loads():
+    ckpt = torch.load(ROOT / "checkpoints" / "default.pt", map_location="cpu", weights_only=True)
+    assert "chunk" in ckpt["config"]["model"]  # written with the old keys
+    _, conf, _ = load_checkpoint(ROOT / "checkpoints" / "default.pt")
+    assert conf.runtime.chunk == ckpt["config"]["model"]["chunk"]
+
+
+def test_readme_documents_every_config_key_and_no_other():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([\w.]+)` \|", section, flags=re.M))
+    assert documented == set(flatten(to_dict(Config())))
