@@ -50,6 +50,9 @@ def save_checkpoint(
             "genre_names": feats.genre_names if model.genre_head is not None else [],
             "best_step": best_step,
             "history": history or [],
+            "poster_sets": feats.set_specs()[0],
+            "intro_sets": feats.set_specs()[1],
+            "set_dims": list(feats.set_dims()),
         },
     )
 
@@ -90,6 +93,7 @@ def load_checkpoint(path: str | Path) -> tuple[Matcher | Ensemble, Config, dict]
             ckpt["intro_dims"],
             len(ckpt.get("genre_names", [])),
             conf.runtime,
+            tuple(ckpt.get("set_dims", ([], []))),
         )
     except ConfigError as e:
         raise CheckpointError(f"{path}: {e}") from None
@@ -119,6 +123,8 @@ def checkpoint_features(
         progress,
         ckpt.get("encoder_states"),
         conf.model.prior,
+        poster_sets=ckpt.get("poster_sets", []),
+        intro_sets=ckpt.get("intro_sets", []),
     )
     if feats.dims() != (ckpt["poster_dims"], ckpt["intro_dims"]):
         raise CheckpointError(

@@ -43,6 +43,9 @@ class DataConf:
         default_factory=lambda: ["text:mpnet", "text:tfidf"]
     )  # feature specs of the intro nodes
     train_fraction: float = 1.0  # use this share of train.txt (learning curves); seeded
+    poster_sets: list[str] = field(default_factory=list)  # set views whose elements become local
+    #                                nodes of each poster's graph (ocrlines:mpnet); [] = no local stage
+    intro_sets: list[str] = field(default_factory=list)  # the same for intros (sents:mpnet)
 
 
 @dataclass
@@ -76,6 +79,15 @@ class ModelConf:
         1  # >1: an ensemble of this many matchers, seeds seed, seed+1, ...; logits averaged
     )
     prior_weight: float = 3.0  # weight of a prior entry without @weight (in units of 1/tau_init)
+    local_dim: int = 128  # width of the local nodes (data.poster_sets / intro_sets)
+    local_layers: int = 0  # self-attention blocks inside each movie's local graph
+    local_heads: int = 4  # heads of that attention
+    local_edge: Literal["cosine", "mlp"] = "cosine"  # node-pair scorer of the local stage
+    local_pool: Literal["smoothmax", "max", "mean", "attn"] = (
+        "smoothmax"  # node pairs -> movie pair
+    )
+    local_global: bool = True  # the movie's global node joins its local graph
+    local_tied: bool = True  # one element projection for both sides (same encoder space)
 
 
 @dataclass
@@ -242,6 +254,9 @@ def _coerce(value, typ, key: str):
 
 # Lower bounds of numeric settings whose other values have no meaning.
 _AT_LEAST = {
+    "model.local_dim": 1,
+    "model.local_layers": 0,
+    "model.local_heads": 1,
     "model.members": 1,
     "model.n_layers": 0,
     "model.dim": 1,

@@ -34,7 +34,14 @@ from gmatch.data import DataError, MovieSet, load_image, training_positions
 from gmatch.encoders.ocr import OCRConfig, clean_ocr, ocr_lines, read_posters
 from gmatch.lexical import pair_scores, set_elements, set_starts
 from gmatch.priors import precomputed_pairs
-from gmatch.specs import SET_VIEWS, SPARSE_ENCODERS, build_encoder, is_prior_only_spec, parse_spec
+from gmatch.specs import (
+    SET_VIEWS,
+    SPARSE_ENCODERS,
+    build_encoder,
+    is_prior_only_spec,
+    is_set_spec,
+    parse_spec,
+)
 from gmatch.text import TrainOnlyTfidf, split_sentences, strip_boilerplate
 
 __all__ = [
@@ -362,6 +369,8 @@ class Features:
     ``lexical``: (poster block, intro block) of each precomputed prior pair: sparse
     lexical views (``ocr:chars=text:chars``) and set views (``ocrlines:mpnet=text:mpnet``),
     which enter the model only as prior scores (:mod:`gmatch.priors`).
+    ``poster_sets`` / ``intro_sets``: set views whose elements are the local nodes of
+    each movie's graph (:mod:`gmatch.models.local`).
     """
 
     poster: list[FeatureBlock]
@@ -369,6 +378,8 @@ class Features:
     lexical: list[tuple[FeatureBlock, FeatureBlock]] = field(default_factory=list)
     genres: np.ndarray | None = None  # [N x G] multi-hot; G = genres of the training movies
     genre_names: list[str] = field(default_factory=list)
+    poster_sets: list[FeatureBlock] = field(default_factory=list)
+    intro_sets: list[FeatureBlock] = field(default_factory=list)
 
     @classmethod
     def extract(
@@ -381,6 +392,8 @@ class Features:
         states: dict | None = None,
         prior: list[str] = (),
         memo: dict | None = None,
+        poster_sets: list[str] = (),
+        intro_sets: list[str] = (),
     ) -> Features:
         """Extract (or read from the cache) every view of both sides; ``states``
         maps a spec to a fitted encoder state (a checkpoint's TF-IDF); the
@@ -394,6 +407,13 @@ class Features:
                     f"{spec} is a sparse lexical or set view: it cannot be a node feature; "
                     f"name it as a prior pair instead, e.g. model.prior=[...,{a or 'ocr:chars'}="
                     f"{b or 'text:chars'}]"
+                )
+        for spec, key in [(s, "data.poster_sets") for s in poster_sets] + [
+            (s, "data.intro_sets") for s in intro_sets
+        ]:
+            if not is_set_spec(spec):
+                raise ConfigError(
+                    f"{key}: {spec} is not a set view (ocrlines:<encoder>, sents:<encoder>)"
                 )
 
         def get(s):
@@ -415,7 +435,13 @@ class Features:
                 if g in col:
                     genres[i, col[g]] = 1
         return cls(
-            [get(s) for s in poster_specs], [get(s) for s in intro_specs], lexical, genres, names
+            [get(s) for s in poster_specs],
+            [get(s) for s in intro_specs],
+            lexical,
+            genres,
+            names,
+            [get(s) for s in poster_sets],
+            [get(s) for s in intro_sets],
         )
 
     def states(self) -> dict:
@@ -449,25 +475,51 @@ class Features:
             return [full[i0][:, i1] for full in self._lexical_full]
         return [pair_scores(a, b, idx0, idx1) for a, b in self.lexical]
 
+    def local_sets(self, idx=None, side: str = "poster") -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The local-node elements of movies ``idx`` (None = all): per set view,
+        ``(values [T x D], batch [T])`` with ``batch`` the position in ``idx`` of each
+        element's movie (the layout of a PyTorch Geometric batch)."""
+        blocks = self.poster_sets if side == "poster" else self.intro_sets
+        out = []
+        for b in blocks:
+            b = b if idx is None else b.subset(idx)
+            values = torch.from_numpy(np.ascontiguousarray(b.values, dtype=np.float32))
+            out.append((values, torch.from_numpy(b.owner).long()))
+        return out
+
     def inputs(self, idx0=None, idx1=_SAME) -> dict:
         """Model inputs for posters ``idx0`` and intros ``idx1`` (default: the same
         movies; None = all): ``model(**feats.inputs(idx))``."""
         idx1 = idx0 if idx1 is _SAME else idx1
         v0, m0 = self.tensors(idx0, "poster")
         v1, m1 = self.tensors(idx1, "intro")
-        return {
+        out = {
             "views0": v0,
             "valid0": m0,
             "views1": v1,
             "valid1": m1,
             "lexical": self.lexical_scores(idx0, idx1),
         }
+        if self.poster_sets or self.intro_sets:
+            out["sets0"], out["sets1"] = (
+                self.local_sets(idx0, "poster"),
+                self.local_sets(idx1, "intro"),
+            )
+        return out
 
     def specs(self) -> tuple[list[str], list[str]]:
         return [b.spec for b in self.poster], [b.spec for b in self.intro]
 
     def dims(self) -> tuple[list[int], list[int]]:
         return [b.values.shape[1] for b in self.poster], [b.values.shape[1] for b in self.intro]
+
+    def set_specs(self) -> tuple[list[str], list[str]]:
+        return [b.spec for b in self.poster_sets], [b.spec for b in self.intro_sets]
+
+    def set_dims(self) -> tuple[list[int], list[int]]:
+        return [b.values.shape[1] for b in self.poster_sets], [
+            b.values.shape[1] for b in self.intro_sets
+        ]
 
     def subset(self, idx) -> Features:
         def sub(b: FeatureBlock) -> FeatureBlock:
@@ -479,6 +531,8 @@ class Features:
             [(sub(a), sub(b)) for a, b in self.lexical],
             None if self.genres is None else self.genres[idx],
             self.genre_names,
+            [sub(b) for b in self.poster_sets],
+            [sub(b) for b in self.intro_sets],
         )
 
 
@@ -494,5 +548,13 @@ def load_features(
         )
         memo = None  # blocks fitted on another subset must not be shared
     return Features.extract(
-        ms, d.poster_views, d.intro_views, d.cache_dir, progress, prior=conf.model.prior, memo=memo
+        ms,
+        d.poster_views,
+        d.intro_views,
+        d.cache_dir,
+        progress,
+        prior=conf.model.prior,
+        memo=memo,
+        poster_sets=d.poster_sets,
+        intro_sets=d.intro_sets,
     )

@@ -27,6 +27,11 @@ DENSE_ATTENTION_MAX = 20000
 def node_embeddings(model, views0, valid0, views1, valid1, topm: int | None = None):
     """Inputs of the final head; attention units run sparse with ``topm`` candidates
     (default the model's ``attn_topm``)."""
+    if getattr(model, "local", None) is not None:
+        raise ValueError(
+            "large-N mode does not score the local-node stage (data.poster_sets / intro_sets) yet; "
+            "score such a model densely (gmatch evaluate)"
+        )
     if isinstance(model, Ensemble):
         raise ValueError("large-N mode scores one matcher, not an ensemble (model.members > 1)")
     model.eval()

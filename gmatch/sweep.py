@@ -125,6 +125,8 @@ def run_sweep(
             tuple(conf.data.poster_views),
             tuple(conf.data.intro_views),
             tuple(conf.model.prior),
+            tuple(conf.data.poster_sets),
+            tuple(conf.data.intro_sets),
             subset,
         )
         if key not in features_cache:

@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gmatch.config import ModelConf, RuntimeConf
+from gmatch.config import ConfigError, ModelConf, RuntimeConf
 from gmatch.models.attention import MatchLayer, topm_candidates
 from gmatch.models.edges import make_edge
+from gmatch.models.local import LocalStage
 from gmatch.priors import dense_pairs, dense_prior, log_weights, precomputed_pairs
 
 __all__ = ["NodeEncoder", "Matcher", "Ensemble", "build_matcher", "logits_to_dist"]
@@ -81,6 +82,7 @@ class Matcher(nn.Module):
         lexical_weights: list[float] = (),
         n_genres: int = 0,
         runtime: RuntimeConf | None = None,
+        set_dims: tuple[list[int], list[int]] = ((), ()),
     ):
         super().__init__()
         runtime = runtime or RuntimeConf()
@@ -95,9 +97,20 @@ class Matcher(nn.Module):
         self.encode1 = NodeEncoder(intro_dims, conf)
         self.layers = nn.ModuleList([MatchLayer(conf, runtime.chunk) for _ in range(conf.n_layers)])
         self.head = make_edge(conf, out=1, chunk=runtime.chunk)
+        # Local-node graphs (OCR lines, intro sentences): a second score added to S.
+        has_sets = bool(len(set_dims[0]) or len(set_dims[1]))
+        self.local = LocalStage(conf, list(set_dims[0]), list(set_dims[1])) if has_sets else None
 
     def forward(
-        self, views0, valid0, views1, valid1, lexical=None, all_layers: bool = False
+        self,
+        views0,
+        valid0,
+        views1,
+        valid1,
+        lexical=None,
+        all_layers: bool = False,
+        sets0=(),
+        sets1=(),
     ) -> dict:
         """Match N posters against M intros.
 
@@ -108,6 +121,8 @@ class Matcher(nn.Module):
                 (``Features.inputs`` supplies them).
             all_layers: also score the head after the encoders and every unit
                 (deep supervision).
+            sets0 / sets1: per set view, ``(values [T x D], batch [T])``: the local
+                nodes of each poster / intro graph (``Features.inputs`` supplies them).
         Returns:
             ``logits`` [N x M] (larger = closer), ``dist`` = -logits, ``layer_logits``
             (with ``all_layers``: one [N x M] per state, the last equal to ``logits``).
@@ -119,6 +134,10 @@ class Matcher(nn.Module):
             if all_layers:  # scored as each state appears (the order autograd accumulates in)
                 layer_logits.append(self.head(x0, x1) + prior)
         logits = layer_logits[-1] if all_layers else self.head(x0, x1) + prior
+        if self.local is not None:
+            logits = logits + self.local(sets0, sets1, x0, x1)
+            if all_layers:
+                layer_logits[-1] = logits
         out = {"logits": logits, "dist": logits_to_dist(logits), "layer_logits": layer_logits}
         if self.genre_head is not None:  # auxiliary multi-label genre logits per node
             out["genre0"], out["genre1"] = self.genre_head(x0), self.genre_head(x1)
@@ -198,9 +217,12 @@ class Ensemble(nn.Module):
     def genre_head(self):
         return self.members[0].genre_head
 
-    def forward(self, views0, valid0, views1, valid1, lexical=None) -> dict:
+    def forward(self, views0, valid0, views1, valid1, lexical=None, sets0=(), sets1=()) -> dict:
         logits = torch.stack(
-            [m(views0, valid0, views1, valid1, lexical=lexical)["logits"] for m in self.members]
+            [
+                m(views0, valid0, views1, valid1, lexical, sets0=sets0, sets1=sets1)["logits"]
+                for m in self.members
+            ]
         ).mean(0)
         return {"logits": logits, "dist": logits_to_dist(logits), "layer_logits": []}
 
@@ -213,9 +235,18 @@ def build_matcher(
     intro_dims: list[int],
     n_genres: int = 0,
     runtime: RuntimeConf | None = None,
+    set_dims: tuple[list[int], list[int]] = ((), ()),
 ) -> Matcher | Ensemble:
     """A Matcher for views named by feature spec (prior pairs resolved by name);
     an :class:`Ensemble` of ``conf.members`` of them when that is > 1."""
+    if (
+        (len(set_dims[0]) or len(set_dims[1]))
+        and not conf.local_global
+        and not (len(set_dims[0]) and len(set_dims[1]))
+    ):
+        raise ConfigError(
+            "model.local_global=false needs local nodes on both sides (data.poster_sets and data.intro_sets)"
+        )
     dense = dense_pairs(conf.prior, poster_views, intro_views)
     precomputed = precomputed_pairs(conf.prior)
 
@@ -229,6 +260,7 @@ def build_matcher(
             [w or conf.prior_weight for *_, w in precomputed],
             n_genres,
             runtime,
+            set_dims,
         )
 
     return one() if conf.members == 1 else Ensemble([one() for _ in range(conf.members)], conf)

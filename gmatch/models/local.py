@@ -1,0 +1,180 @@
+"""Local-node graphs: each movie is a small graph (one node per OCR line of its poster,
+one per sentence of its intro, plus the movie's global node), matched SuperGlue-style.
+
+Stages (the graphs are batched PyTorch Geometric style: all nodes of a call in one
+tensor, ``batch[t]`` = the movie a node belongs to):
+  1. a projection per side maps element embeddings (and the global node) to width d;
+  2. ``local_layers`` self-attention blocks inside each movie's graph
+     (``torch_geometric.nn.TransformerConv`` on the graph's complete edge set, residual,
+     last layer zero-initialised so a fresh block is the identity);
+  3. an edge scorer on every (poster node, intro node) pair (cosine or MLP, bounded in
+     [-1, 1]) and a learned pooling of a movie pair's node pairs into one score
+     (smooth-max with a learned sharpness, hard max, mean, or attention pooling).
+
+The pair score of posters i and intros j needs only node embeddings, so all N x M
+scores are computed chunk by chunk over poster nodes (never a node x node matrix of
+all pairs at once). No score depends on node or movie order: the stage is
+permutation-equivariant (tested with an index-dependent negative control).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+with warnings.catch_warnings():  # torch_geometric's import-time torch.jit.script notice
+    warnings.simplefilter("ignore", FutureWarning)
+    from torch_geometric.nn import TransformerConv
+    from torch_geometric.utils import scatter, softmax
+
+from gmatch.config import ModelConf
+
+__all__ = ["LocalStage", "complete_edges"]
+
+SHARPNESS_MAX = 50.0  # smooth-max sharpness clamp (exp(-2 * 50) still > float32 tiny)
+
+
+def complete_edges(batch: torch.Tensor) -> torch.Tensor:
+    """``edge_index`` [2 x E] joining every pair of nodes of the same graph (self loops
+    included): each node attends to its whole movie."""
+    order = torch.argsort(batch, stable=True)
+    counts = torch.bincount(batch)
+    starts = torch.cumsum(counts, 0) - counts
+    sizes = counts[batch[order]]  # size of each (sorted) node's graph
+    src = torch.repeat_interleave(order, sizes)
+    # for node k (sorted) of graph g: targets are order[starts[g] : starts[g] + counts[g]]
+    offs = torch.arange(len(src)) - torch.repeat_interleave(torch.cumsum(sizes, 0) - sizes, sizes)
+    dst = order[torch.repeat_interleave(starts[batch[order]], sizes) + offs]
+    return torch.stack([src, dst])
+
+
+class GraphSelfBlock(nn.Module):
+    """``x <- x + ffn([x, TransformerConv(x)])`` inside each graph (the PyG layer does
+    the per-target softmax over the graph's edges)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.conv = TransformerConv(dim, dim // heads, heads=heads, root_weight=False)
+        self.ffn = nn.Sequential(
+            nn.Linear(2 * dim, 2 * dim), nn.LayerNorm(2 * dim), nn.GELU(), nn.Dropout(dropout),
+            nn.Linear(2 * dim, dim),
+        )  # fmt: skip
+        nn.init.zeros_(self.ffn[-1].weight)
+        nn.init.zeros_(self.ffn[-1].bias)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        return x + self.ffn(torch.cat([x, self.conv(x, edge_index)], dim=-1))
+
+
+class LocalStage(nn.Module):
+    """Scores [N x M] of N poster graphs against M intro graphs (see the module doc)."""
+
+    def __init__(
+        self, conf: ModelConf, set_dims0: list[int], set_dims1: list[int], chunk: int = 256
+    ):
+        super().__init__()
+        d = conf.local_dim
+        self.conf, self.chunk = conf, chunk
+        self.with_global = conf.local_global
+        # Both sides' elements come from one sentence encoder: with ``local_tied`` one
+        # projection serves both (a siamese map, so the node cosine starts as a random
+        # projection of the encoder's cosine and stays a metric of one space); otherwise
+        # the two start equal and drift apart.
+        self.proj0 = nn.ModuleList([nn.Linear(k, d, bias=False) for k in set_dims0])
+        self.proj1 = nn.ModuleList([nn.Linear(k, d, bias=False) for k in set_dims1])
+        for i, (p0, p1) in enumerate(zip(self.proj0, self.proj1)):
+            if p0.weight.shape == p1.weight.shape:
+                if conf.local_tied:
+                    self.proj1[i] = p0
+                else:
+                    p1.weight.data.copy_(p0.weight.data)
+        self.drop = nn.Dropout(conf.feat_dropout)
+        self.global0 = nn.Linear(conf.dim, d) if self.with_global else None
+        self.global1 = nn.Linear(conf.dim, d) if self.with_global else None
+        self.blocks0 = nn.ModuleList(
+            [GraphSelfBlock(d, conf.local_heads, conf.dropout) for _ in range(conf.local_layers)]
+        )
+        self.blocks1 = nn.ModuleList(
+            [GraphSelfBlock(d, conf.local_heads, conf.dropout) for _ in range(conf.local_layers)]
+        )
+        if conf.local_edge == "mlp":
+            self.edge_a, self.edge_b = (
+                nn.Linear(d, conf.edge_hidden),
+                nn.Linear(d, conf.edge_hidden, bias=False),
+            )
+            self.edge_out = nn.Linear(conf.edge_hidden, 1)
+        if conf.local_pool == "attn":
+            self.attn0, self.attn1 = nn.Linear(d, 1), nn.Linear(d, 1)
+        # Smooth-max sharpness (learned, log-parametrised) and the stage's logit scale.
+        self.log_sharpness = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1 / conf.tau_init)))
+
+    def nodes(self, sets: list, x: torch.Tensor | None, side: int):
+        """Node embeddings [T x d] and their movie index [T] of one side's graphs."""
+        proj = self.proj0 if side == 0 else self.proj1
+        parts = [p(self.drop(F.normalize(values, dim=-1))) for p, (values, _) in zip(proj, sets)]
+        batch = [b for _, b in sets]
+        if self.with_global:
+            parts.append((self.global0 if side == 0 else self.global1)(x))
+            batch.append(torch.arange(len(x)))
+        h, b = torch.cat(parts), torch.cat(batch)
+        if len(h) and len(self.blocks0):
+            edges = complete_edges(b)
+            for block in self.blocks0 if side == 0 else self.blocks1:
+                h = block(h, edges)
+        return h, b
+
+    def _edge(self, h0: torch.Tensor, h1: torch.Tensor) -> torch.Tensor:
+        """Node-pair scores in [-1, 1]: [t0 x t1]."""
+        if self.conf.local_edge == "mlp":
+            a, b = self.edge_a(h0), self.edge_b(h1)
+            return torch.tanh(self.edge_out(F.relu(a[:, None, :] + b[None, :, :]))[..., 0])
+        return F.normalize(h0, dim=-1) @ F.normalize(h1, dim=-1).T
+
+    def forward(self, sets0, sets1, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        n, m = len(x0), len(x1)
+        h0, b0 = self.nodes(sets0, x0, 0)
+        h1, b1 = self.nodes(sets1, x1, 1)
+        if not len(h0) or not len(h1):
+            return torch.zeros(n, m)
+        pool = self.conf.local_pool
+        beta = self.log_sharpness.exp().clamp(max=SHARPNESS_MAX)
+        if pool == "attn":  # query-independent weights: which line / sentence matters
+            w0, w1 = (
+                softmax(self.attn0(h0)[:, 0], b0, num_nodes=n),
+                softmax(self.attn1(h1)[:, 0], b1, num_nodes=m),
+            )
+        c0 = torch.bincount(b0, minlength=n).float()  # nodes per poster graph
+        c1 = torch.bincount(b1, minlength=m).float()
+        out = torch.full((n, m), -1.0) if pool == "max" else torch.zeros(n, m)
+        chunk = self.chunk
+        if self.conf.local_edge == "mlp":  # the [rows x T1 x hidden] activation stays ~64 MB
+            chunk = max(1, min(chunk, 2**24 // max(1, len(h1) * self.conf.edge_hidden)))
+        for s in range(0, len(h0), chunk):  # poster nodes s..e against all intro nodes
+            e = min(s + chunk, len(h0))
+            sim = self._edge(h0[s:e], h1)  # [c x T1]
+            if pool == "smoothmax":  # (1/beta) log mean exp(beta * sim), stable as sim <= 1
+                sim = torch.exp(beta * (sim - 1))
+            elif pool == "attn":
+                sim = sim * w1[None, :] * w0[s:e, None]
+            reduce = "max" if pool == "max" else "sum"
+            per_intro = scatter(sim, b1, dim=1, dim_size=m, reduce=reduce)  # [c x M]
+            per_pair = scatter(per_intro, b0[s:e], dim=0, dim_size=n, reduce=reduce)  # [N x M]
+            if pool == "max":  # only the posters with nodes in this chunk
+                rows = torch.unique(b0[s:e])
+                out[rows] = torch.maximum(out[rows], per_pair[rows])
+            else:
+                out = out + per_pair
+        pairs = c0[:, None] * c1[None, :]
+        if pool == "smoothmax":
+            out = 1 + torch.log(out / pairs.clamp(min=1) + 1e-30) / beta
+        elif pool == "mean":
+            out = out / pairs.clamp(min=1)
+        out = torch.where(
+            pairs > 0, out, torch.zeros(())
+        )  # a graph without nodes: no local evidence
+        return self.log_scale.exp().clamp(max=100) * out
