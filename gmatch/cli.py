@@ -20,8 +20,12 @@ from gmatch.audit import audit  # noqa: E402 - after the environment defaults ab
 from gmatch.checkpoint import CheckpointError  # noqa: E402
 from gmatch.config import ConfigError, load_config  # noqa: E402
 from gmatch.data import DataError, load_movielens  # noqa: E402
+from gmatch.distributed import RayRunner  # noqa: E402 - imports Ray only when one is built
 from gmatch.encoders.text import WeightsError  # noqa: E402
-from gmatch.features import load_features  # noqa: E402
+from gmatch.features import (
+    distributed,  # noqa: E402
+    load_features,  # noqa: E402
+)
 from gmatch.io import atomic_write_json  # noqa: E402
 from gmatch.metrics import DegenerateDistanceError  # noqa: E402
 from gmatch.report import ReportError, make_comparison, make_report  # noqa: E402
@@ -29,6 +33,7 @@ from gmatch.runs import (  # noqa: E402
     ResumeError,
     RunDir,
     evaluate_checkpoints,
+    evaluate_streamed,
     git_state,
     summary_line,
     train_and_record,
@@ -63,9 +68,14 @@ def _conf(args):
 def cmd_features(args) -> int:
     conf = _conf(args)
     ms = load_movielens(conf.data.root)
-    feats = load_features(ms, conf, progress=not args.quiet)
-    for b in feats.poster + feats.intro:
-        print(f"{b.spec:32s} {b.values.shape}  empty={int((~b.valid).sum())}")
+    if args.ray is None:
+        feats = load_features(ms, conf, progress=not args.quiet)
+    else:
+        with RayRunner(args.ray, args.workers) as runner, distributed(runner):
+            feats = load_features(ms, conf, progress=not args.quiet)
+    blocks = feats.poster + feats.intro + [b for pair in feats.lexical for b in pair]
+    for b in {b.spec: b for b in blocks + feats.poster_sets + feats.intro_sets}.values():
+        print(f"{b.spec:32s} {tuple(b.values.shape)}  empty={int((~b.valid).sum())}")
     return 0
 
 
@@ -93,6 +103,24 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    if args.stream or args.ray is not None:
+        if len(args.checkpoint) > 1:
+            raise ConfigError(
+                "--stream / --ray score one checkpoint (large-N mode); drop the others"
+            )
+        out, record = evaluate_streamed(
+            args.checkpoint[0],
+            args.out,
+            args.data,
+            args.cache_dir,
+            args.overwrite,
+            args.ray,
+            args.workers,
+            progress=not args.quiet,
+        )
+        print(f"run folder: {out}")
+        print(summary_line(record["metrics"]))
+        return 0
     out, record = evaluate_checkpoints(
         args.checkpoint,
         args.out,
@@ -150,6 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
 
+    def ray_option(sp, what: str):
+        sp.add_argument(
+            "--ray",
+            nargs="?",
+            const="local",
+            metavar="ADDRESS",
+            help=f"{what}; ADDRESS of a running cluster (e.g. 127.0.0.1:6379), or none to start one here",
+        )
+        sp.add_argument(
+            "--workers", type=int, help="Ray actors / tasks (default: the cluster's CPUs)"
+        )
+
     def common(sp, overrides=True):
         sp.add_argument("--config", help="YAML file of config overrides")
         sp.add_argument("--data", help="course-format data folder (sets data.root)")
@@ -161,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("features", help="extract and cache encoder features", formatter_class=fmt)
     common(sp)
+    ray_option(sp, "extract on a Ray cluster (Ray Data actor pools) into the same cache")
     sp.set_defaults(func=cmd_features)
 
     sp = sub.add_parser("train", help="train, evaluate, write a run folder", formatter_class=fmt)
@@ -190,7 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--data", help="course-format folder (default: the checkpoint's)")
     sp.add_argument("--cache-dir", help="feature cache (default: the checkpoint's)")
-    sp.add_argument("--out", help="run folder (default: runs/eval-<checkpoint>)")
+    sp.add_argument(
+        "--out", help="run folder (default: runs/eval-<checkpoint>, runs/stream-<checkpoint>)"
+    )
+    sp.add_argument(
+        "--stream",
+        action="store_true",
+        help="large-N mode: metrics from streamed row blocks, never an N x N matrix (no D.npy)",
+    )
+    ray_option(sp, "large-N mode with the row blocks (and the features) on a Ray cluster")
     sp.add_argument("--overwrite", action="store_true")
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_evaluate)

@@ -17,6 +17,8 @@ rebuilt, never trusted.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import hashlib
@@ -143,14 +145,24 @@ def _checksum(keys: np.ndarray, values: np.ndarray) -> str:
 
 
 def _cached_encode(
-    cache_dir, key, item_keys, items, encode_fn, batch_size, desc, progress, seeds=()
+    cache_dir, key, item_keys, items, encode_fn, batch_size, desc, progress, seeds=(), remote=None
 ):
+    """Rows of ``items`` (keyed by ``item_keys``) from the cache; the missing ones are
+    encoded with ``encode_fn`` in batches, or, inside :func:`distributed`, on the Ray
+    cluster: ``remote = (encoder spec, item -> payload)`` says what the workers build and
+    receive. Either way they are written to the cache."""
     cache = _Cache(cache_dir, key, seeds)
     todo = {}
     for k, item in zip(item_keys, items):
         if cache.get(k) is None:
             todo.setdefault(k, item)
-    if todo:
+    runner = _RUNNER.get()
+    if todo and runner is not None and remote is not None:
+        spec, payload = remote
+        out = runner.encode(spec, [payload(x) for x in todo.values()], batch_size)
+        cache.rows.update(zip(todo, out))
+        cache.save()
+    elif todo:
         keys, values = list(todo), list(todo.values())
         for s in tqdm(range(0, len(keys), batch_size), desc=desc, disable=not progress):
             out = encode_fn(values[s : s + batch_size])
@@ -169,6 +181,22 @@ def write_seed(cache_dir, key: str, item_keys: list[str], out_dir: Path, dtype=n
     return out
 
 
+# The Ray cluster extraction runs on (gmatch.distributed.RayRunner), if any: set with
+# `distributed(runner)`, read where items are encoded. None = this process.
+_RUNNER: contextvars.ContextVar = contextvars.ContextVar("gmatch_runner", default=None)
+
+
+@contextlib.contextmanager
+def distributed(runner):
+    """Within this block, items the caches lack are encoded (and posters read) on
+    ``runner``'s Ray cluster; results land in the same caches as a local run."""
+    token = _RUNNER.set(runner)
+    try:
+        yield runner
+    finally:
+        _RUNNER.reset(token)
+
+
 def _poster_ocr(ms: MovieSet, cache_dir: Path, progress: bool = True):
     conf = OCRConfig()
     cache_file = Path(cache_dir) / f"ocr_rapidocr_{conf.key()}.json"
@@ -181,6 +209,7 @@ def _poster_ocr(ms: MovieSet, cache_dir: Path, progress: bool = True):
         conf,
         progress=progress,
         seeds=(seed,) if seed.exists() else (),
+        runner=_RUNNER.get(),
     )
     return lines, conf
 
@@ -242,6 +271,7 @@ def _text_encode(
             f"{spec} texts",
             progress,
             seeds,
+            remote=("text:" + spec.split(":", 1)[1], str),
         )
     return values
 
@@ -297,6 +327,7 @@ def _extract_image(
         batch_size,
         f"{spec} posters",
         progress,
+        remote=(spec, lambda path: Path(path).read_bytes()),
     )
     return FeatureBlock(spec, values, np.ones(len(ms), dtype=bool))
 

@@ -16,12 +16,19 @@ import numpy as np
 import torch
 import yaml
 
-from gmatch.checkpoint import checkpoints_dist, load_checkpoint, save_checkpoint
+from gmatch.checkpoint import (
+    checkpoint_features,
+    checkpoints_dist,
+    load_checkpoint,
+    save_checkpoint,
+)
 from gmatch.config import AnalysisConf, Config, config_diff, to_dict, upgrade
 from gmatch.data import MovieSet, load_movielens
+from gmatch.distributed import RayRunner
 from gmatch.evaluate import assignment_analysis, predict_dist, split_metrics, test_set_sinkhorn
-from gmatch.features import Features
+from gmatch.features import Features, distributed
 from gmatch.io import atomic_save_npy, atomic_write_json, atomic_write_text
+from gmatch.stream import local_map, streamed_metrics, streamed_ranks
 from gmatch.train import train
 
 __all__ = [
@@ -32,6 +39,8 @@ __all__ = [
     "train_and_record",
     "evaluate_checkpoints",
     "summary_line",
+    "evaluate_streamed",
+    "streamed_split_metrics",
     "git_state",
 ]
 
@@ -168,6 +177,12 @@ def write_run(
         metrics["analysis"]["test_set_sinkhorn"] = test_set_sinkhorn(
             D, ms, analysis.sinkhorn_tau, analysis.sinkhorn_iters
         )
+    atomic_save_npy(run.path / "D.npy", np.asarray(D, dtype=np.float32))
+    return _finish(run, metrics, ms, conf, extra)
+
+
+def _finish(run: RunDir, metrics: dict, ms: MovieSet, conf: Config | None, extra: dict) -> dict:
+    """metrics.json (+ config.yaml), then COMPLETE."""
     record = {
         "metrics": metrics,
         "data": str(ms.root),
@@ -177,7 +192,6 @@ def write_run(
         **dict(git_state()),
         **extra,
     }
-    atomic_save_npy(run.path / "D.npy", np.asarray(D, dtype=np.float32))
     if conf is not None:
         record["config"] = to_dict(conf)
         atomic_write_text(run.path / "config.yaml", yaml.safe_dump(to_dict(conf), sort_keys=False))
@@ -246,6 +260,55 @@ def train_and_record(
     for f in run.path.glob("train_state*.pt"):  # the run is complete: model.pt suffices
         f.unlink()
     return result, record
+
+
+def streamed_split_metrics(
+    model, feats: Features, ms: MovieSet, chunk: int = 1024, map_blocks=local_map
+) -> dict:
+    """``official`` / ``heldout`` / ``train`` blocks from streamed ranks (large-N mode:
+    never an N x N matrix), each subset ranked among itself as :func:`split_metrics` does."""
+    subsets = {"official": None}
+    if len(ms.train_idx) and len(ms.heldout_idx):
+        subsets["heldout"] = ms.heldout_idx
+    if len(ms.train_idx):
+        subsets["train"] = ms.train_idx
+    out = {}
+    for name, idx in subsets.items():
+        f = feats if idx is None else feats.subset(idx)
+        (v0, m0), (v1, m1) = f.tensors(None, "poster"), f.tensors(None, "intro")
+        ranks = streamed_ranks(
+            model, v0, m0, v1, m1, chunk, lexical=f.lexical, map_blocks=map_blocks
+        )
+        out[name] = streamed_metrics(ranks)
+    return out
+
+
+def evaluate_streamed(
+    path,
+    out=None,
+    data=None,
+    cache_dir=None,
+    overwrite: bool = False,
+    ray=None,
+    workers: int | None = None,
+    progress: bool = True,
+    chunk: int = 1024,
+) -> tuple[Path, dict]:
+    """Large-N mode for one checkpoint: streamed metrics (no D.npy), written to a run
+    folder (default ``runs/stream-<name>``). ``ray``: a Ray address ("local" starts a
+    cluster on this machine): features are extracted and the row blocks scored there."""
+    run = RunDir(out or f"runs/stream-{Path(path).stem}", overwrite)
+    model, conf, ckpt = load_checkpoint(path)
+    ms = load_movielens(data or conf.data.root)
+    if ray is None:
+        feats = checkpoint_features(path, ckpt, conf, ms, cache_dir, progress)
+        metrics = streamed_split_metrics(model, feats, ms, chunk)
+    else:
+        with RayRunner(ray, workers) as runner, distributed(runner):
+            feats = checkpoint_features(path, ckpt, conf, ms, cache_dir, progress)
+            metrics = streamed_split_metrics(model, feats, ms, chunk, runner.map_blocks)
+    extra = {"checkpoint": str(path), "kind": "evaluate", "mode": "streamed", "ray": ray}
+    return run.final, _finish(run, metrics, ms, conf, extra)
 
 
 def evaluate_checkpoints(

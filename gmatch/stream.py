@@ -16,7 +16,7 @@ from gmatch.metrics import DegenerateDistanceError, rank_metrics
 from gmatch.models import Ensemble
 from gmatch.priors import dense_prior_factors
 
-__all__ = ["node_embeddings", "streamed_ranks", "streamed_metrics"]
+__all__ = ["node_embeddings", "BlockScorer", "local_map", "streamed_ranks", "streamed_metrics"]
 
 
 # Above this many nodes, attention units must be sparse (an N x N logit matrix per head).
@@ -50,6 +50,73 @@ def node_embeddings(model, views0, valid0, views1, valid1, topm: int | None = No
     return model.embed(views0, valid0, views1, valid1, topm=m)[-1]
 
 
+class BlockScorer:
+    """The final scores ``head(x0, x1) + prior`` of a model as row blocks, from node
+    embeddings and prior factors computed once: a small, picklable object, so the
+    blocks can be scored anywhere (this process, or Ray workers: ``gmatch.distributed``)."""
+
+    def __init__(self, model, views0, valid0, views1, valid1, lexical=(), topm: int | None = None):
+        self.x0, self.x1 = node_embeddings(model, views0, valid0, views1, valid1, topm)
+        self.p0, self.p1 = dense_prior_factors(
+            model.prior_pairs, model.prior_log_weight, views0, valid0, views1, valid1
+        )
+        lexical = model.check_lexical(
+            lexical, "(poster, intro) matrix pairs; pass lexical=[(A, B), ...]"
+        )
+        self.lex_w = [w.exp().item() for w in model.lexical_log_weight]
+        self.scorers = [make_scorer(A, B) for A, B in lexical]
+        self.head = model.head
+        self.n = len(self.x0)
+
+    @torch.inference_mode()
+    def logits(self, s: int, e: int, cols=slice(None)) -> torch.Tensor:
+        out = self.head(self.x0[s:e], self.x1[cols])
+        if self.p0 is not None:
+            out = out + self.p0[s:e] @ self.p1[cols].T
+        for scorer, w in zip(self.scorers, self.lex_w):
+            out = out + w * scorer.scores(slice(s, e), cols)
+        return out
+
+    def diagonal(self, block: tuple[int, int]) -> torch.Tensor:
+        """The true pairs' logits of rows ``s..e`` (their diagonal block only)."""
+        s, e = block
+        return self.logits(s, e, slice(s, e)).diagonal()
+
+    def ranks(self, block: tuple[int, int], diag: torch.Tensor, topk: int) -> dict:
+        """Rows ``s..e``: their ranks (other candidates at least as close, ties against
+        the query), top-k lists, and this block's share of the column ranks and extrema."""
+        s, e = block
+        L = self.logits(s, e)
+        _check_scores(L, s)
+        rows = torch.arange(e - s)
+        at_least = L >= diag[s:e, None]
+        at_least[rows, rows + s] = False  # the true pair itself
+        rank_p2i = at_least.sum(1)
+        at_least = L >= diag[None, :]
+        at_least[rows, rows + s] = False
+        return {
+            "rank_p2i": rank_p2i,
+            "rank_i2p": at_least.sum(0),
+            "col_min": L.amin(0),
+            "col_max": L.amax(0),
+            "top": L.topk(topk, dim=1).indices,
+        }
+
+
+def local_map(fn, shared, items: list) -> list:
+    """``[fn(shared, item) for item in items]``: the single-process block mapper."""
+    return [fn(shared, item) for item in items]
+
+
+def _diagonal(scorer: BlockScorer, block):
+    return scorer.diagonal(block)
+
+
+def _ranks(args, block):
+    scorer, diag, topk = args
+    return scorer.ranks(block, diag, topk)
+
+
 @torch.inference_mode()
 def streamed_ranks(
     model,
@@ -61,12 +128,15 @@ def streamed_ranks(
     topk: int = 5,
     lexical=(),
     topm: int | None = None,
+    map_blocks=local_map,
 ):
     """0-based ranks of the true partner in both directions plus top-k lists.
 
     ``lexical``: per precomputed prior pair of the model, its (poster, intro)
     feature blocks (``Features.lexical``) or sparse CSR matrices; scored chunk by
-    chunk too.
+    chunk too. ``map_blocks(fn, shared, blocks)``: how the row blocks are scored
+    (:func:`local_map`, or :meth:`gmatch.distributed.RayRunner.map_blocks` to shard
+    them over a Ray cluster); the merge is exact, so every mapper gives the same ranks.
 
     Returns:
         ``rank_p2i`` [N], ``rank_i2p`` [N] (other candidates at least as close,
@@ -74,59 +144,33 @@ def streamed_ranks(
     Raises:
         DegenerateDistanceError: non-finite scores or a constant row or column.
     """
-    x0, x1 = node_embeddings(model, views0, valid0, views1, valid1, topm)
-    p0, p1 = dense_prior_factors(
-        model.prior_pairs, model.prior_log_weight, views0, valid0, views1, valid1
-    )
-    n = len(x0)
-    lexical = model.check_lexical(
-        lexical, "(poster, intro) matrix pairs; pass lexical=[(A, B), ...]"
-    )
-    lex_w = [w.exp().item() for w in model.lexical_log_weight]
-    scorers = [make_scorer(A, B) for A, B in lexical]
-
-    def logits(s, e, cols=slice(None)):
-        out = model.head(x0[s:e], x1[cols])
-        if p0 is not None:
-            out = out + p0[s:e] @ p1[cols].T
-        for scorer, w in zip(scorers, lex_w):
-            out = out + w * scorer.scores(slice(s, e), cols)
-        return out
-
-    # Pass 1: the true pairs' logits (diagonal blocks only).
-    diag = torch.cat(
-        [
-            logits(s, min(s + chunk, n), slice(s, min(s + chunk, n))).diagonal()
-            for s in range(0, n, chunk)
-        ]
-    )
-    # Pass 2: per row and per column, count the *other* candidates scoring at least
-    # as high as the true pair (ties against the query, as gmatch.metrics), and
+    scorer = BlockScorer(model, views0, valid0, views1, valid1, lexical, topm)
+    n = scorer.n
+    blocks = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
+    # Pass 1: the true pairs' logits. Pass 2: per row and per column, count the *other*
+    # candidates scoring at least as high (ties against the query, as gmatch.metrics) and
     # refuse degenerate scores as gmatch.metrics.check_distance does.
-    rank_p2i = torch.zeros(n, dtype=torch.long)
+    diag = torch.cat(map_blocks(_diagonal, scorer, blocks))
+    parts = map_blocks(_ranks, (scorer, diag, topk), blocks)
     rank_i2p = torch.zeros(n, dtype=torch.long)
     col_min = torch.full((n,), float("inf"))
     col_max = torch.full((n,), float("-inf"))
-    top = torch.zeros(n, topk, dtype=torch.long)
-    for s in range(0, n, chunk):
-        e = min(s + chunk, n)
-        L = logits(s, e)
-        _check_scores(L, s)
-        rows = torch.arange(e - s)
-        at_least = L >= diag[s:e, None]
-        at_least[rows, rows + s] = False  # the true pair itself
-        rank_p2i[s:e] = at_least.sum(1)
-        at_least = L >= diag[None, :]
-        at_least[rows, rows + s] = False
-        rank_i2p += at_least.sum(0)
-        col_min, col_max = torch.minimum(col_min, L.amin(0)), torch.maximum(col_max, L.amax(0))
-        top[s:e] = L.topk(topk, dim=1).indices
+    for part in parts:
+        rank_i2p += part["rank_i2p"]
+        col_min, col_max = (
+            torch.minimum(col_min, part["col_min"]),
+            torch.maximum(col_max, part["col_max"]),
+        )
     if n > 1 and (col_max == col_min).any():
         j = int(torch.nonzero(col_max == col_min)[0])
         raise DegenerateDistanceError(
             f"D has a constant column (index {j}); its top-k is undefined"
         )
-    return {"rank_p2i": rank_p2i.numpy(), "rank_i2p": rank_i2p.numpy(), "top_p2i": top.numpy()}
+    return {
+        "rank_p2i": torch.cat([p["rank_p2i"] for p in parts]).numpy(),
+        "rank_i2p": rank_i2p.numpy(),
+        "top_p2i": torch.cat([p["top"] for p in parts]).numpy(),
+    }
 
 
 def _check_scores(L: torch.Tensor, start: int) -> None:

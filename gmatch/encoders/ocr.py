@@ -9,6 +9,7 @@ encoders.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -61,11 +62,24 @@ def _engine(conf: OCRConfig):
     return _ENGINE
 
 
-def _read_one(args) -> list[list]:
-    path, conf = args
-    arr = np.asarray(load_image(path))[:, :, ::-1]  # RapidOCR expects BGR
+def _lines(rgb, conf: OCRConfig) -> list[list]:
+    arr = np.asarray(rgb)[:, :, ::-1]  # RapidOCR expects BGR
     result, _ = _engine(conf)(np.ascontiguousarray(arr))
     return [[str(text), round(float(score), 4)] for _, text, score in (result or [])]
+
+
+def _read_one(args) -> list[list]:
+    path, conf = args
+    return _lines(load_image(path), conf)
+
+
+def read_image_array(data: bytes, conf: OCRConfig) -> list[list]:
+    """OCR lines of a poster given as file bytes (decoded as :func:`gmatch.data.load_image` does)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        return _lines(im.convert("RGB"), conf)
 
 
 def read_posters(
@@ -76,6 +90,7 @@ def read_posters(
     workers: int | None = None,
     progress: bool = True,
     seeds: tuple[Path, ...] = (),
+    runner=None,
 ) -> list[list[list]]:
     """OCR lines ``[[text, confidence], ...]`` for every poster, using the cache.
 
@@ -87,6 +102,8 @@ def read_posters(
         workers: processes (default: all cores).
         seeds: read-only caches (e.g. the one shipped with the course data) whose
             entries are used for posters the cache lacks, if their settings match.
+        runner: a :class:`gmatch.distributed.RayRunner`: read the missing posters on
+            its cluster instead of a local process pool (same lines, same cache).
     """
     cache_file = Path(cache_file)
     clean_stale_temp_files(cache_file)
@@ -112,7 +129,11 @@ def read_posters(
                 items.setdefault(h, lines)
     todo = [(p, h) for p, h in zip(paths, hashes) if h not in items]
     todo = list(dict(((h, p) for p, h in todo)).items())  # unique by hash
-    if todo:
+    if todo and runner is not None:
+        lines = runner.ocr([Path(p).read_bytes() for _, p in todo], conf)
+        items.update((h, x) for (h, _), x in zip(todo, lines))
+        atomic_write_text(cache_file, json.dumps(cache))
+    elif todo:
         workers = workers or os.cpu_count() or 1
         bar = tqdm(total=len(todo), desc="OCR posters", disable=not progress)
         with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
