@@ -449,6 +449,84 @@ def bench_reading(repeat: int = 3) -> list[dict]:
     return rows
 
 
+RAY_PORT = 6393
+
+
+def _ray_cluster(nodes: int) -> str:
+    """``ray start`` a head (+ nodes - 1 more node processes), one CPU each, on 127.0.0.1."""
+    ray = Path(sys.executable).parent / "ray"
+    env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1"}
+    subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    head = [ray, "start", "--head", f"--port={RAY_PORT}", "--include-dashboard=false", *common]
+    subprocess.run(head, env=env, check=True, capture_output=True)
+    for _ in range(nodes - 1):
+        subprocess.run(
+            [ray, "start", f"--address=127.0.0.1:{RAY_PORT}", *common],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+    return f"127.0.0.1:{RAY_PORT}"
+
+
+def bench_ray(n: int = 96) -> list[dict]:
+    """Extraction of ``n`` new posters (EfficientNet-Lite0 + OCR) and MiniLM on their intros:
+    this process (torch on 2 threads, OCR in 2 processes) vs a Ray cluster of 1 and of 2
+    node processes (one CPU each; Ray Data actor pools), each from an empty cache. Wall
+    time includes starting the actors and loading the models, as a user pays it."""
+    import shutil
+    import tempfile
+
+    from gmatch.cli import main as gmatch
+
+    folder = Path(tempfile.mkdtemp()) / "posters"
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import make_folder
+
+    make_folder(folder, n=n, n_train=n // 2)
+    views = [
+        "data.poster_views=[image:efficientnet_lite0,ocr:minilm]",
+        "data.intro_views=[text:minilm]",
+        "model.prior=[]",
+    ]
+    ray = Path(sys.executable).parent / "ray"
+    times = {}
+    for label, nodes in (
+        ("this process", 0),
+        ("Ray, 1 node process", 1),
+        ("Ray, 2 node processes", 2),
+    ):
+        cache = Path(tempfile.mkdtemp())
+        extra = ["--ray", _ray_cluster(nodes)] if nodes else []
+        t = time.perf_counter()
+        gmatch(
+            [
+                "features",
+                "--quiet",
+                "--data",
+                str(folder),
+                f"data.cache_dir={cache}",
+                *extra,
+                *views,
+            ]
+        )
+        times[label] = time.perf_counter() - t
+        if nodes:
+            subprocess.run([ray, "stop", "--force"], capture_output=True)
+        shutil.rmtree(cache)
+    base = times["Ray, 1 node process"]
+    return [
+        {
+            "what": f"{label}: {n} new posters, seconds",
+            "value": sec,
+            "reference": base,
+            "note": f"{n / sec:.2f} posters/s end to end; reference: Ray with 1 node process",
+        }
+        for label, sec in times.items()
+    ]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -466,6 +544,9 @@ def main(argv=None) -> int:
         "--extraction",
         action="store_true",
         help="only the feature-extraction rows (writes benchmarks/EXTRACTION.md)",
+    )
+    p.add_argument(
+        "--ray", action="store_true", help="only the Ray rows (writes benchmarks/RAY.md)"
     )
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -495,6 +576,29 @@ def main(argv=None) -> int:
         text = "\n".join(lines) + "\n"
         print(text)
         atomic_write_text(ROOT / "benchmarks" / "READING.md", text)
+        return 0
+    if args.ray:
+        t0 = time.time()
+        rows = bench_ray()
+        lines = [
+            "# gmatch benchmarks: more than one machine (Ray)",
+            "",
+            f"Command: `python -m benchmarks.run --ray` ({time.strftime('%Y-%m-%d')}, {time.time() - t0:.0f} s; "
+            "one 2-core machine, so the node processes share its cores).",
+            "",
+            "| measurement | gmatch | reference | ratio | note |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['what']} | {r['value']:.1f} | {r['reference']:.1f} | {r['value'] / r['reference']:.2f} | "
+            f"{r['note']} |"
+            for r in rows
+        ]
+        from gmatch.io import atomic_write_text
+
+        text = "\n".join(lines) + "\n"
+        print(text)
+        atomic_write_text(ROOT / "benchmarks" / "RAY.md", text)
         return 0
     if args.extraction:
         t0 = time.time()

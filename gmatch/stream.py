@@ -187,14 +187,15 @@ def _check_scores(L: torch.Tensor, start: int) -> None:
 
 
 def streamed_metrics(ranks: dict, ratio: float = 0.05) -> dict:
-    """get_acc from ranks (a hit is rank < k) and R@K, in evaluate_distance's keys."""
+    """get_acc from ranks (a hit is rank < k) and R@K, in evaluate_distance's keys
+    (a subset too small for k >= 1 has no get_acc: NaN, as there)."""
     n = len(ranks["rank_p2i"])
     k = int(ratio * n)
     out = {
         "n": n,
         "k": k,
-        "acc_dim0": int((ranks["rank_i2p"] < k).sum()) / n,
-        "acc_dim1": int((ranks["rank_p2i"] < k).sum()) / n,
+        "acc_dim0": int((ranks["rank_i2p"] < k).sum()) / n if k >= 1 else float("nan"),
+        "acc_dim1": int((ranks["rank_p2i"] < k).sum()) / n if k >= 1 else float("nan"),
     }
     out["acc_mean"] = (out["acc_dim0"] + out["acc_dim1"]) / 2
     for key, name in (("rank_p2i", "poster_to_intro"), ("rank_i2p", "intro_to_poster")):

@@ -19,6 +19,7 @@ permutation-equivariant (tested with an index-dependent negative control).
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -26,16 +27,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-with warnings.catch_warnings():  # torch_geometric's import-time torch.jit.script notice
-    warnings.simplefilter("ignore", FutureWarning)
-    from torch_geometric.nn import TransformerConv
-    from torch_geometric.utils import scatter, softmax
-
 from gmatch.config import ModelConf
 
 __all__ = ["LocalStage", "complete_edges"]
 
 SHARPNESS_MAX = 50.0  # smooth-max sharpness clamp (exp(-2 * 50) still > float32 tiny)
+
+
+@functools.cache
+def _pyg():
+    """PyTorch Geometric's pieces, imported on first use (the import takes seconds, and
+    only models with local nodes need it)."""
+    with warnings.catch_warnings():  # its import-time torch.jit.script notice
+        warnings.simplefilter("ignore", FutureWarning)
+        from torch_geometric.nn import TransformerConv
+        from torch_geometric.utils import scatter, softmax
+    return TransformerConv, scatter, softmax
 
 
 def complete_edges(batch: torch.Tensor) -> torch.Tensor:
@@ -58,7 +65,7 @@ class GraphSelfBlock(nn.Module):
 
     def __init__(self, dim: int, heads: int, dropout: float):
         super().__init__()
-        self.conv = TransformerConv(dim, dim // heads, heads=heads, root_weight=False)
+        self.conv = _pyg()[0](dim, dim // heads, heads=heads, root_weight=False)
         self.ffn = nn.Sequential(
             nn.Linear(2 * dim, 2 * dim), nn.LayerNorm(2 * dim), nn.GELU(), nn.Dropout(dropout),
             nn.Linear(2 * dim, dim),
@@ -142,6 +149,7 @@ class LocalStage(nn.Module):
         if not len(h0) or not len(h1):
             return torch.zeros(n, m)
         pool = self.conf.local_pool
+        _, scatter, softmax = _pyg()
         beta = self.log_sharpness.exp().clamp(max=SHARPNESS_MAX)
         if pool == "attn":  # query-independent weights: which line / sentence matters
             w0, w1 = (

@@ -1,0 +1,130 @@
+"""More than one machine: a real two-node Ray cluster on 127.0.0.1, started and stopped
+here; `gmatch features --ray` and `gmatch evaluate --ray` must equal the local paths."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_folder
+
+from gmatch.cli import main
+
+RAY = Path(sys.executable).parent / "ray"
+PORT = 6391
+VIEWS = [
+    "data.poster_views=[image:efficientnet_lite0,ocr:minilm]",
+    "data.intro_views=[text:minilm]",
+    "model.prior=[ocr:minilm=text:minilm]",
+]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head and a second node, one CPU each, on the loopback interface."""
+    if not RAY.exists():
+        pytest.skip("ray is not installed")
+    env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1"}
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
+    head = [RAY, "start", "--head", f"--port={PORT}", "--include-dashboard=false", *common]
+    subprocess.run(head, env=env, check=True, capture_output=True, timeout=120)
+    node = [RAY, "start", f"--address=127.0.0.1:{PORT}", *common]
+    subprocess.run(node, env=env, check=True, capture_output=True, timeout=120)
+    try:
+        yield f"127.0.0.1:{PORT}"
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    return make_folder(tmp_path_factory.mktemp("ray") / "small", n=60, n_train=40)
+
+
+def npz_rows(path: Path) -> dict:
+    with np.load(path) as z:
+        return dict(zip(z["keys"].tolist(), z["values"]))
+
+
+def test_features_on_the_cluster_equal_the_local_ones(cluster, small, tmp_path):
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    assert (
+        main(["features", "--quiet", "--data", str(small), f"data.cache_dir={local}", *VIEWS]) == 0
+    )
+    args = [
+        "features",
+        "--quiet",
+        "--ray",
+        cluster,
+        "--data",
+        str(small),
+        f"data.cache_dir={remote}",
+    ]
+    assert main([*args, *VIEWS]) == 0
+    files = sorted(p.name for p in local.iterdir())
+    assert files == sorted(p.name for p in remote.iterdir()) and len(files) == 3  # OCR, image, text
+    for name in files:
+        if name.endswith(".json"):  # OCR: the same lines, word for word, and confidences
+            a, b = json.loads((local / name).read_text()), json.loads((remote / name).read_text())
+            assert a["items"] == b["items"] and len(a["items"]) == 60
+        else:
+            a, b = npz_rows(local / name), npz_rows(remote / name)
+            assert a.keys() == b.keys()
+            err = max(float(np.abs(a[k] - b[k]).max()) for k in a)
+            assert err < 1e-4, (name, err)
+
+
+def test_streamed_evaluation_on_the_cluster_equals_the_local_one(cluster, small, tmp_path):
+    cache = tmp_path / "cache"
+    train = [
+        "train",
+        "--quiet",
+        "--data",
+        str(small),
+        "--out",
+        str(tmp_path / "run"),
+        f"data.cache_dir={cache}",
+    ]
+    quick = [
+        "model.dim=16",
+        "train.steps=10",
+        "train.eval_every=5",
+        "train.episode_sizes=[8]",
+        "train.warmup=2",
+    ]
+    assert main([*train, *VIEWS, *quick]) == 0
+    ckpt = str(tmp_path / "run" / "model.pt")
+    assert (
+        main(
+            ["evaluate", "--quiet", "--checkpoint", ckpt, "--stream", "--out", str(tmp_path / "a")]
+        )
+        == 0
+    )
+    out = ["--out", str(tmp_path / "b"), "--workers", "2"]
+    assert main(["evaluate", "--quiet", "--checkpoint", ckpt, "--ray", cluster, *out]) == 0
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert a["metrics"] == b["metrics"] and set(a["metrics"]) == {"official", "heldout", "train"}
+    assert not (tmp_path / "b" / "D.npy").exists() and b["mode"] == "streamed"
+    # The streamed metrics are the dense ones (the dense run writes D.npy).
+    assert main(["evaluate", "--quiet", "--checkpoint", ckpt, "--out", str(tmp_path / "c")]) == 0
+    dense = json.loads((tmp_path / "c" / "metrics.json").read_text())["metrics"]
+    assert dense.pop("analysis") and dense == a["metrics"]  # every key of every block, k >= 1 each
+
+
+def test_without_ray_nothing_imports_it(small, tmp_path):
+    code = (
+        "import sys; from gmatch.cli import main; "
+        f"main(['features', '--quiet', '--data', {str(small)!r}, 'data.cache_dir={tmp_path}', "
+        + ", ".join(repr(v) for v in VIEWS)
+        + "]); print('ray' in sys.modules)"
+    )
+    shutil.rmtree(tmp_path, ignore_errors=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
