@@ -504,10 +504,10 @@ def bench_ray(n: int = 96) -> list[dict]:
             [
                 "features",
                 "--quiet",
+                *extra,  # options before the key=value overrides
                 "--data",
                 str(folder),
                 f"data.cache_dir={cache}",
-                *extra,
                 *views,
             ]
         )
@@ -579,7 +579,7 @@ def main(argv=None) -> int:
         return 0
     if args.ray:
         t0 = time.time()
-        rows = bench_ray()
+        rows = bench_ray(96) + bench_ray(384)
         lines = [
             "# gmatch benchmarks: more than one machine (Ray)",
             "",

@@ -100,8 +100,11 @@ class RayRunner:
 
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
+        # Several blocks per actor: with one block each, Ray Data fed a single actor of the
+        # pool (measured: 1 of 2 actors busy), so the second node added nothing.
+        blocks = max(1, min(len(items), 4 * self.workers))
         return ray.data.from_items(
-            [{"i": i, "item": x} for i, x in enumerate(items)], override_num_blocks=self.workers
+            [{"i": i, "item": x} for i, x in enumerate(items)], override_num_blocks=blocks
         )
 
     def encode(self, spec: str, items: list, batch_size: int = 32) -> np.ndarray:
