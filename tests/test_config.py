@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from gmatch.checkpoint import load_checkpoint
 from gmatch.config import Config, ConfigError, flatten, load_config, merge, to_dict, upgrade
@@ -75,3 +76,13 @@ def test_readme_documents_every_config_key_and_no_other():
     section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"^\| `([\w.]+)` \|", section, flags=re.M))
     assert documented == set(flatten(to_dict(Config())))
+
+
+def test_environment_yml_pins_what_pyproject_pins():
+    """The conda file repeats pyproject's pins (dependencies + the test extra), no more, no less."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = set(project["dependencies"]) | set(project["optional-dependencies"]["test"])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert {p for p in pip if p != "-e ."} == pins
