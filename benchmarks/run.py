@@ -10,6 +10,7 @@ measurement runs in its own subprocess so its peak RSS is its own.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -449,27 +450,6 @@ def bench_reading(repeat: int = 3) -> list[dict]:
     return rows
 
 
-RAY_PORT = 6393
-
-
-def _ray_cluster(nodes: int) -> str:
-    """``ray start`` a head (+ nodes - 1 more node processes), one CPU each, on 127.0.0.1."""
-    ray = Path(sys.executable).parent / "ray"
-    env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1"}
-    subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
-    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
-    head = [ray, "start", "--head", f"--port={RAY_PORT}", "--include-dashboard=false", *common]
-    subprocess.run(head, env=env, check=True, capture_output=True)
-    for _ in range(nodes - 1):
-        subprocess.run(
-            [ray, "start", f"--address=127.0.0.1:{RAY_PORT}", *common],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-    return f"127.0.0.1:{RAY_PORT}"
-
-
 def bench_ray(n: int = 96) -> list[dict]:
     """Extraction of ``n`` new posters (EfficientNet-Lite0 + OCR) and MiniLM on their intros:
     this process (torch on 2 threads, OCR in 2 processes) vs a Ray cluster of 1 and of 2
@@ -479,6 +459,7 @@ def bench_ray(n: int = 96) -> list[dict]:
     import tempfile
 
     from gmatch.cli import main as gmatch
+    from gmatch.distributed import local_cluster
 
     folder = Path(tempfile.mkdtemp()) / "posters"
     sys.path.insert(0, str(ROOT / "tests"))
@@ -490,7 +471,6 @@ def bench_ray(n: int = 96) -> list[dict]:
         "data.intro_views=[text:minilm]",
         "model.prior=[]",
     ]
-    ray = Path(sys.executable).parent / "ray"
     times = {}
     for label, nodes in (
         ("this process", 0),
@@ -498,22 +478,22 @@ def bench_ray(n: int = 96) -> list[dict]:
         ("Ray, 2 node processes", 2),
     ):
         cache = Path(tempfile.mkdtemp())
-        extra = ["--ray", _ray_cluster(nodes)] if nodes else []
-        t = time.perf_counter()
-        gmatch(
-            [
-                "features",
-                "--quiet",
-                *extra,  # options before the key=value overrides
-                "--data",
-                str(folder),
-                f"data.cache_dir={cache}",
-                *views,
-            ]
-        )
-        times[label] = time.perf_counter() - t
-        if nodes:
-            subprocess.run([ray, "stop", "--force"], capture_output=True)
+        # The cluster starts before the clock and stops after it.
+        with local_cluster(nodes, port=6393) if nodes else contextlib.nullcontext() as address:
+            extra = ["--ray", address] if nodes else []  # options before the key=value overrides
+            t = time.perf_counter()
+            gmatch(
+                [
+                    "features",
+                    "--quiet",
+                    *extra,
+                    "--data",
+                    str(folder),
+                    f"data.cache_dir={cache}",
+                    *views,
+                ]
+            )
+            times[label] = time.perf_counter() - t
         shutil.rmtree(cache)
     base = times["Ray, 1 node process"]
     return [

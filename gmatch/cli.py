@@ -20,12 +20,9 @@ from gmatch.audit import audit  # noqa: E402 - after the environment defaults ab
 from gmatch.checkpoint import CheckpointError  # noqa: E402
 from gmatch.config import ConfigError, load_config  # noqa: E402
 from gmatch.data import DataError, load_movielens  # noqa: E402
-from gmatch.distributed import RayRunner  # noqa: E402 - imports Ray only when one is built
+from gmatch.distributed import cluster  # noqa: E402 - imports Ray only when one is built
 from gmatch.encoders.text import WeightsError  # noqa: E402
-from gmatch.features import (
-    distributed,  # noqa: E402
-    load_features,  # noqa: E402
-)
+from gmatch.features import load_features  # noqa: E402
 from gmatch.io import atomic_write_json  # noqa: E402
 from gmatch.metrics import DegenerateDistanceError  # noqa: E402
 from gmatch.report import ReportError, make_comparison, make_report  # noqa: E402
@@ -68,11 +65,8 @@ def _conf(args):
 def cmd_features(args) -> int:
     conf = _conf(args)
     ms = load_movielens(conf.data.root)
-    if args.ray is None:
+    with cluster(args.ray, args.workers):
         feats = load_features(ms, conf, progress=not args.quiet)
-    else:
-        with RayRunner(args.ray, args.workers) as runner, distributed(runner):
-            feats = load_features(ms, conf, progress=not args.quiet)
     blocks = feats.poster + feats.intro + [b for pair in feats.lexical for b in pair]
     for b in {b.spec: b for b in blocks + feats.poster_sets + feats.intro_sets}.values():
         print(f"{b.spec:32s} {tuple(b.values.shape)}  empty={int((~b.valid).sum())}")

@@ -246,10 +246,11 @@ def training_positions(
     return pos, rng
 
 
-def load_image(path: Path) -> Image.Image:
-    """Open a poster as RGB (greyscale, CMYK, palette and PNG-in-.jpg all work)."""
+def load_image(path: Path | bytes) -> Image.Image:
+    """Open a poster (a file, or its bytes as Ray workers receive them) as RGB
+    (greyscale, CMYK, palette and PNG-in-.jpg all work)."""
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as im:
             im.load()
             return im.convert("RGB")
     except (
@@ -260,6 +261,7 @@ def load_image(path: Path) -> Image.Image:
         ValueError,
     ) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        name = "poster bytes" if isinstance(path, bytes) else path
         raise DataError(
-            f"{path}: cannot decode poster image ({reason}); replace the file"
+            f"{name}: cannot decode poster image ({reason}); replace the file"
         ) from None

@@ -15,21 +15,23 @@ Nothing here is imported unless ``--ray`` is given (``gmatch features --ray [ADD
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
 import logging
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from gmatch.data import load_image
 from gmatch.encoders.ocr import _engine, read_image_array
+from gmatch.features import distributed
 from gmatch.specs import build_encoder
 
-__all__ = ["RayRunner"]
-
-log = logging.getLogger(__name__)
+__all__ = ["RayRunner", "cluster", "local_cluster"]
 
 
 class _EncodeActor:
@@ -43,7 +45,7 @@ class _EncodeActor:
     def __call__(self, batch: dict) -> dict:
         items = list(batch["item"])
         if self.kind == "image":
-            items = [Image.open(io.BytesIO(b)).convert("RGB") for b in items]
+            items = [load_image(b) for b in items]
         return {"i": batch["i"], "values": np.asarray(self.encoder.encode(items), dtype=np.float32)}
 
 
@@ -148,3 +150,36 @@ class RayRunner:
         for shard, out in zip([s for s in shards if s], results):
             by_block.update(zip(shard, out))
         return [by_block[b] for b in blocks]
+
+
+@contextlib.contextmanager
+def cluster(address: str | None, workers: int | None = None):
+    """``address`` None: yield None and change nothing (this process does the work).
+    Otherwise yield a :class:`RayRunner` on that cluster ("local": a throw-away one here)
+    with feature extraction routed to it (:func:`gmatch.features.distributed`)."""
+    if address is None:
+        yield None
+        return
+    with RayRunner(address, workers) as runner, distributed(runner):
+        yield runner
+
+
+@contextlib.contextmanager
+def local_cluster(nodes: int = 2, port: int = 6391, cpus_per_node: int = 1):
+    """A Ray cluster of ``nodes`` node processes (``ray start``: a head, then more
+    nodes) on 127.0.0.1, ``cpus_per_node`` CPUs each; yields its address and runs
+    ``ray stop`` on exit, which stops every Ray process of this machine. For tests and
+    benchmarks that need a real cluster and must leave none behind."""
+    ray = Path(sys.executable).parent / "ray"
+    env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1"}
+    common = ["--node-ip-address=127.0.0.1", f"--num-cpus={cpus_per_node}", "--disable-usage-stats"]
+    subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    head = [ray, "start", "--head", f"--port={port}", "--include-dashboard=false", *common]
+    subprocess.run(head, env=env, check=True, capture_output=True, timeout=120)
+    try:
+        for _ in range(nodes - 1):
+            node = [ray, "start", f"--address=127.0.0.1:{port}", *common]
+            subprocess.run(node, env=env, check=True, capture_output=True, timeout=120)
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)

@@ -10,7 +10,13 @@ from gmatch.data import MovieSet
 from gmatch.features import Features
 from gmatch.metrics import evaluate_distance
 
-__all__ = ["predict_dist", "split_metrics", "assignment_analysis", "test_set_sinkhorn"]
+__all__ = [
+    "predict_dist",
+    "metric_subsets",
+    "split_metrics",
+    "assignment_analysis",
+    "test_set_sinkhorn",
+]
 
 
 def predict_dist(model: torch.nn.Module, feats: Features, idx=None) -> torch.Tensor:
@@ -20,18 +26,24 @@ def predict_dist(model: torch.nn.Module, feats: Features, idx=None) -> torch.Ten
         return model(**feats.inputs(idx))["dist"].float()
 
 
+def metric_subsets(ms: MovieSet) -> dict:
+    """The metric blocks and their movies: ``official`` (all, None), ``heldout`` (not in
+    train.txt) and ``train``; no block for an empty subset."""
+    out = {"official": None}
+    if len(ms.train_idx) and len(ms.heldout_idx):
+        out["heldout"] = ms.heldout_idx
+    if len(ms.train_idx):
+        out["train"] = ms.train_idx
+    return out
+
+
 def split_metrics(D, ms: MovieSet, ratio: float = 0.05) -> dict:
     """``official`` (all movies), ``heldout`` (not in train.txt) and ``train`` blocks.
 
     Each subset is scored on its own sub-matrix: candidates are the subset's
     movies and k = int(ratio * n_subset).
     """
-    out = {"official": evaluate_distance(D, None, ratio)}
-    if len(ms.train_idx) and len(ms.heldout_idx):  # no block for an empty subset
-        out["heldout"] = evaluate_distance(D, ms.heldout_idx, ratio)
-    if len(ms.train_idx):
-        out["train"] = evaluate_distance(D, ms.train_idx, ratio)
-    return out
+    return {name: evaluate_distance(D, idx, ratio) for name, idx in metric_subsets(ms).items()}
 
 
 def assignment_analysis(D, ms: MovieSet, taus=(0.01, 0.03, 0.1)) -> dict:

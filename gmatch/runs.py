@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import functools
 import os
@@ -24,9 +25,15 @@ from gmatch.checkpoint import (
 )
 from gmatch.config import AnalysisConf, Config, config_diff, to_dict, upgrade
 from gmatch.data import MovieSet, load_movielens
-from gmatch.distributed import RayRunner
-from gmatch.evaluate import assignment_analysis, predict_dist, split_metrics, test_set_sinkhorn
-from gmatch.features import Features, distributed
+from gmatch.distributed import cluster
+from gmatch.evaluate import (
+    assignment_analysis,
+    metric_subsets,
+    predict_dist,
+    split_metrics,
+    test_set_sinkhorn,
+)
+from gmatch.features import Features
 from gmatch.io import atomic_save_npy, atomic_write_json, atomic_write_text
 from gmatch.stream import local_map, streamed_metrics, streamed_ranks
 from gmatch.train import train
@@ -267,13 +274,8 @@ def streamed_split_metrics(
 ) -> dict:
     """``official`` / ``heldout`` / ``train`` blocks from streamed ranks (large-N mode:
     never an N x N matrix), each subset ranked among itself as :func:`split_metrics` does."""
-    subsets = {"official": None}
-    if len(ms.train_idx) and len(ms.heldout_idx):
-        subsets["heldout"] = ms.heldout_idx
-    if len(ms.train_idx):
-        subsets["train"] = ms.train_idx
     out = {}
-    for name, idx in subsets.items():
+    for name, idx in metric_subsets(ms).items():
         f = feats if idx is None else feats.subset(idx)
         (v0, m0), (v1, m1) = f.tensors(None, "poster"), f.tensors(None, "intro")
         ranks = streamed_ranks(
@@ -300,13 +302,10 @@ def evaluate_streamed(
     run = RunDir(out or f"runs/stream-{Path(path).stem}", overwrite)
     model, conf, ckpt = load_checkpoint(path)
     ms = load_movielens(data or conf.data.root)
-    if ray is None:
+    with cluster(ray, workers) as runner:
         feats = checkpoint_features(path, ckpt, conf, ms, cache_dir, progress)
-        metrics = streamed_split_metrics(model, feats, ms, chunk)
-    else:
-        with RayRunner(ray, workers) as runner, distributed(runner):
-            feats = checkpoint_features(path, ckpt, conf, ms, cache_dir, progress)
-            metrics = streamed_split_metrics(model, feats, ms, chunk, runner.map_blocks)
+        blocks = local_map if runner is None else runner.map_blocks
+        metrics = streamed_split_metrics(model, feats, ms, chunk, blocks)
     extra = {"checkpoint": str(path), "kind": "evaluate", "mode": "streamed", "ray": ray}
     return run.final, _finish(run, metrics, ms, conf, extra)
 
@@ -331,8 +330,8 @@ def evaluate_checkpoints(
     ms = load_movielens(data or loaded[0][1].data.root)
     D = checkpoints_dist(paths, ms, cache_dir, progress, loaded)
     conf = loaded[0][1] if len(loaded) == 1 else None
-    analysis = AnalysisConf(
-        **to_dict(loaded[0][1].analysis)
+    analysis = dataclasses.replace(
+        loaded[0][1].analysis
     )  # a copy: config.yaml stays the checkpoint's
     if sinkhorn_tau is not None:
         analysis.sinkhorn_tau = sinkhorn_tau

@@ -6,18 +6,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import scramble_
 
 from gmatch.config import ModelConf
 from gmatch.models import Matcher
 from gmatch.models.local import LocalStage, complete_edges
-
-
-def scramble_(model, seed=0, std=0.3):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model
 
 
 def random_sets(n, dim, g, max_elems=4, empty=0.2):

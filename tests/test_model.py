@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import scramble_
 
 from gmatch.config import ModelConf, RuntimeConf, load_config
 from gmatch.data import load_movielens
@@ -18,17 +19,6 @@ def rand_views(n, dims, g, empty=0.3):
     views = [torch.randn(n, d, generator=g) for d in dims]
     valid = [torch.rand(n, generator=g) > empty for _ in dims]
     return views, valid
-
-
-def scramble_(model: torch.nn.Module, seed: int = 0, std: float = 0.3) -> torch.nn.Module:
-    """Re-initialise every parameter to random values. A fresh unit's last ffn layer
-    is zero (the unit is the identity), so a property test on a fresh model would
-    never exercise attention."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model
 
 
 @contextlib.contextmanager

@@ -2,7 +2,6 @@
 here; `gmatch features --ray` and `gmatch evaluate --ray` must equal the local paths."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,9 +12,9 @@ import pytest
 from conftest import make_folder
 
 from gmatch.cli import main
+from gmatch.distributed import local_cluster
 
 RAY = Path(sys.executable).parent / "ray"
-PORT = 6391
 VIEWS = [
     "data.poster_views=[image:efficientnet_lite0,ocr:minilm]",
     "data.intro_views=[text:minilm]",
@@ -28,17 +27,8 @@ def cluster():
     """A head and a second node, one CPU each, on the loopback interface."""
     if not RAY.exists():
         pytest.skip("ray is not installed")
-    env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1"}
-    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
-    subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
-    head = [RAY, "start", "--head", f"--port={PORT}", "--include-dashboard=false", *common]
-    subprocess.run(head, env=env, check=True, capture_output=True, timeout=120)
-    node = [RAY, "start", f"--address=127.0.0.1:{PORT}", *common]
-    subprocess.run(node, env=env, check=True, capture_output=True, timeout=120)
-    try:
-        yield f"127.0.0.1:{PORT}"
-    finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    with local_cluster(nodes=2, port=6391) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ encoders.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -74,12 +73,8 @@ def _read_one(args) -> list[list]:
 
 
 def read_image_array(data: bytes, conf: OCRConfig) -> list[list]:
-    """OCR lines of a poster given as file bytes (decoded as :func:`gmatch.data.load_image` does)."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        im.load()
-        return _lines(im.convert("RGB"), conf)
+    """OCR lines of a poster given as file bytes (Ray workers)."""
+    return _lines(load_image(data), conf)
 
 
 def read_posters(

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gmatch.config import ModelConf
+from gmatch.models.attention import ffn
 
 __all__ = ["LocalStage", "complete_edges"]
 
@@ -66,12 +67,7 @@ class GraphSelfBlock(nn.Module):
     def __init__(self, dim: int, heads: int, dropout: float):
         super().__init__()
         self.conv = _pyg()[0](dim, dim // heads, heads=heads, root_weight=False)
-        self.ffn = nn.Sequential(
-            nn.Linear(2 * dim, 2 * dim), nn.LayerNorm(2 * dim), nn.GELU(), nn.Dropout(dropout),
-            nn.Linear(2 * dim, dim),
-        )  # fmt: skip
-        nn.init.zeros_(self.ffn[-1].weight)
-        nn.init.zeros_(self.ffn[-1].bias)
+        self.ffn = ffn(dim, dropout)  # the matcher units' residual MLP, zero-initialised
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         return x + self.ffn(torch.cat([x, self.conv(x, edge_index)], dim=-1))
@@ -182,7 +178,5 @@ class LocalStage(nn.Module):
             out = 1 + torch.log(out / pairs.clamp(min=1) + 1e-30) / beta
         elif pool == "mean":
             out = out / pairs.clamp(min=1)
-        out = torch.where(
-            pairs > 0, out, torch.zeros(())
-        )  # a graph without nodes: no local evidence
+        out = torch.where(pairs > 0, out, torch.zeros(()))  # a graph without nodes: no evidence
         return self.log_scale.exp().clamp(max=100) * out
