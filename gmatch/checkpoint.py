@@ -11,6 +11,7 @@ from gmatch.config import Config, ConfigError, merge, to_dict
 from gmatch.data import MovieSet
 from gmatch.evaluate import predict_dist
 from gmatch.features import Features
+from gmatch.finetune import tuned_features
 from gmatch.io import atomic_torch_save
 from gmatch.models import Ensemble, Matcher, build_matcher
 from gmatch.specs import parse_spec
@@ -53,6 +54,7 @@ def save_checkpoint(
             "poster_sets": feats.set_specs()[0],
             "intro_sets": feats.set_specs()[1],
             "set_dims": list(feats.set_dims()),
+            "finetune": feats.finetune,
         },
     )
 
@@ -126,6 +128,10 @@ def checkpoint_features(
         poster_sets=ckpt.get("poster_sets", []),
         intro_sets=ckpt.get("intro_sets", []),
     )
+    if ckpt.get("finetune"):  # the node views read through the checkpoint's tuned towers
+        feats = tuned_features(
+            feats, ms, ckpt["finetune"], cache_dir or conf.data.cache_dir, progress
+        )
     if feats.dims() != (ckpt["poster_dims"], ckpt["intro_dims"]):
         raise CheckpointError(
             f"{path}: built for feature dims {ckpt['poster_dims']}/{ckpt['intro_dims']} "

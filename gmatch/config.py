@@ -112,6 +112,13 @@ class TrainConf:
     )
     #                                 fit: the fit phase's schedule cut off at the best step
     genre_weight: float = 0.0  # auxiliary multi-label genre loss on training movies (0 = off)
+    finetune: list[Literal["image", "text"]] = field(default_factory=list)  # towers trained
+    #                                with the matcher (gmatch.finetune); [] = frozen features
+    finetune_blocks: int = 2  # image tower: trainable last stages (1 = head conv, 2 = + last
+    #                           MBConv stage, ... 8 = all)
+    finetune_text_layers: int = 1  # text tower: trainable last transformer layers
+    finetune_lr: float = 1e-4  # AdamW learning rate of the pretrained (tuned) layers
+    augment_views: int = 4  # cached views per poster when tuning: the plain poster + crops
 
 
 @dataclass
@@ -129,6 +136,9 @@ class RuntimeConf:
     threads: int = 2  # torch intra-op threads
     chunk: int = 512  # rows per chunk of the MLP edge scorer
     attn_chunk: int = 1024  # rows per chunk of the sparse (top-m) attention
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # where fine-tuned tower tails run
+    tower_chunk: int = 128  # items per micro-batch through a fine-tuned tower tail
+    grad_checkpoint: bool = False  # recompute tower activations in backward (saves memory)
 
 
 @dataclass
@@ -263,6 +273,10 @@ _AT_LEAST = {
     "model.num_heads": 1,
     "train.steps": 0,
     "train.eval_every": 1,
+    "train.finetune_blocks": 1,
+    "train.finetune_text_layers": 1,
+    "train.augment_views": 1,
+    "runtime.tower_chunk": 1,
     "runtime.threads": 1,
     "runtime.chunk": 1,
     "runtime.attn_chunk": 1,

@@ -51,6 +51,7 @@ __all__ = [
     "Features",
     "load_features",
     "extract",
+    "extract_with",
     "poster_texts",
     "poster_lines",
     "text_cache_key",
@@ -230,8 +231,12 @@ def poster_lines(ms: MovieSet, cache_dir: Path, progress: bool = True) -> list[l
 
 
 def _cache_key(spec: str, enc) -> str:
-    """Cache file name of a spec's encoder: encoder name + hash of its settings."""
-    return f"{parse_spec(spec)[1]}-{_sha(enc.settings())}"
+    """Cache file name of a spec's encoder: encoder name + hash of its settings (and of
+    its fine-tuned weights, if any: :mod:`gmatch.finetune`)."""
+    settings = enc.settings()
+    if getattr(enc, "tuned", None):
+        settings = {**settings, "tuned": enc.tuned}
+    return f"{parse_spec(spec)[1]}-{_sha(settings)}"
 
 
 def _text_encoder(spec: str):
@@ -251,11 +256,18 @@ def text_cache_key(spec: str) -> str:
 
 
 def _text_encode(
-    spec: str, texts: list[str], cache_dir: Path, batch_size: int, progress: bool, seeds=()
+    spec: str,
+    texts: list[str],
+    cache_dir: Path,
+    batch_size: int,
+    progress: bool,
+    seeds=(),
+    enc=None,
 ):
     """[len(texts) x D] embeddings of non-empty texts through the spec's text encoder
-    (cached per text hash; shipped ``seeds`` first)."""
-    enc = _text_encoder(spec)
+    (or ``enc``; cached per text hash; shipped ``seeds`` first)."""
+    tuned = enc is not None
+    enc = enc or _text_encoder(spec)
     key = _cache_key(spec, enc)
     values = np.zeros((len(texts), enc.dim), dtype=np.float32)
     idx = [i for i, t in enumerate(texts) if t]
@@ -271,7 +283,7 @@ def _text_encode(
             f"{spec} texts",
             progress,
             seeds,
-            remote=("text:" + spec.split(":", 1)[1], str),
+            remote=None if tuned else ("text:" + spec.split(":", 1)[1], str),
         )
     return values
 
@@ -314,10 +326,26 @@ def extract(
     return FeatureBlock(spec, values, valid)
 
 
+def extract_with(ms: MovieSet, spec: str, enc, cache_dir, progress: bool = True) -> FeatureBlock:
+    """A node view (``image:`` or ``text:``) through a given encoder object (a
+    fine-tuned one, :mod:`gmatch.finetune`), cached under that encoder's own key."""
+    view = parse_spec(spec)[0]
+    if view == "image":
+        return _extract_image(ms, spec, Path(cache_dir), progress, 32, enc)
+    if view != "text":
+        raise ConfigError(f"{spec}: only image: and text: views take a given encoder")
+    texts = [strip_boilerplate(t) for t in ms.intros]
+    valid = np.array([bool(t) for t in texts])
+    values = _text_encode(spec, texts, Path(cache_dir), 128, progress, (), enc)
+    values[~valid] = 0
+    return FeatureBlock(spec, values, valid)
+
+
 def _extract_image(
-    ms: MovieSet, spec: str, cache_dir: Path, progress: bool, batch_size: int
+    ms: MovieSet, spec: str, cache_dir: Path, progress: bool, batch_size: int, enc=None
 ) -> FeatureBlock:
-    enc = build_encoder(spec)
+    tuned = enc is not None
+    enc = enc or build_encoder(spec)
     values = _cached_encode(
         cache_dir,
         _cache_key(spec, enc),
@@ -327,7 +355,7 @@ def _extract_image(
         batch_size,
         f"{spec} posters",
         progress,
-        remote=(spec, lambda path: Path(path).read_bytes()),
+        remote=None if tuned else (spec, lambda path: Path(path).read_bytes()),
     )
     return FeatureBlock(spec, values, np.ones(len(ms), dtype=bool))
 
@@ -402,6 +430,9 @@ class Features:
     which enter the model only as prior scores (:mod:`gmatch.priors`).
     ``poster_sets`` / ``intro_sets``: set views whose elements are the local nodes of
     each movie's graph (:mod:`gmatch.models.local`).
+    ``tuned``: ``(side, view index) -> block`` of node views read through a fine-tuned
+    tower (:mod:`gmatch.finetune`); the node encoders read these, the priors the frozen
+    ``poster`` / ``intro`` blocks. ``finetune``: the checkpoint entries they came from.
     """
 
     poster: list[FeatureBlock]
@@ -411,6 +442,8 @@ class Features:
     genre_names: list[str] = field(default_factory=list)
     poster_sets: list[FeatureBlock] = field(default_factory=list)
     intro_sets: list[FeatureBlock] = field(default_factory=list)
+    tuned: dict = field(default_factory=dict)
+    finetune: list = field(default_factory=list)
 
     @classmethod
     def extract(
@@ -487,6 +520,11 @@ class Features:
         valid = [torch.from_numpy(b.valid)[sel] for b in blocks]
         return views, valid
 
+    def tuned_views(self, idx=None, side: int = 0) -> dict[int, torch.Tensor]:
+        """``{view index: features}`` of the fine-tuned node views of one side (0 posters)."""
+        sel = slice(None) if idx is None else torch.as_tensor(np.asarray(idx), dtype=torch.long)
+        return {j: torch.from_numpy(b.values)[sel] for (s, j), b in self.tuned.items() if s == side}
+
     def lexical_scores(self, idx0=None, idx1=None) -> list[torch.Tensor]:
         """Per precomputed prior pair (lexical or pooled), scores of posters ``idx0``
         vs intros ``idx1`` [N x M].
@@ -531,6 +569,9 @@ class Features:
             "valid1": m1,
             "lexical": self.lexical_scores(idx0, idx1),
         }
+        for side, idx in ((0, idx0), (1, idx1)):
+            if any(s == side for s, _ in self.tuned):
+                out[f"tuned{side}"] = self.tuned_views(idx, side)
         if self.poster_sets or self.intro_sets:
             out["sets0"], out["sets1"] = (
                 self.local_sets(idx0, "poster"),
@@ -564,6 +605,8 @@ class Features:
             self.genre_names,
             [sub(b) for b in self.poster_sets],
             [sub(b) for b in self.intro_sets],
+            {k: sub(b) for k, b in self.tuned.items()},
+            self.finetune,
         )
 
 

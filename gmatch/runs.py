@@ -247,6 +247,7 @@ def train_and_record(
             )
     atomic_write_text(saved, yaml.safe_dump(to_dict(conf), sort_keys=False))
     result = train(conf, ms, feats, progress=progress, state_path=run.path / "train_state")
+    feats = result.feats or feats  # fine-tuned towers: the tuned features
     save_checkpoint(
         run.path / "model.pt", result.model, conf, feats, result.best_step, result.history
     )
@@ -279,7 +280,16 @@ def streamed_split_metrics(
         f = feats if idx is None else feats.subset(idx)
         (v0, m0), (v1, m1) = f.tensors(None, "poster"), f.tensors(None, "intro")
         ranks = streamed_ranks(
-            model, v0, m0, v1, m1, chunk, lexical=f.lexical, map_blocks=map_blocks
+            model,
+            v0,
+            m0,
+            v1,
+            m1,
+            chunk,
+            lexical=f.lexical,
+            map_blocks=map_blocks,
+            tuned0=f.tuned_views(None, 0),
+            tuned1=f.tuned_views(None, 1),
         )
         out[name] = streamed_metrics(ranks)
     return out

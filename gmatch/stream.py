@@ -14,6 +14,7 @@ import torch
 from gmatch.lexical import make_scorer
 from gmatch.metrics import DegenerateDistanceError, rank_metrics
 from gmatch.models import Ensemble
+from gmatch.models.matcher import replace_views
 from gmatch.priors import dense_prior_factors
 
 __all__ = ["node_embeddings", "BlockScorer", "local_map", "streamed_ranks", "streamed_metrics"]
@@ -24,9 +25,11 @@ DENSE_ATTENTION_MAX = 20000
 
 
 @torch.inference_mode()
-def node_embeddings(model, views0, valid0, views1, valid1, topm: int | None = None):
+def node_embeddings(
+    model, views0, valid0, views1, valid1, topm: int | None = None, tuned0=None, tuned1=None
+):
     """Inputs of the final head; attention units run sparse with ``topm`` candidates
-    (default the model's ``attn_topm``)."""
+    (default the model's ``attn_topm``); ``tuned0/1``: fine-tuned node views by index."""
     if getattr(model, "local", None) is not None:
         raise ValueError(
             "large-N mode does not score the local-node stage (data.poster_sets / intro_sets) yet; "
@@ -35,6 +38,7 @@ def node_embeddings(model, views0, valid0, views1, valid1, topm: int | None = No
     if isinstance(model, Ensemble):
         raise ValueError("large-N mode scores one matcher, not an ensemble (model.members > 1)")
     model.eval()
+    views0, views1 = replace_views(views0, tuned0), replace_views(views1, tuned1)
     m = model.conf.attn_topm if topm is None else topm
     n = max(len(views0[0]), len(views1[0]))
     if len(model.layers) and model.conf.attn_prior:
@@ -55,8 +59,12 @@ class BlockScorer:
     embeddings and prior factors computed once: a small, picklable object, so the
     blocks can be scored anywhere (this process, or Ray workers: ``gmatch.distributed``)."""
 
-    def __init__(self, model, views0, valid0, views1, valid1, lexical=(), topm: int | None = None):
-        self.x0, self.x1 = node_embeddings(model, views0, valid0, views1, valid1, topm)
+    def __init__(
+        self, model, views0, valid0, views1, valid1, lexical=(), topm=None, tuned0=None, tuned1=None
+    ):
+        self.x0, self.x1 = node_embeddings(
+            model, views0, valid0, views1, valid1, topm, tuned0, tuned1
+        )
         self.p0, self.p1 = dense_prior_factors(
             model.prior_pairs, model.prior_log_weight, views0, valid0, views1, valid1
         )
@@ -129,6 +137,8 @@ def streamed_ranks(
     lexical=(),
     topm: int | None = None,
     map_blocks=local_map,
+    tuned0=None,
+    tuned1=None,
 ):
     """0-based ranks of the true partner in both directions plus top-k lists.
 
@@ -137,6 +147,7 @@ def streamed_ranks(
     chunk too. ``map_blocks(fn, shared, blocks)``: how the row blocks are scored
     (:func:`local_map`, or :meth:`gmatch.distributed.RayRunner.map_blocks` to shard
     them over a Ray cluster); the merge is exact, so every mapper gives the same ranks.
+    ``tuned0`` / ``tuned1``: fine-tuned node views (``Features.tuned_views``).
 
     Returns:
         ``rank_p2i`` [N], ``rank_i2p`` [N] (other candidates at least as close,
@@ -144,7 +155,7 @@ def streamed_ranks(
     Raises:
         DegenerateDistanceError: non-finite scores or a constant row or column.
     """
-    scorer = BlockScorer(model, views0, valid0, views1, valid1, lexical, topm)
+    scorer = BlockScorer(model, views0, valid0, views1, valid1, lexical, topm, tuned0, tuned1)
     n = scorer.n
     blocks = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
     # Pass 1: the true pairs' logits. Pass 2: per row and per column, count the *other*

@@ -15,10 +15,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from gmatch.config import Config
+from gmatch.config import Config, ConfigError
 from gmatch.data import MovieSet, load_movielens, training_positions
 from gmatch.evaluate import predict_dist
 from gmatch.features import Features, load_features
+from gmatch.finetune import build_towers, device_of, tail_features, tower_entries, tuned_features
 from gmatch.io import atomic_torch_save
 from gmatch.losses import total_loss
 from gmatch.metrics import evaluate_distance
@@ -56,6 +57,7 @@ class TrainResult:
     val_idx: np.ndarray | None = None
     train_idx: np.ndarray | None = None
     seconds: float = 0.0
+    feats: Features | None = None  # with train.finetune: the features the model reads
 
 
 class EpisodeStream:
@@ -123,6 +125,15 @@ class TrainState:
     best_step: int = 0
     best_state: dict | None = None  # weights at best_step
     stale: int = 0  # validation passes since the last gain
+    towers: list = field(default_factory=list)  # fine-tuned towers (gmatch.finetune.Tower)
+    best_towers: list | None = None  # their tuned weights at best_step
+
+    def tower_states(self) -> list[dict]:
+        return [t.tail.tuned_state() for t in self.towers]
+
+    def load_towers(self, states: list[dict]) -> None:
+        for t, state in zip(self.towers, states):
+            t.tail.net.load_state_dict(state, strict=False)
 
     def save(self, path: Path, phase: str) -> None:
         atomic_torch_save(
@@ -140,6 +151,8 @@ class TrainState:
                 "best_step": self.best_step,
                 "bad": self.stale,
                 "best_state": self.best_state,
+                "towers": self.tower_states(),
+                "best_towers": self.best_towers,
             },
         )
 
@@ -149,6 +162,9 @@ class TrainState:
             saved = torch.load(path, map_location="cpu", weights_only=True)
             if saved["phase"] == phase:
                 self.model.load_state_dict(saved["model"])
+                if len(saved.get("towers", [])) != len(self.towers):
+                    raise ValueError("fine-tuned towers differ")
+                self.load_towers(saved.get("towers", []))
         except Exception as e:  # noqa: BLE001 - truncated, not a torch file, or another model
             raise TrainStateError(
                 f"{path}: training state is damaged or from another model ({type(e).__name__}); "
@@ -166,23 +182,34 @@ class TrainState:
             saved["bad"],
             saved["best_state"],
         )
+        self.best_towers = saved.get("best_towers")
         log.info("resumed %s from step %d (%s)", phase, self.step, path)
 
 
-def _new_state(conf: Config, feats: Features, phase: Phase) -> TrainState:
+def _new_state(conf: Config, feats: Features, phase: Phase, towers=()) -> TrainState:
     train_conf = conf.train
     warmup = min(train_conf.warmup, max(1, phase.horizon // 3))
     seed_everything(conf.seed)
     model = new_model(conf, feats)
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=train_conf.lr, weight_decay=train_conf.weight_decay
-    )
+    towers = [t.fresh() for t in towers]  # every phase starts from the pretrained tails
+    device = device_of(conf) if towers else None
+    groups = [{"params": list(model.parameters())}]
+    for t in towers:
+        t.tail.to(device)
+        tuned = [p for p in t.tail.parameters() if p.requires_grad]
+        groups.append({"params": tuned, "lr": train_conf.finetune_lr})
+    opt = torch.optim.AdamW(groups, lr=train_conf.lr, weight_decay=train_conf.weight_decay)
     sizes = [min(s, len(phase.train_pos)) for s in train_conf.episode_sizes]
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: lr_factor(step, warmup, phase.horizon)
     )
     return TrainState(
-        model, opt, sched, EpisodeStream(conf.seed, phase.train_pos, sizes), best_step=phase.steps
+        model,
+        opt,
+        sched,
+        EpisodeStream(conf.seed, phase.train_pos, sizes),
+        best_step=phase.steps,
+        towers=towers,
     )
 
 
@@ -192,7 +219,12 @@ def _train_step(conf: Config, feats: Features, state: TrainState) -> float:
     state.model.train()
     episode = next(state.stream)
     deep = train_conf.deep_supervision > 0 and conf.model.n_layers > 0
-    pred = state.model(**feats.inputs(episode), all_layers=deep)
+    inputs = feats.inputs(episode)
+    for t in state.towers:  # the tuned views of this episode, one augmented view per poster
+        device, rt = device_of(conf), conf.runtime
+        x = t(episode, True, device, rt.tower_chunk, rt.grad_checkpoint)
+        inputs.setdefault(f"tuned{t.side}", {})[t.index] = x
+    pred = state.model(**inputs, all_layers=deep)
     loss = total_loss(pred, train_conf.loss, train_conf.deep_supervision, train_conf.sinkhorn_iters)
     if train_conf.genre_weight > 0:  # the episode holds training positions only
         y = torch.from_numpy(feats.genres[episode])
@@ -201,34 +233,45 @@ def _train_step(conf: Config, feats: Features, state: TrainState) -> float:
         loss["total"] = loss["total"] + train_conf.genre_weight * loss["genre"]
     state.opt.zero_grad(set_to_none=True)
     loss["total"].backward()
-    torch.nn.utils.clip_grad_norm_(state.model.parameters(), train_conf.grad_clip)
+    params = [p for group in state.opt.param_groups for p in group["params"]]
+    torch.nn.utils.clip_grad_norm_(params, train_conf.grad_clip)
     state.opt.step()
     state.sched.step()
     return loss["total"].item()
 
 
-def _validate(feats: Features, state: TrainState, phase: Phase, row: dict) -> None:
+def _validate(conf: Config, feats: Features, state: TrainState, phase: Phase, row: dict) -> None:
     """Score the validation pairs (every movie an unlabeled node, as at test time)
     into ``row``; keep the best weights."""
+    if state.towers:  # the tails on the plain (unaugmented) views
+        feats = tail_features(
+            feats, state.towers, phase.all_idx, device_of(conf), conf.runtime.tower_chunk
+        )
     D = predict_dist(state.model, feats, phase.all_idx)
     m = evaluate_distance(D, subset=np.searchsorted(phase.all_idx, phase.val_pos))
     row.update(val_acc=m["acc_mean"], val_r1=m["poster_to_intro/R@1"])
     if row["val_acc"] > state.best:
         state.best, state.best_step, state.stale = row["val_acc"], row["step"], 0
         state.best_state = copy.deepcopy(state.model.state_dict())
+        state.best_towers = state.tower_states()
     else:
         state.stale += 1
 
 
 def _fit(
-    conf: Config, feats: Features, phase: Phase, progress: bool, state_path: Path | None = None
+    conf: Config,
+    feats: Features,
+    phase: Phase,
+    progress: bool,
+    state_path: Path | None = None,
+    towers=(),
 ):
-    """Train one model for up to ``phase.steps`` steps; with ``state_path`` the full
-    training state is saved atomically at every validation pass and, if the file
-    exists for this phase, training resumes from it. Returns the model (at its best
-    validation step when there is a validation slice), history, best step and score."""
+    """Train one model (and the tails of ``towers``) for up to ``phase.steps`` steps;
+    with ``state_path`` the full training state is saved atomically at every
+    validation pass and, if the file exists for this phase, training resumes from it.
+    Returns the state, at its best validation step when there is a validation slice."""
     train_conf = conf.train
-    state = _new_state(conf, feats, phase)
+    state = _new_state(conf, feats, phase, towers)
     if state_path is not None:
         state_path = Path(state_path).with_suffix(f".{phase.name}.pt")
         if state_path.exists():
@@ -249,7 +292,7 @@ def _fit(
         row = {"step": step, "loss": float(np.mean(losses)), "lr": state.sched.get_last_lr()[0]}
         losses = []
         if validating:
-            _validate(feats, state, phase, row)
+            _validate(conf, feats, state, phase, row)
         state.history.append(row)
         bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "step"})
         if state_path is not None:
@@ -259,7 +302,10 @@ def _fit(
     bar.close()
     if state.best_state is not None:
         state.model.load_state_dict(state.best_state)
-    return state.model, state.history, state.best_step, (state.best if validating else float("nan"))
+        state.load_towers(state.best_towers or [])
+    if not validating:
+        state.best = float("nan")
+    return state
 
 
 def train(
@@ -281,6 +327,8 @@ def train(
     ms = ms if ms is not None else load_movielens(conf.data.root)
     feats = feats if feats is not None else load_features(ms, conf, progress)
     if conf.model.members > 1:
+        if conf.train.finetune:
+            raise ConfigError("train.finetune: an ensemble (model.members > 1) cannot tune towers")
         return _train_ensemble(conf, ms, feats, progress, state_path, t0)
     if len(ms.train_idx) < 16:
         raise ValueError(f"{ms.root}: need at least 16 training pairs in train.txt to train")
@@ -291,8 +339,10 @@ def train(
     )
     fit_pos = np.setdiff1d(train_pos, val_pos)
     all_idx = np.arange(len(ms))
+    towers = build_towers(conf, ms, feats, progress) if conf.train.finetune else []
     fit = Phase("fit", fit_pos, val_pos, conf.train.steps, conf.train.steps, all_idx)
-    model, history, best_step, best_val = _fit(conf, feats, fit, progress, state_path)
+    state = _fit(conf, feats, fit, progress, state_path, towers)
+    history, best_step, best_val = state.history, state.best_step, state.best
     if conf.train.refit and len(val_pos):
         # "scaled": the refit's cosine reaches zero at its own last step, so it
         # ends with a decayed learning rate; "fit": the fit phase's schedule
@@ -305,9 +355,17 @@ def train(
             conf.train.refit_schedule,
         )
         refit = Phase("refit", train_pos, np.array([], int), best_step, horizon, all_idx)
-        model, refit_hist, _, _ = _fit(conf, feats, refit, progress, state_path)
-        history += [{**r, "refit": True} for r in refit_hist]
-    return TrainResult(model, history, best_step, best_val, val_pos, train_pos, time.time() - t0)
+        state = _fit(conf, feats, refit, progress, state_path, towers)
+        history += [{**r, "refit": True} for r in state.history]
+    tuned = None
+    if state.towers:  # the full tuned encoders give the features the checkpoint will read
+        for t in state.towers:
+            t.tail.cpu()
+        entries = tower_entries(state.towers)
+        tuned = tuned_features(feats, ms, entries, conf.data.cache_dir, progress)
+    return TrainResult(
+        state.model, history, best_step, best_val, val_pos, train_pos, time.time() - t0, tuned
+    )
 
 
 def _train_ensemble(

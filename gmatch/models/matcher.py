@@ -26,7 +26,14 @@ from gmatch.models.edges import make_edge
 from gmatch.models.local import LocalStage
 from gmatch.priors import dense_pairs, dense_prior, log_weights, precomputed_pairs
 
-__all__ = ["NodeEncoder", "Matcher", "Ensemble", "build_matcher", "logits_to_dist"]
+__all__ = [
+    "NodeEncoder",
+    "Matcher",
+    "Ensemble",
+    "build_matcher",
+    "logits_to_dist",
+    "replace_views",
+]
 
 
 def logits_to_dist(logits: torch.Tensor) -> torch.Tensor:
@@ -111,6 +118,8 @@ class Matcher(nn.Module):
         all_layers: bool = False,
         sets0=(),
         sets1=(),
+        tuned0=None,
+        tuned1=None,
     ) -> dict:
         """Match N posters against M intros.
 
@@ -123,6 +132,9 @@ class Matcher(nn.Module):
                 (deep supervision).
             sets0 / sets1: per set view, ``(values [T x D], batch [T])``: the local
                 nodes of each poster / intro graph (``Features.inputs`` supplies them).
+            tuned0 / tuned1: ``{view index: features}`` from fine-tuned towers
+                (:mod:`gmatch.finetune`): the node encoders read these instead of the
+                frozen view; the priors keep the frozen ones.
         Returns:
             ``logits`` [N x M] (larger = closer), ``dist`` = -logits, ``layer_logits``
             (with ``all_layers``: one [N x M] per state, the last equal to ``logits``).
@@ -130,6 +142,7 @@ class Matcher(nn.Module):
         prior = self.prior_logits(views0, valid0, views1, valid1, lexical)
         guide = prior if self.conf.attn_prior else None
         layer_logits = []
+        views0, views1 = replace_views(views0, tuned0), replace_views(views1, tuned1)
         for x0, x1 in self.states(views0, valid0, views1, valid1, prior=guide):
             if all_layers:  # scored as each state appears (the order autograd accumulates in)
                 layer_logits.append(self.head(x0, x1) + prior)
@@ -203,6 +216,11 @@ class Matcher(nn.Module):
         return out
 
 
+def replace_views(views: list, tuned: dict | None) -> list:
+    """``views`` with the fine-tuned ones swapped in (by view index)."""
+    return [tuned[j] if tuned and j in tuned else x for j, x in enumerate(views)]
+
+
 class Ensemble(nn.Module):
     """Matchers that differ only in their seed (``model.members``): their logits are
     averaged. Called like :class:`Matcher` (without deep supervision: it is trained
@@ -217,12 +235,9 @@ class Ensemble(nn.Module):
     def genre_head(self):
         return self.members[0].genre_head
 
-    def forward(self, views0, valid0, views1, valid1, lexical=None, sets0=(), sets1=()) -> dict:
+    def forward(self, views0, valid0, views1, valid1, lexical=None, **inputs) -> dict:
         logits = torch.stack(
-            [
-                m(views0, valid0, views1, valid1, lexical, sets0=sets0, sets1=sets1)["logits"]
-                for m in self.members
-            ]
+            [m(views0, valid0, views1, valid1, lexical, **inputs)["logits"] for m in self.members]
         ).mean(0)
         return {"logits": logits, "dist": logits_to_dist(logits), "layer_logits": []}
 
