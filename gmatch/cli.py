@@ -142,6 +142,7 @@ def cmd_sweep(args) -> int:
         args.out,
         args.overrides,
         skip_existing=args.skip_existing,
+        only=args.only or [],
         progress=not args.quiet,
     )
     return 0
@@ -254,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("overrides", nargs="*", help="key=value overrides applied to every run")
     sp.add_argument("--out", help="folder of the runs (default: runs/<config name>)")
     sp.add_argument("--skip-existing", action="store_true", help="keep finished runs, run the rest")
+    sp.add_argument(
+        "--only",
+        nargs="+",
+        metavar="LABEL",
+        help="run only the grid points carrying all these labels (case=image seed=0)",
+    )
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_sweep)
 

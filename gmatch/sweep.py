@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from gmatch.config import load_config
+from gmatch.config import ConfigError, load_config
 from gmatch.data import load_movielens
 from gmatch.features import load_features
 from gmatch.io import atomic_write_text
@@ -102,12 +102,18 @@ def run_sweep(
     extra: list[str] = (),
     skip_existing: bool = False,
     progress: bool = True,
+    only: list[str] = (),
 ) -> Path:
-    """Train and evaluate every grid point into ``out/<run name>/``, then build the table."""
+    """Train and evaluate every grid point into ``out/<run name>/``, then build the table.
+    ``only``: labels (``case=image``, ``seed=0``) a grid point must all carry to run."""
     config = Path(config)
     spec = yaml.safe_load(config.read_text()) or {}
     out = Path(out or Path("runs") / config.stem)
     grid = grid_points(spec)
+    if only:
+        grid = [(labels, o) for labels, o in grid if set(only) <= set(labels)]
+        if not grid:
+            raise ConfigError(f"{config}: no grid point carries all of {', '.join(only)}")
     features_cache: dict = {}
     blocks: dict = {}  # feature blocks by spec, shared by the grid points of one data set
     for i, (labels, overrides) in enumerate(grid, 1):

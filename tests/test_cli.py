@@ -296,6 +296,13 @@ def test_sweep_runs_a_grid_and_builds_the_table(tiny_dir, cache_dir, tmp_path, c
     assert main(["sweep", str(cfg), "--out", str(out), "--quiet"]) == 2
     assert main(["sweep", str(cfg), "--out", str(out), "--quiet", "--skip-existing"]) == 0
     assert capsys.readouterr().out.count("finished, skipped") == 4
+    # --only runs the grid points that carry all the given labels.
+    part = tmp_path / "part"
+    only = ["--only", "seed=1", "model.n_layers=0"]
+    assert main(["sweep", str(cfg), "--out", str(part), "--quiet", *only]) == 0
+    assert [p.name for p in part.iterdir() if p.is_dir()] == ["n_layers=0-seed=1"]
+    assert main(["sweep", str(cfg), "--out", str(part), "--quiet", "--only", "seed=7"]) == 2
+    assert "no grid point carries all of seed=7" in capsys.readouterr().err
 
 
 def test_sweep_cases_cross_the_grid():
