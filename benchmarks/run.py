@@ -507,6 +507,103 @@ def bench_ray(n: int = 96) -> list[dict]:
     ]
 
 
+def bench_finetune(n: int = 128, repeat: int = 3) -> list[dict]:
+    """One training step's tower cost (forward + backward) for ``n`` posters / intros:
+    the tail that ``train.finetune`` trains on cached trunk activations vs the naive
+    reference, the whole tower trained from pixels / tokens. Variants interleaved,
+    ``repeat`` times each, median."""
+    from gmatch.data import load_image, load_movielens
+    from gmatch.finetune import ImageTail, TextTail
+    from gmatch.specs import build_encoder
+    from gmatch.text import strip_boilerplate
+
+    ms = load_movielens(DATA)
+    enc = build_encoder("image:efficientnet_lite0")
+    x = torch.stack([enc.preprocess(load_image(p)) for p in ms.poster_paths[:n]])
+    tails = {k: ImageTail(enc.model, k) for k in (1, 2, 3, 8)}
+    inputs = {k: t.trunk(x) for k, t in tails.items()}
+    full = tails[8]  # every stage trainable: the trunk is the stem only
+    for p_ in full.net.parameters():
+        p_.requires_grad_(True)
+
+    def step(fn):
+        def run():
+            fn().sum().backward()
+
+        return run
+
+    tenc = build_encoder("text:mpnet")
+    texts = sorted((strip_boilerplate(t) for t in ms.intros[:n]), key=len)
+    ttail = TextTail(tenc.model, 1)
+    hs = ttail.trunk(texts)
+    h = torch.nn.utils.rnn.pad_sequence(hs, batch_first=True)
+    mask = (torch.arange(h.shape[1])[None] < torch.tensor([len(v) for v in hs])[:, None]).long()
+    st = tenc.model
+    st.train()
+    for p_ in st.parameters():
+        p_.requires_grad_(True)
+    tok = (getattr(st, "preprocess", None) or st.tokenize)(texts)
+
+    variants = {
+        **{
+            f"image tail, last {k} stage(s)": step(lambda k=k: tails[k](inputs[k]))
+            for k in (1, 2, 3)
+        },
+        "image, whole network from pixels": step(
+            lambda: full.net.forward_head(full.net.forward_features(x), pre_logits=True)
+        ),
+        "text tail, last mpnet layer": step(lambda: ttail(h, mask)),
+        "text, whole mpnet from tokens": step(lambda: st(tok)["sentence_embedding"]),
+    }
+    times = {k: [] for k in variants}
+    for fn in variants.values():  # warm-up
+        fn()
+    for _ in range(repeat):
+        for name, fn in variants.items():
+            times[name].append(_timeit(fn))
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    rows = []
+    for name, sec in med.items():
+        ref = med[
+            "image, whole network from pixels"
+            if name.startswith("image")
+            else "text, whole mpnet from tokens"
+        ]
+        rows.append(
+            {
+                "what": f"{name}: forward + backward, {n} items (s)",
+                "value": sec,
+                "reference": ref,
+                "note": f"{n / sec:.0f} items/s; reference: the whole tower",
+            }
+        )
+    return rows
+
+
+def _write_md(
+    path: Path, title: str, command: str, rows: list[dict], digits: int = 3, note: str = ""
+) -> None:
+    """Print and write a benchmark table (value, reference, ratio per row)."""
+    from gmatch.io import atomic_write_text
+
+    lines = [
+        f"# gmatch benchmarks: {title}",
+        "",
+        f"Command: `{command}` ({time.strftime('%Y-%m-%d')}{note}).",
+        "",
+        "| measurement | gmatch | reference | ratio | note |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['what']} | {r['value']:.{digits}f} | {r['reference']:.{digits}f} | "
+        f"{r['value'] / r['reference']:.2f} | {r['note']} |"
+        for r in rows
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    atomic_write_text(path, text)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -528,57 +625,50 @@ def main(argv=None) -> int:
     p.add_argument(
         "--ray", action="store_true", help="only the Ray rows (writes benchmarks/RAY.md)"
     )
+    p.add_argument(
+        "--finetune",
+        action="store_true",
+        help="only the fine-tuning rows: tower tails vs whole towers (writes benchmarks/FINETUNE.md)",
+    )
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.one:
         print(json.dumps(one_inference(args.n, args.one)))
         return 0
     torch.set_num_threads(2)
+    if args.finetune:
+        t0 = time.time()
+        rows = bench_finetune()
+        _write_md(
+            ROOT / "benchmarks" / "FINETUNE.md",
+            "fine-tuning the towers (issue 21)",
+            "python -m benchmarks.run --finetune",
+            rows,
+            note=f", {time.time() - t0:.0f} s; 2 cores, torch threads 2; median of 3, variants interleaved",
+        )
+        return 0
     if args.reading:
         t0 = time.time()
         rows = bench_reading()
-        lines = [
-            "# gmatch benchmarks: reading posters (issue 16)",
-            "",
-            f"Command: `python -m benchmarks.run --reading` ({time.strftime('%Y-%m-%d')}, {time.time() - t0:.0f} s; "
-            "2 cores, torch threads 2).",
-            "",
-            "| measurement | gmatch | reference | ratio | note |",
-            "|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {r['what']} | {r['value']:.3f} | {r['reference']:.3f} | {r['value'] / r['reference']:.2f} | "
-            f"{r['note']} |"
-            for r in rows
-        ]
-        from gmatch.io import atomic_write_text
-
-        text = "\n".join(lines) + "\n"
-        print(text)
-        atomic_write_text(ROOT / "benchmarks" / "READING.md", text)
+        _write_md(
+            ROOT / "benchmarks" / "READING.md",
+            "reading posters (issue 16)",
+            "python -m benchmarks.run --reading",
+            rows,
+            note=f", {time.time() - t0:.0f} s; 2 cores, torch threads 2",
+        )
         return 0
     if args.ray:
         t0 = time.time()
         rows = bench_ray(96) + bench_ray(384)
-        lines = [
-            "# gmatch benchmarks: more than one machine (Ray)",
-            "",
-            f"Command: `python -m benchmarks.run --ray` ({time.strftime('%Y-%m-%d')}, {time.time() - t0:.0f} s; "
-            "one 2-core machine, so the node processes share its cores).",
-            "",
-            "| measurement | gmatch | reference | ratio | note |",
-            "|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {r['what']} | {r['value']:.1f} | {r['reference']:.1f} | {r['value'] / r['reference']:.2f} | "
-            f"{r['note']} |"
-            for r in rows
-        ]
-        from gmatch.io import atomic_write_text
-
-        text = "\n".join(lines) + "\n"
-        print(text)
-        atomic_write_text(ROOT / "benchmarks" / "RAY.md", text)
+        _write_md(
+            ROOT / "benchmarks" / "RAY.md",
+            "more than one machine (Ray)",
+            "python -m benchmarks.run --ray",
+            rows,
+            digits=1,
+            note=f", {time.time() - t0:.0f} s; one 2-core machine, so the node processes share its cores",
+        )
         return 0
     if args.extraction:
         t0 = time.time()
