@@ -35,28 +35,31 @@ class DegenerateDistanceError(ValueError):
     """D cannot be scored: constant rows/columns make ``topk`` order undefined."""
 
 
-def _as_tensor(D) -> torch.Tensor:
+def _as_tensor(D, square: bool = True) -> torch.Tensor:
     if isinstance(D, np.ndarray):
         D = torch.from_numpy(D)
     if not isinstance(D, torch.Tensor):
         raise TypeError(f"D must be a numpy array or torch tensor, got {type(D)}")
-    if D.ndim != 2 or D.shape[0] != D.shape[1]:
+    if D.ndim != 2 or (square and D.shape[0] != D.shape[1]):
         raise ValueError(f"D must be square [N x N], got shape {tuple(D.shape)}")
     return D
 
 
-def check_distance(D) -> None:
+def check_distance(D, row_offset: int = 0, columns: bool = True) -> None:
     """Raise :class:`DegenerateDistanceError` if D is non-finite or has a constant
-    row or column (the SPEC: a degenerate D must not score)."""
-    D = _as_tensor(D)
+    row or column (the SPEC: a degenerate D must not score). For a row chunk of a
+    streamed D: ``row_offset`` = index of its first row, ``columns=False`` (a chunk
+    sees only part of each column)."""
+    D = _as_tensor(D, square=columns)
     if not torch.isfinite(D).all():
         raise DegenerateDistanceError("D contains NaN or inf values")
-    if D.shape[0] < 2:
-        return
-    for dim, name in ((1, "row"), (0, "column")):
+    checks = [(1, "row", row_offset)] + ([(0, "column", 0)] if columns else [])
+    for dim, name, offset in checks:
+        if D.shape[dim] < 2:
+            continue
         spread = D.amax(dim=dim) - D.amin(dim=dim)
         if (spread == 0).any():
-            idx = int(torch.nonzero(spread == 0)[0])
+            idx = offset + int(torch.nonzero(spread == 0)[0])
             raise DegenerateDistanceError(
                 f"D has a constant {name} (index {idx}); its top-k is undefined"
             )

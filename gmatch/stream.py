@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from gmatch.lexical import make_scorer
-from gmatch.metrics import DegenerateDistanceError, rank_metrics
+from gmatch.metrics import DegenerateDistanceError, check_distance, rank_metrics
 from gmatch.models import Ensemble
 from gmatch.models.matcher import replace_views
 from gmatch.priors import dense_prior_factors
@@ -95,7 +95,7 @@ class BlockScorer:
         the query), top-k lists, and this block's share of the column ranks and extrema."""
         s, e = block
         L = self.logits(s, e)
-        _check_scores(L, s)
+        check_distance(L, row_offset=s, columns=False)
         rows = torch.arange(e - s)
         at_least = L >= diag[s:e, None]
         at_least[rows, rows + s] = False  # the true pair itself
@@ -182,19 +182,6 @@ def streamed_ranks(
         "rank_i2p": rank_i2p.numpy(),
         "top_p2i": torch.cat([p["top"] for p in parts]).numpy(),
     }
-
-
-def _check_scores(L: torch.Tensor, start: int) -> None:
-    """The streamed twin of :func:`gmatch.metrics.check_distance` for one row chunk."""
-    if not torch.isfinite(L).all():
-        raise DegenerateDistanceError("D contains NaN or inf values")
-    if L.shape[1] > 1:
-        const = L.amax(1) == L.amin(1)
-        if const.any():
-            i = start + int(torch.nonzero(const)[0])
-            raise DegenerateDistanceError(
-                f"D has a constant row (index {i}); its top-k is undefined"
-            )
 
 
 def streamed_metrics(ranks: dict, ratio: float = 0.05) -> dict:
