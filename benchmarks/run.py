@@ -157,7 +157,6 @@ def bench_ocr(n: int) -> list[dict]:
         (OCRConfig(), "default: det 480, no angle classifier"),
         (OCRConfig(det_limit_side_len=736, use_cls=True), "RapidOCR stock: det 736 + cls"),
     ):
-        ocr._ENGINE = None
         ocr._read_one((ms.poster_paths[0], conf))  # warm-up
         t = time.perf_counter()
         lines = [ocr._read_one((p, conf)) for p in ms.poster_paths]
@@ -171,7 +170,77 @@ def bench_ocr(n: int) -> list[dict]:
                 "note": f"{chars:.0f} clean chars/poster, 1 thread",
             }
         )
-    ocr._ENGINE = None
+    return rows
+
+
+def bench_ocr_levers(n: int = 96, repeat: int = 2) -> list[dict]:
+    """OCR levers (issue 18): seconds per poster in one process (1 thread) of RapidOCR
+    stock, gmatch's default and variants (detector side, recognition padding width),
+    interleaved, best of ``repeat``; each variant's confident lines compared with the
+    default's (share of posters read identically). Then the end-to-end rate of
+    ``read_posters`` (2 worker processes, empty cache) for stock and the default."""
+    import tempfile
+
+    from gmatch.data import load_movielens
+    from gmatch.encoders import ocr
+    from gmatch.encoders.ocr import OCRConfig, ocr_lines, read_posters
+
+    ms = load_movielens(DATA).subset(np.arange(200, 200 + n))
+    variants = {
+        "RapidOCR stock (det 736, angle classifier)": OCRConfig(
+            det_limit_side_len=736, use_cls=True
+        ),
+        "default (det 480, no classifier)": OCRConfig(),
+        "det 480, recognition width 96": OCRConfig(rec_width=96),
+        "det 384, recognition width 96": OCRConfig(det_limit_side_len=384, rec_width=96),
+        "det 320, recognition width 96": OCRConfig(det_limit_side_len=320, rec_width=96),
+    }
+    times = {k: [] for k in variants}
+    out = {}
+    for conf in variants.values():
+        ocr._read_one((ms.poster_paths[0], conf))  # warm-up (loads the models)
+    for _ in range(repeat):
+        for name, conf in variants.items():
+            t = time.perf_counter()
+            out[name] = [ocr._read_one((p, conf)) for p in ms.poster_paths]
+            times[name].append((time.perf_counter() - t) / n)
+    stock = "RapidOCR stock (det 736, angle classifier)"
+    base = [ocr_lines(x) for x in out["default (det 480, no classifier)"]]
+    rows = []
+    for name in variants:
+        lines = [ocr_lines(x) for x in out[name]]
+        same = np.mean([a == b for a, b in zip(lines, base)])
+        rows.append(
+            {
+                "what": f"OCR s/poster, 1 process: {name}",
+                "value": min(times[name]),
+                "reference": min(times[stock]),
+                "note": f"{np.mean([len(x) for x in lines]):.2f} confident lines/poster; "
+                f"{same:.0%} of posters read as the default does; reference: stock",
+            }
+        )
+    e2e = {}
+    for name in (stock, "default (det 480, no classifier)"):
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            read_posters(
+                ms.poster_paths,
+                ms.poster_hashes(),
+                Path(tmp) / "c.json",
+                variants[name],
+                workers=2,
+                progress=False,
+            )
+            e2e[name] = time.perf_counter() - t
+    for name, sec in e2e.items():
+        rows.append(
+            {
+                "what": f"read_posters, {n} new posters, 2 processes: {name} (s)",
+                "value": sec,
+                "reference": e2e[stock],
+                "note": f"{n / sec:.1f} posters/s end to end (pool start and model loading included)",
+            }
+        )
     return rows
 
 
@@ -626,6 +695,9 @@ def main(argv=None) -> int:
         "--ray", action="store_true", help="only the Ray rows (writes benchmarks/RAY.md)"
     )
     p.add_argument(
+        "--ocr", action="store_true", help="only the OCR levers (writes benchmarks/OCR.md)"
+    )
+    p.add_argument(
         "--finetune",
         action="store_true",
         help="only the fine-tuning rows: tower tails vs whole towers (writes benchmarks/FINETUNE.md)",
@@ -636,6 +708,16 @@ def main(argv=None) -> int:
         print(json.dumps(one_inference(args.n, args.one)))
         return 0
     torch.set_num_threads(2)
+    if args.ocr:
+        t0 = time.time()
+        _write_md(
+            ROOT / "benchmarks" / "OCR.md",
+            "poster OCR (issue 18)",
+            "python -m benchmarks.run --ocr",
+            bench_ocr_levers(),
+            note=f", {time.time() - t0:.0f} s; 2 cores",
+        )
+        return 0
     if args.finetune:
         t0 = time.time()
         rows = bench_finetune()

@@ -163,3 +163,19 @@ def test_onnx_backend_gives_the_torch_features():
     assert (
         np.abs(EfficientNetLite0Encoder(flip=True, backend="onnx").encode(ims) - ref).max() > 1e-3
     )  # flip matters
+
+
+def test_ocr_settings_key_keeps_the_shipped_cache_and_separates_new_settings():
+    import json
+
+    from gmatch.encoders.ocr import OCRConfig
+
+    shipped = json.loads((DATA.parent / "ocr" / "movielens_rapidocr.json").read_text())["settings"]
+    assert OCRConfig().key() == shipped  # adding rec_width did not orphan the shipped OCR
+    keys = {
+        OCRConfig().key(),
+        OCRConfig(rec_width=96).key(),
+        OCRConfig(det_limit_side_len=320).key(),
+    }
+    assert len(keys) == 3
+    assert OCRConfig(min_confidence=0.9).key() == shipped  # cleaning only, not what is cached

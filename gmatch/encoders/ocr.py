@@ -35,30 +35,35 @@ class OCRConfig:
     )
     use_cls: bool = False  # the angle classifier: posters are upright, skipping it is ~25% faster
     min_confidence: float = 0.6  # lines below this are dropped by clean_ocr, kept in the cache
+    rec_width: int = 320  # recognition pads each batch of lines to at least this width
+    #                       (PaddleOCR's 320); less = less padding on short lines
 
     def key(self) -> str:
-        # min_confidence only affects cleaning, not what is cached.
-        raw = json.dumps({"det": self.det_limit_side_len, "cls": self.use_cls}, sort_keys=True)
-        return hashlib.sha1(raw.encode()).hexdigest()[:8]
+        # min_confidence only affects cleaning, not what is cached; rec_width enters the
+        # key only when changed, so caches written before it existed stay valid.
+        raw = {"det": self.det_limit_side_len, "cls": self.use_cls}
+        if self.rec_width != 320:
+            raw["rec_width"] = self.rec_width
+        return hashlib.sha1(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:8]
 
 
-_ENGINE = None
+_ENGINES: dict = {}  # one RapidOCR per setting, per process
 
 
 def _engine(conf: OCRConfig):
-    global _ENGINE
-    if _ENGINE is None:
+    if conf not in _ENGINES:
         try:
             from rapidocr_onnxruntime import RapidOCR
         except ImportError as e:  # pragma: no cover - dependency is pinned
             raise ImportError("poster OCR needs `pip install rapidocr-onnxruntime`") from e
-        _ENGINE = RapidOCR(
+        _ENGINES[conf] = RapidOCR(
             use_cls=conf.use_cls,
             det_limit_side_len=conf.det_limit_side_len,
+            rec_img_shape=[3, 48, conf.rec_width],
             intra_op_num_threads=1,
             inter_op_num_threads=1,
         )
-    return _ENGINE
+    return _ENGINES[conf]
 
 
 def _lines(rgb, conf: OCRConfig) -> list[list]:
