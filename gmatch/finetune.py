@@ -282,7 +282,11 @@ def _image_acts(ms, enc, tail: ImageTail, views, cache_dir, progress) -> torch.T
     cache = _Cache(cache_dir, key)
     keys = ms.poster_hashes()
     todo = [(k, p) for k, p in dict(zip(keys, ms.poster_paths)).items() if cache.get(k) is None]
-    for k, path in tqdm(todo, desc=f"trunk cache ({views} views)", disable=not progress):
+    for n, (k, path) in enumerate(
+        tqdm(todo, desc=f"trunk cache ({views} views)", disable=not progress), start=1
+    ):
+        if n % 500 == 0:  # an interrupted fill keeps what it computed
+            _write_cache(cache.path, list(cache.rows), list(cache.rows.values()), np.float16)
         im = load_image(path)
         ims = [im] + [augment_poster(im, _item_rng(k, v)) for v in range(1, views)]
         # Plain NCHW, not channels_last: with a channels_last trunk the first training run
