@@ -9,7 +9,7 @@ import gmatch.train as train_mod
 from gmatch.checkpoint import checkpoint_features, load_checkpoint, save_checkpoint
 from gmatch.config import ConfigError, load_config
 from gmatch.data import load_image, load_movielens
-from gmatch.evaluate import predict_dist
+from gmatch.evaluate import predict_dist, split_metrics
 from gmatch.features import load_features
 from gmatch.finetune import (
     ImageTail,
@@ -20,6 +20,7 @@ from gmatch.finetune import (
     tuned_encoder,
     weights_hash,
 )
+from gmatch.runs import streamed_split_metrics
 from gmatch.specs import build_encoder
 from gmatch.train import train
 
@@ -110,6 +111,12 @@ def test_finetune_trains_the_tower_and_the_checkpoint_reproduces_it(tiny_dir, ca
     again = checkpoint_features(path, ckpt, conf2, ms, cache_dir, progress=False)
     D1, D2 = predict_dist(result.model, result.feats), predict_dist(model, again)
     assert torch.equal(D1, D2)
+    # Large-N mode scores the tuned views too: streamed ranks give the dense metrics.
+    dense = split_metrics(D2, ms)
+    streamed = streamed_split_metrics(model, again, ms, chunk=16)
+    for block in ("official", "train"):
+        for key in ("acc_dim0", "acc_dim1", "poster_to_intro/R@1", "intro_to_poster/R@10"):
+            assert streamed[block][key] == pytest.approx(dense[block][key], abs=1e-12)
     # ... and differs from the frozen features' D under the same matcher (negative control).
     frozen_feats = load_features(ms, conf, progress=False)
     assert not torch.equal(D1, predict_dist(model, frozen_feats))
