@@ -582,7 +582,7 @@ def bench_finetune(n: int = 128, repeat: int = 3) -> list[dict]:
     reference, the whole tower trained from pixels / tokens. Variants interleaved,
     ``repeat`` times each, median."""
     from gmatch.data import load_image, load_movielens
-    from gmatch.finetune import ImageTail, TextTail
+    from gmatch.finetune import ImageTail, TextTail, pad_states
     from gmatch.specs import build_encoder
     from gmatch.text import strip_boilerplate
 
@@ -604,9 +604,7 @@ def bench_finetune(n: int = 128, repeat: int = 3) -> list[dict]:
     tenc = build_encoder("text:mpnet")
     texts = sorted((strip_boilerplate(t) for t in ms.intros[:n]), key=len)
     ttail = TextTail(tenc.model, 1)
-    hs = ttail.trunk(texts)
-    h = torch.nn.utils.rnn.pad_sequence(hs, batch_first=True)
-    mask = (torch.arange(h.shape[1])[None] < torch.tensor([len(v) for v in hs])[:, None]).long()
+    h, mask = pad_states(ttail.trunk(texts))
     st = tenc.model
     st.train()
     for p_ in st.parameters():

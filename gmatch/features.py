@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from gmatch.config import Config, ConfigError
 from gmatch.data import DataError, MovieSet, load_image, training_positions
 from gmatch.encoders.ocr import OCRConfig, clean_ocr, ocr_lines, read_posters
+from gmatch.io import atomic_savez
 from gmatch.lexical import pair_scores, set_elements, set_starts
 from gmatch.priors import precomputed_pairs
 from gmatch.specs import (
@@ -51,7 +52,6 @@ __all__ = [
     "Features",
     "load_features",
     "extract",
-    "extract_with",
     "poster_texts",
     "poster_lines",
     "text_cache_key",
@@ -133,10 +133,7 @@ def _write_cache(path: Path, keys, rows, dtype) -> None:
     """``<path>`` = item keys, their rows as ``dtype`` and a checksum, written atomically."""
     keys = np.array(keys, dtype="U64")
     values = np.stack(rows).astype(dtype)
-    tmp = path.with_suffix(".tmp.npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(tmp, keys=keys, values=values, checksum=np.array(_checksum(keys, values)))
-    tmp.replace(path)
+    atomic_savez(path, keys=keys, values=values, checksum=np.array(_checksum(keys, values)))
 
 
 def _checksum(keys: np.ndarray, values: np.ndarray) -> str:
@@ -301,17 +298,22 @@ def extract(
     progress: bool = True,
     batch_size: int = 32,
     tfidf_state: dict | None = None,
+    enc=None,
 ) -> FeatureBlock:
     """Features of every movie in ``ms`` for one spec (see :mod:`gmatch.specs`).
 
     ``text:tfidf`` / ``ocr:tfidf`` fit their vocabulary and IDF on
     ``ms.intros[ms.train_idx]`` only, or reuse a fitted ``tfidf_state``
     (from a checkpoint), which lets a folder without train.txt be scored.
+    ``enc``: an encoder object to use instead of the spec's (a fine-tuned one,
+    :mod:`gmatch.finetune`; ``image:`` and ``text:`` views), cached under its own key.
     """
     view, name, _ = parse_spec(spec)
     cache_dir = Path(cache_dir)
+    if enc is not None and view not in ("image", "text"):
+        raise ConfigError(f"{spec}: only image: and text: views take a given encoder")
     if view == "image":
-        return _extract_image(ms, spec, cache_dir, progress, batch_size)
+        return _extract_image(ms, spec, cache_dir, progress, batch_size, enc)
     if view in SET_VIEWS:
         return _extract_set(ms, spec, cache_dir, progress, 4 * batch_size)
     if view == "text":
@@ -321,22 +323,7 @@ def extract(
     valid = np.array([bool(t) for t in texts])
     if name in SPARSE_ENCODERS or name == "tfidf":
         return _extract_fitted(ms, spec, texts, valid, tfidf_state)
-    values = _text_encode(spec, texts, cache_dir, 4 * batch_size, progress, feature_seeds(ms))
-    values[~valid] = 0
-    return FeatureBlock(spec, values, valid)
-
-
-def extract_with(ms: MovieSet, spec: str, enc, cache_dir, progress: bool = True) -> FeatureBlock:
-    """A node view (``image:`` or ``text:``) through a given encoder object (a
-    fine-tuned one, :mod:`gmatch.finetune`), cached under that encoder's own key."""
-    view = parse_spec(spec)[0]
-    if view == "image":
-        return _extract_image(ms, spec, Path(cache_dir), progress, 32, enc)
-    if view != "text":
-        raise ConfigError(f"{spec}: only image: and text: views take a given encoder")
-    texts = [strip_boilerplate(t) for t in ms.intros]
-    valid = np.array([bool(t) for t in texts])
-    values = _text_encode(spec, texts, Path(cache_dir), 128, progress, (), enc)
+    values = _text_encode(spec, texts, cache_dir, 4 * batch_size, progress, feature_seeds(ms), enc)
     values[~valid] = 0
     return FeatureBlock(spec, values, valid)
 
@@ -570,8 +557,9 @@ class Features:
             "lexical": self.lexical_scores(idx0, idx1),
         }
         for side, idx in ((0, idx0), (1, idx1)):
-            if any(s == side for s, _ in self.tuned):
-                out[f"tuned{side}"] = self.tuned_views(idx, side)
+            tuned = self.tuned_views(idx, side)
+            if tuned:
+                out[f"tuned{side}"] = tuned
         if self.poster_sets or self.intro_sets:
             out["sets0"], out["sets1"] = (
                 self.local_sets(idx0, "poster"),

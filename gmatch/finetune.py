@@ -47,8 +47,9 @@ from gmatch.features import (
     _Cache,
     _sha,
     _write_cache,
-    extract_with,
+    extract,
 )
+from gmatch.io import atomic_savez
 from gmatch.specs import build_encoder, parse_spec
 from gmatch.text import strip_boilerplate
 
@@ -57,6 +58,7 @@ __all__ = [
     "augment_poster",
     "ImageTail",
     "TextTail",
+    "pad_states",
     "Tower",
     "build_towers",
     "tuned_encoder",
@@ -152,6 +154,14 @@ class ImageTail(nn.Module):
             for k, v in self.net.state_dict().items()
             if k.startswith(tuple(self.prefixes))
         }
+
+
+def pad_states(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden states [T_i x H] of several texts -> padded [B x T x H] and mask [B x T]
+    (1 = a token): the input of :class:`TextTail`."""
+    hidden = nn.utils.rnn.pad_sequence(seqs, batch_first=True)
+    lengths = torch.tensor([len(s) for s in seqs])
+    return hidden, (torch.arange(hidden.shape[1])[None] < lengths[:, None]).long()
 
 
 class TextTail(nn.Module):
@@ -251,11 +261,8 @@ class Tower:
             else:
                 view = torch.zeros(len(idx), dtype=torch.long)
             return (self.acts[idx, view].to(device=device, dtype=torch.float32),)
-        seqs = [self.acts[int(i)] for i in idx]
-        hidden = nn.utils.rnn.pad_sequence(seqs, batch_first=True).to(device, torch.float32)
-        lengths = torch.tensor([len(s) for s in seqs])
-        mask = (torch.arange(hidden.shape[1])[None] < lengths[:, None]).long().to(device)
-        return hidden, mask
+        hidden, mask = pad_states([self.acts[int(i)] for i in idx])
+        return hidden.to(device, torch.float32), mask.to(device)
 
     def __call__(self, idx, augment: bool, device, chunk: int, grad_checkpoint: bool = False):
         """Tuned features [len(idx) x D] on the CPU (gradients flow into the tail).
@@ -319,16 +326,13 @@ def _text_acts(texts: list[str], tail: TextTail, name: str, cache_dir, progress)
         for (k, _), h in zip(batch, tail.trunk([t for _, t in batch])):
             rows[k] = h.numpy().astype(np.float16)
     if todo:
-        tmp = path.with_suffix(".tmp.npz")
-        path.parent.mkdir(parents=True, exist_ok=True)
         ks = list(rows)
-        np.savez(
-            tmp,
+        atomic_savez(
+            path,
             keys=np.array(ks, dtype="U64"),
             values=np.concatenate([rows[k] for k in ks]),
             lengths=np.array([len(rows[k]) for k in ks]),
         )
-        tmp.replace(path)
     return [torch.from_numpy(rows[k].astype(np.float32)) for k in keys]
 
 
@@ -395,7 +399,7 @@ def tuned_features(feats: Features, ms: MovieSet, entries: list[dict], cache_dir
     out.tuned = dict(feats.tuned)
     out.finetune = list(entries)
     for entry in entries:
-        block = extract_with(ms, entry["spec"], tuned_encoder(entry), cache_dir, progress)
+        block = extract(ms, entry["spec"], cache_dir, progress, enc=tuned_encoder(entry))
         out.tuned[(entry["side"], entry["index"])] = block
     return out
 

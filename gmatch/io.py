@@ -14,6 +14,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "atomic_save_npy",
+    "atomic_savez",
     "atomic_torch_save",
 ]
 
@@ -82,6 +83,11 @@ def atomic_write_json(path: Path, obj) -> None:
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     _atomic(path, lambda f: np.save(f, array))
+
+
+def atomic_savez(path: Path, **arrays) -> None:
+    """``np.savez`` of ``arrays`` to ``path`` (keep the ``.npz`` suffix), atomically."""
+    _atomic(path, lambda f: np.savez(f, **arrays))
 
 
 def atomic_torch_save(path: Path, obj) -> None:

@@ -220,9 +220,9 @@ def _train_step(conf: Config, feats: Features, state: TrainState) -> float:
     episode = next(state.stream)
     deep = train_conf.deep_supervision > 0 and conf.model.n_layers > 0
     inputs = feats.inputs(episode)
+    rt = conf.runtime
     for t in state.towers:  # the tuned views of this episode, one augmented view per poster
-        device, rt = device_of(conf), conf.runtime
-        x = t(episode, True, device, rt.tower_chunk, rt.grad_checkpoint)
+        x = t(episode, True, device_of(conf), rt.tower_chunk, rt.grad_checkpoint)
         inputs.setdefault(f"tuned{t.side}", {})[t.index] = x
     pred = state.model(**inputs, all_layers=deep)
     loss = total_loss(pred, train_conf.loss, train_conf.deep_supervision, train_conf.sinkhorn_iters)

@@ -17,6 +17,7 @@ from gmatch.finetune import (
     _item_rng,
     augment_poster,
     build_towers,
+    pad_states,
     tuned_encoder,
     weights_hash,
 )
@@ -68,9 +69,7 @@ def test_text_tail_of_trunk_is_the_frozen_encoder(tiny_dir):
     ms = load_movielens(tiny_dir)
     texts = list(ms.intros[:5])
     tail = TextTail(enc.model, 2)
-    hs = tail.trunk(texts)
-    h = torch.nn.utils.rnn.pad_sequence(hs, batch_first=True)
-    mask = (torch.arange(h.shape[1])[None] < torch.tensor([len(x) for x in hs])[:, None]).long()
+    h, mask = pad_states(tail.trunk(texts))
     np.testing.assert_allclose(tail(h, mask).detach().numpy(), enc.encode(texts), atol=1e-4)
 
 
