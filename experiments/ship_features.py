@@ -16,7 +16,14 @@ from pathlib import Path
 
 from gmatch.config import load_config
 from gmatch.data import load_movielens
-from gmatch.features import extract, poster_lines, poster_texts, text_cache_key, write_seed
+from gmatch.features import (
+    extract,
+    ocr_config,
+    poster_lines,
+    poster_texts,
+    text_cache_key,
+    write_seed,
+)
 from gmatch.priors import parse_prior, precomputed_pairs
 from gmatch.specs import parse_spec
 from gmatch.text import split_sentences, strip_boilerplate
@@ -24,16 +31,17 @@ from gmatch.text import split_sentences, strip_boilerplate
 SHIP = ("mpnet",)  # encoders slow enough to ship
 
 
-def texts_of(ms, spec: str, cache_dir) -> list[str]:
-    """The texts a spec encodes (as gmatch.features.extract builds them)."""
+def texts_of(ms, spec: str, cache_dir, ocr=None) -> list[str]:
+    """The texts a spec encodes (as gmatch.features.extract builds them, with the OCR
+    settings ``ocr``)."""
     view = parse_spec(spec)[0]
     if view == "text":
         return [strip_boilerplate(t) for t in ms.intros]
     if view == "sents":
         return [s for t in ms.intros for s in split_sentences(t)]
     if view == "ocrlines":
-        return [x for lines in poster_lines(ms, cache_dir, False) for x in lines]
-    return poster_texts(ms, cache_dir, False, segment=view == "ocrseg")
+        return [x for lines in poster_lines(ms, cache_dir, False, ocr) for x in lines]
+    return poster_texts(ms, cache_dir, False, segment=view == "ocrseg", ocr=ocr)
 
 
 def main(argv=None) -> int:
@@ -53,8 +61,9 @@ def main(argv=None) -> int:
     for spec in sorted(specs):
         if parse_spec(spec)[1] not in SHIP:
             continue
-        extract(ms, spec, conf.data.cache_dir, progress=True)  # make sure every row is cached
-        texts = [t for t in texts_of(ms, spec, conf.data.cache_dir) if t]
+        ocr = ocr_config(conf.data)
+        extract(ms, spec, conf.data.cache_dir, progress=True, ocr=ocr)  # every row cached
+        texts = [t for t in texts_of(ms, spec, conf.data.cache_dir, ocr) if t]
         by_key.setdefault(text_cache_key(spec), []).extend(
             hashlib.sha1(t.encode()).hexdigest() for t in texts
         )

@@ -3,6 +3,8 @@ embedding space (OCR text and intro through the same encoder), max-pooled for se
 views (OCR lines, intro sentences), and weighted sums of them (the model's priors).
 
     python -m experiments.zero_shot
+    python -m experiments.zero_shot --ocr-det-side 320 --ocr-rec-width 96 \
+        --out experiments/results/zero_shot_ocr320      # other OCR settings (data.ocr_*)
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import argparse
 import torch
 
 from experiments.common import write_results
+from gmatch.config import DataConf
 from gmatch.data import load_movielens
-from gmatch.features import extract
+from gmatch.features import extract, ocr_config
 from gmatch.metrics import evaluate_distance
 
 PAIRS = [
@@ -58,12 +61,12 @@ COMBINED = {
 }
 
 
-def cosine(ms, a: str, b: str, cache_dir) -> tuple[torch.Tensor, float]:
+def cosine(ms, a: str, b: str, cache_dir, ocr=None) -> tuple[torch.Tensor, float]:
     """Scores [N x N] of poster view a vs intro view b (cosine; max-pooled cosine for set
-    views), and the share of posters with text."""
+    views), and the share of posters with text; ``ocr``: the OCR settings."""
     from gmatch.lexical import pair_scores
 
-    x, y = extract(ms, a, cache_dir, False), extract(ms, b, cache_dir, False)
+    x, y = extract(ms, a, cache_dir, False, ocr=ocr), extract(ms, b, cache_dir, False, ocr=ocr)
     return pair_scores(x, y), float(x.valid.mean())  # posters without text get a zero row
 
 
@@ -72,13 +75,17 @@ def main(argv=None) -> int:
     p.add_argument("--data", default="data/movielens")
     p.add_argument("--cache-dir", default="cache")
     p.add_argument("--out", default="experiments/results/zero_shot")
+    default = DataConf()
+    p.add_argument("--ocr-det-side", type=int, default=default.ocr_det_side)
+    p.add_argument("--ocr-rec-width", type=int, default=default.ocr_rec_width)
     args = p.parse_args(argv)
+    ocr = ocr_config(DataConf(ocr_det_side=args.ocr_det_side, ocr_rec_width=args.ocr_rec_width))
     ms = load_movielens(args.data)
     lines = [
         "| poster view | intro view | posters with text | official dim0 / dim1 | held-out dim0 / dim1 | held-out R@1 |",
         "|---|---|---|---|---|---|",
     ]
-    rows = [(a, b, *cosine(ms, a, b, args.cache_dir)) for a, b in PAIRS]
+    rows = [(a, b, *cosine(ms, a, b, args.cache_dir, ocr)) for a, b in PAIRS]
     sims = {(a, b): S for a, b, S, _ in rows}
     for name, terms in COMBINED.items():
         S = sum(w * sims[(a, b)] for a, b, w in terms)
@@ -94,8 +101,15 @@ def main(argv=None) -> int:
             f"| {a} | {b} | {with_text:.3f} | {o['acc_dim0']:.4f} / {o['acc_dim1']:.4f} | "
             f"{h['acc_dim0']:.4f} / {h['acc_dim1']:.4f} | {h['poster_to_intro/R@1']:.4f} |"
         )
+    flags = (
+        "" if args.ocr_det_side == default.ocr_det_side else f" --ocr-det-side {args.ocr_det_side}"
+    )
+    if args.ocr_rec_width != default.ocr_rec_width:
+        flags += f" --ocr-rec-width {args.ocr_rec_width}"
+    if args.out != p.get_default("out"):
+        flags += f" --out {args.out}"
     text = (
-        "Command: `python -m experiments.zero_shot` (no training; chance 0.05; set views "
+        f"Command: `python -m experiments.zero_shot{flags}` (no training; chance 0.05; set views "
         "`ocrlines`/`sents` score the max over their elements).\n\n" + "\n".join(lines) + "\n"
     )
     write_results(args.out, text)

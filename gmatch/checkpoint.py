@@ -10,7 +10,7 @@ import torch
 from gmatch.config import Config, ConfigError, merge, to_dict
 from gmatch.data import MovieSet
 from gmatch.evaluate import predict_dist
-from gmatch.features import Features
+from gmatch.features import Features, ocr_config
 from gmatch.finetune import tuned_features
 from gmatch.io import atomic_torch_save
 from gmatch.models import Ensemble, Matcher, build_matcher
@@ -127,6 +127,7 @@ def checkpoint_features(
         conf.model.prior,
         poster_sets=ckpt.get("poster_sets", []),
         intro_sets=ckpt.get("intro_sets", []),
+        ocr=ocr_config(conf.data),  # the OCR settings it was trained with
     )
     if ckpt.get("finetune"):  # the node views read through the checkpoint's tuned towers
         feats = tuned_features(

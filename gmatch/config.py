@@ -46,6 +46,9 @@ class DataConf:
     poster_sets: list[str] = field(default_factory=list)  # set views whose elements become local
     #                                nodes of each poster's graph (ocrlines:mpnet); [] = no local stage
     intro_sets: list[str] = field(default_factory=list)  # the same for intros (sents:mpnet)
+    ocr_det_side: int = 480  # poster OCR: detector input side (RapidOCR det_limit_side_len,
+    #                          the poster's short side is scaled to it); smaller = faster
+    ocr_rec_width: int = 320  # poster OCR: recognition pads a batch of lines to this width
 
 
 @dataclass
@@ -88,6 +91,9 @@ class ModelConf:
     )
     local_global: bool = True  # the movie's global node joins its local graph
     local_tied: bool = True  # one element projection for both sides (same encoder space)
+    rerank: float = 0.0  # >0: cross-attention re-ranking of each poster's top share of intros
+    #                      and each intro's top share of posters (needs local nodes)
+    rerank_dim: int = 32  # width of the re-ranker's cross attention (its cost per node pair)
 
 
 @dataclass
@@ -98,6 +104,9 @@ class TrainConf:
     weight_decay: float = 0.05  # AdamW weight decay
     warmup: int = 50  # warm-up steps, then cosine decay
     episode_sizes: list[int] = field(default_factory=lambda: [128, 256, 512])  # movies per episode
+    hard_negatives: float = 0.0  # share of an episode filled with its other movies' nearest
+    #                              confusers under the zero-shot priors (training movies only)
+    hard_pool: int = 16  # confusers kept per training movie for that
     loss: Literal["ce", "sinkhorn"] = (
         "ce"  # ce (symmetric InfoNCE = dual-softmax CE) or sinkhorn (OT)
     )
@@ -258,14 +267,20 @@ def _coerce(value, typ, key: str):
             raise ConfigError(f"config key {key!r}: expected int, got {value!r}")
         if key in _AT_LEAST and out < _AT_LEAST[key]:
             raise ConfigError(f"config key {key!r}: must be >= {_AT_LEAST[key]}, got {out!r}")
+        if key in _AT_MOST and out > _AT_MOST[key]:
+            raise ConfigError(f"config key {key!r}: must be <= {_AT_MOST[key]}, got {out!r}")
         return out
     raise ConfigError(f"config key {key!r}: unsupported type {typ}")
 
 
 # Lower bounds of numeric settings whose other values have no meaning.
 _AT_LEAST = {
+    "data.ocr_det_side": 32,
+    "data.ocr_rec_width": 48,
     "model.local_dim": 1,
     "model.local_layers": 0,
+    "model.rerank": 0.0,
+    "model.rerank_dim": 1,
     "model.local_heads": 1,
     "model.members": 1,
     "model.n_layers": 0,
@@ -273,6 +288,8 @@ _AT_LEAST = {
     "model.num_heads": 1,
     "train.steps": 0,
     "train.eval_every": 1,
+    "train.hard_pool": 1,
+    "train.hard_negatives": 0.0,
     "train.finetune_blocks": 1,
     "train.finetune_text_layers": 1,
     "train.augment_views": 1,
@@ -281,6 +298,9 @@ _AT_LEAST = {
     "runtime.chunk": 1,
     "runtime.attn_chunk": 1,
 }
+
+# Upper bounds, likewise (an episode keeps at least a tenth of random anchors).
+_AT_MOST = {"train.hard_negatives": 0.9, "model.rerank": 1.0}
 
 
 def merge(conf, overrides: dict, prefix: str = ""):

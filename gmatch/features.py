@@ -53,6 +53,7 @@ __all__ = [
     "load_features",
     "extract",
     "poster_texts",
+    "ocr_config",
     "poster_lines",
     "text_cache_key",
     "write_seed",
@@ -195,8 +196,15 @@ def distributed(runner):
         _RUNNER.reset(token)
 
 
-def _poster_ocr(ms: MovieSet, cache_dir: Path, progress: bool = True):
-    conf = OCRConfig()
+def ocr_config(data) -> OCRConfig:
+    """The OCR settings of a config's ``data`` section."""
+    return OCRConfig(det_limit_side_len=data.ocr_det_side, rec_width=data.ocr_rec_width)
+
+
+def _poster_ocr(
+    ms: MovieSet, cache_dir: Path, progress: bool = True, conf: OCRConfig | None = None
+):
+    conf = conf or OCRConfig()
     cache_file = Path(cache_dir) / f"ocr_rapidocr_{conf.key()}.json"
     # The OCR cache shipped beside the course data (data/ocr/movielens_rapidocr.json).
     seed = Path(ms.root).parent / "ocr" / f"{Path(ms.root).name}_rapidocr.json"
@@ -213,17 +221,24 @@ def _poster_ocr(ms: MovieSet, cache_dir: Path, progress: bool = True):
 
 
 def poster_texts(
-    ms: MovieSet, cache_dir: Path, progress: bool = True, segment: bool = False
+    ms: MovieSet,
+    cache_dir: Path,
+    progress: bool = True,
+    segment: bool = False,
+    ocr: OCRConfig | None = None,
 ) -> list[str]:
     """Cleaned OCR text of every poster (empty string: no text found); ``segment``
-    splits runs read without spaces into words."""
-    lines, conf = _poster_ocr(ms, cache_dir, progress)
+    splits runs read without spaces into words; ``ocr``: the OCR settings (default
+    :class:`OCRConfig`)."""
+    lines, conf = _poster_ocr(ms, cache_dir, progress, ocr)
     return [clean_ocr(x, conf.min_confidence, segment) for x in lines]
 
 
-def poster_lines(ms: MovieSet, cache_dir: Path, progress: bool = True) -> list[list[str]]:
+def poster_lines(
+    ms: MovieSet, cache_dir: Path, progress: bool = True, ocr: OCRConfig | None = None
+) -> list[list[str]]:
     """Confident, segmented OCR lines of every poster (an empty list: no text)."""
-    lines, conf = _poster_ocr(ms, cache_dir, progress)
+    lines, conf = _poster_ocr(ms, cache_dir, progress, ocr)
     return [ocr_lines(x, conf.min_confidence, segment=True) for x in lines]
 
 
@@ -299,6 +314,7 @@ def extract(
     batch_size: int = 32,
     tfidf_state: dict | None = None,
     enc=None,
+    ocr: OCRConfig | None = None,
 ) -> FeatureBlock:
     """Features of every movie in ``ms`` for one spec (see :mod:`gmatch.specs`).
 
@@ -307,6 +323,8 @@ def extract(
     (from a checkpoint), which lets a folder without train.txt be scored.
     ``enc``: an encoder object to use instead of the spec's (a fine-tuned one,
     :mod:`gmatch.finetune`; ``image:`` and ``text:`` views), cached under its own key.
+    ``ocr``: the OCR settings of poster-text views (default :class:`OCRConfig`,
+    i.e. ``data.ocr_*`` at their defaults; :func:`ocr_config`).
     """
     view, name, _ = parse_spec(spec)
     cache_dir = Path(cache_dir)
@@ -315,11 +333,11 @@ def extract(
     if view == "image":
         return _extract_image(ms, spec, cache_dir, progress, batch_size, enc)
     if view in SET_VIEWS:
-        return _extract_set(ms, spec, cache_dir, progress, 4 * batch_size)
+        return _extract_set(ms, spec, cache_dir, progress, 4 * batch_size, ocr)
     if view == "text":
         texts = [strip_boilerplate(t) for t in ms.intros]
     else:
-        texts = poster_texts(ms, cache_dir, progress, segment=view == "ocrseg")
+        texts = poster_texts(ms, cache_dir, progress, segment=view == "ocrseg", ocr=ocr)
     valid = np.array([bool(t) for t in texts])
     if name in SPARSE_ENCODERS or name == "tfidf":
         return _extract_fitted(ms, spec, texts, valid, tfidf_state)
@@ -348,7 +366,12 @@ def _extract_image(
 
 
 def _extract_set(
-    ms: MovieSet, spec: str, cache_dir: Path, progress: bool, batch_size: int
+    ms: MovieSet,
+    spec: str,
+    cache_dir: Path,
+    progress: bool,
+    batch_size: int,
+    ocr: OCRConfig | None = None,
 ) -> FeatureBlock:
     """A set view: every OCR line / intro sentence embedded on its own, ``owner`` per row."""
     view, name, _ = parse_spec(spec)
@@ -357,7 +380,7 @@ def _extract_set(
             f"feature spec {spec!r}: set views ({', '.join(SET_VIEWS)}) take a sentence encoder"
         )
     if view == "ocrlines":
-        lists = poster_lines(ms, cache_dir, progress)
+        lists = poster_lines(ms, cache_dir, progress, ocr)
     else:
         lists = [split_sentences(t) for t in ms.intros]
     owner = np.repeat(np.arange(len(lists)), [len(x) for x in lists])
@@ -445,11 +468,13 @@ class Features:
         memo: dict | None = None,
         poster_sets: list[str] = (),
         intro_sets: list[str] = (),
+        ocr: OCRConfig | None = None,
     ) -> Features:
         """Extract (or read from the cache) every view of both sides; ``states``
         maps a spec to a fitted encoder state (a checkpoint's TF-IDF); the
         lexical pairs named in ``prior`` are extracted too. ``memo`` (a dict the
-        caller keeps, e.g. over a sweep on one data set) reuses blocks by spec."""
+        caller keeps, e.g. over a sweep on one data set) reuses blocks by spec (and
+        OCR settings); ``ocr``: the OCR settings of poster-text views."""
         states = states or {}
         for spec in list(poster_specs) + list(intro_specs):
             if is_prior_only_spec(spec):
@@ -469,10 +494,10 @@ class Features:
 
         def get(s):
             if memo is None or states.get(s) is not None:
-                return extract(ms, s, cache_dir, progress, tfidf_state=states.get(s))
-            key = (str(ms.root), len(ms), s)
+                return extract(ms, s, cache_dir, progress, tfidf_state=states.get(s), ocr=ocr)
+            key = (str(ms.root), len(ms), s, (ocr or OCRConfig()).key())
             if key not in memo:
-                memo[key] = extract(ms, s, cache_dir, progress)
+                memo[key] = extract(ms, s, cache_dir, progress, ocr=ocr)
             return memo[key]
 
         lexical = [(get(a), get(b)) for a, b, _ in precomputed_pairs(prior)]
@@ -619,4 +644,5 @@ def load_features(
         memo=memo,
         poster_sets=d.poster_sets,
         intro_sets=d.intro_sets,
+        ocr=ocr_config(d),
     )

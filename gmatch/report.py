@@ -17,8 +17,10 @@ import numpy as np
 import torch
 
 from gmatch.checkpoint import checkpoint_features, load_checkpoint
+from gmatch.config import Config, ConfigError, DataConf, merge
 from gmatch.data import MovieSet, load_movielens
 from gmatch.encoders.ocr import OCRConfig, clean_ocr
+from gmatch.features import ocr_config
 from gmatch.io import atomic_write_text
 from gmatch.metrics import bootstrap_acc, evaluate_distance, get_acc, true_ranks
 
@@ -180,10 +182,10 @@ def _cut(text: str, n: int) -> str:
     return text[:n].rsplit(" ", 1)[0].rstrip(",.;:") + " …"
 
 
-def cached_ocr_texts(ms: MovieSet, cache_dir) -> list[str] | None:
-    """Cleaned OCR text per poster from the OCR caches (local or shipped) without
-    reading any poster; None when some poster has no cached OCR."""
-    conf = OCRConfig()
+def cached_ocr_texts(ms: MovieSet, cache_dir, conf: OCRConfig | None = None) -> list[str] | None:
+    """Cleaned OCR text per poster from the OCR caches (local or shipped) of the OCR
+    settings ``conf`` without reading any poster; None when some poster has no cached OCR."""
+    conf = conf or OCRConfig()
     items: dict = {}
     for path in (
         Path(ms.root).parent / "ocr" / f"{Path(ms.root).name}_rapidocr.json",
@@ -724,8 +726,11 @@ def make_report(
     scope = "held-out movies" if len(ms.heldout_idx) else "all movies"
     sub = D[pool][:, pool]
     ranks_p2i, ranks_i2p = true_ranks(sub, 1), true_ranks(sub, 0)  # among the pool
-    cache_dir = (rec.get("config") or {}).get("data", {}).get("cache_dir", "cache")
-    ocr = cached_ocr_texts(ms, cache_dir)
+    try:
+        data_conf = merge(Config(), rec.get("config") or {}).data  # the run's OCR settings
+    except ConfigError:  # a run of a gmatch version whose options are gone
+        data_conf = DataConf()
+    ocr = cached_ocr_texts(ms, data_conf.cache_dir, ocr_config(data_conf))
     parts = [
         f"<h1>gmatch report: {html.escape(run_dir.name)}</h1>",
         f"<p>data: {html.escape(str(ms.root))} &middot; {len(ms)} movies, {len(ms.train_idx)} training pairs "

@@ -133,6 +133,7 @@ def run_sweep(
             tuple(conf.model.prior),
             tuple(conf.data.poster_sets),
             tuple(conf.data.intro_sets),
+            (conf.data.ocr_det_side, conf.data.ocr_rec_width),
             subset,
         )
         if key not in features_cache:

@@ -180,3 +180,50 @@ def test_ocr_settings_key_keeps_the_shipped_cache_and_separates_new_settings():
     }
     assert len(keys) == 3
     assert OCRConfig(min_confidence=0.9).key() == shipped  # cleaning only, not what is cached
+
+
+def test_ocr_settings_follow_the_config_into_features_and_checkpoints(tmp_path):
+    """data.ocr_* choose what is read (their own cache file), and a checkpoint trained
+    with them evaluates with them; the default settings read other lines (control)."""
+    from conftest import make_folder
+
+    from gmatch.checkpoint import checkpoint_features, load_checkpoint, save_checkpoint
+    from gmatch.config import load_config
+    from gmatch.encoders.ocr import OCRConfig
+    from gmatch.features import load_features
+    from gmatch.train import train
+
+    folder = make_folder(tmp_path / "d", n=24, n_train=16)
+    cache = tmp_path / "cache"
+    conf = load_config(
+        None,
+        [
+            f"data.root={folder}",
+            f"data.cache_dir={cache}",
+            "data.poster_views=[ocr:minilm]",
+            "data.intro_views=[text:minilm]",
+            "data.ocr_det_side=320",
+            "data.ocr_rec_width=96",
+            "model.prior=[]",
+            "model.dim=8",
+            "train.steps=2",
+            "train.eval_every=1",
+            "train.episode_sizes=[8]",
+            "train.refit=false",
+        ],
+    )
+    fast = OCRConfig(det_limit_side_len=320, rec_width=96)
+    ms = load_movielens(folder)
+    feats = load_features(ms, conf, progress=False)
+    assert sorted(cache.glob("ocr_rapidocr_*.json")) == [cache / f"ocr_rapidocr_{fast.key()}.json"]
+    expected = extract(ms, "ocr:minilm", cache, False, ocr=fast).values
+    assert np.array_equal(feats.poster[0].values, expected)
+    result = train(conf, ms, feats, progress=False)
+    save_checkpoint(tmp_path / "m.pt", result.model, conf, feats)
+    _, loaded, ckpt = load_checkpoint(tmp_path / "m.pt")
+    again = checkpoint_features(tmp_path / "m.pt", ckpt, loaded, ms, cache, progress=False)
+    assert np.array_equal(again.poster[0].values, expected)
+    assert len(list(cache.glob("ocr_rapidocr_*.json"))) == 1  # nothing read with other settings
+    default = extract(ms, "ocr:minilm", cache, False, ocr=OCRConfig()).values
+    assert len(list(cache.glob("ocr_rapidocr_*.json"))) == 2
+    assert not np.array_equal(default, expected)

@@ -10,7 +10,7 @@ from conftest import scramble_
 
 from gmatch.config import ModelConf
 from gmatch.models import Matcher
-from gmatch.models.local import LocalStage, complete_edges
+from gmatch.models.local import LocalStage, candidate_pairs, complete_edges
 
 
 def random_sets(n, dim, g, max_elems=4, empty=0.2):
@@ -111,7 +111,8 @@ def test_local_blocks_see_their_own_graph_only():
     assert moved[2] > 1e-3 and torch.all(moved[torch.arange(6) != 2] < 1e-6)
 
 
-def test_matcher_with_local_stage_trains_and_roundtrips(tiny_dir, cache_dir, tmp_path):
+@pytest.mark.parametrize("rerank", [0.0, 0.25])
+def test_matcher_with_local_stage_trains_and_roundtrips(tiny_dir, cache_dir, tmp_path, rerank):
     """The pipeline: set views become local nodes, the loss falls, the checkpoint reproduces D,
     and large-N mode refuses the local stage with a clear message."""
     from gmatch.checkpoint import load_checkpoint, save_checkpoint
@@ -135,6 +136,7 @@ def test_matcher_with_local_stage_trains_and_roundtrips(tiny_dir, cache_dir, tmp
             "model.dim=16",
             "model.local_dim=16",
             "model.local_layers=1",
+            f"model.rerank={rerank}",
             "train.steps=40",
             "train.eval_every=20",
             "train.episode_sizes=[16]",
@@ -147,6 +149,9 @@ def test_matcher_with_local_stage_trains_and_roundtrips(tiny_dir, cache_dir, tmp
     assert [b.spec for b in feats.poster_sets] == ["ocrlines:minilm"]
     result = train(conf, ms, feats, progress=False)
     assert isinstance(result.model, Matcher) and result.model.local is not None
+    assert (result.model.local.cross is not None) == bool(rerank)
+    if rerank:  # the cross step was trained (it starts as the identity)
+        assert result.model.local.cross.out0.weight.abs().sum() > 0
     losses = [r["loss"] for r in result.history]
     assert losses[-1] < losses[0]
     D = predict_dist(result.model, feats)
@@ -158,3 +163,83 @@ def test_matcher_with_local_stage_trains_and_roundtrips(tiny_dir, cache_dir, tmp
         streamed_ranks(
             model, inputs["views0"], inputs["valid0"], inputs["views1"], inputs["valid1"]
         )
+
+
+def test_candidate_pairs_are_the_row_and_column_top_k_once():
+    g = torch.Generator().manual_seed(5)
+    S = torch.randn(7, 9, generator=g)
+    pi, pj = candidate_pairs(S, 0.3)  # top 3 intros per poster, top 3 posters per intro
+    got = set(zip(pi.tolist(), pj.tolist()))
+    want = {(i, j) for i in range(7) for j in torch.topk(S[i], 3).indices.tolist()}
+    want |= {(i, j) for j in range(9) for i in torch.topk(S[:, j], 3).indices.tolist()}
+    assert got == want and len(pi) == len(want)
+
+
+def rerank_stage(**kw):
+    conf = local_conf(
+        rerank=0.4, rerank_dim=8, local_layers=1, **kw
+    )  # a fresh cross step is the identity
+    return scramble_(LocalStage(conf, [12], [12], chunk=5), std=0.3).eval()
+
+
+def test_rerank_moves_candidate_pairs_as_a_per_pair_loop_says():
+    """Chunked, batched re-ranking equals cross-attending each candidate pair on its own;
+    other pairs keep their first-stage score; a fresh re-ranker changes nothing."""
+    g = torch.Generator().manual_seed(6)
+    stage = rerank_stage()
+    sets0, sets1 = [random_sets(8, 12, g)], [random_sets(7, 12, g)]
+    x0, x1 = torch.randn(8, 16, generator=g), torch.randn(7, 16, generator=g)
+    base = torch.randn(8, 7, generator=g)
+    with torch.no_grad():
+        h0, b0 = stage.nodes(sets0, x0, 0)
+        h1, b1 = stage.nodes(sets1, x1, 1)
+        first = stage._pooled(h0, b0, h1, b1, 8, 7)
+        got = stage(sets0, sets1, x0, x1, base=base) - first
+        pi, pj = candidate_pairs(base + first, 0.4)
+        beta = stage.log_sharpness_r.exp()
+        scale = stage.log_scale_r.exp()
+        want = torch.zeros(8, 7)
+        c = stage.cross
+        for i, j in zip(pi.tolist(), pj.tolist()):
+            y0, y1 = c.proj(h0[b0 == i]), c.proj(h1[b1 == j])
+
+            def pooled(a, b):
+                sim = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
+                return math.log(torch.exp(beta * sim).mean().item()) / beta
+
+            def attend(x, q, k, v, out, y):  # nodes x attend to the other graph's nodes y
+                w = torch.softmax(q(x) @ k(y).T / math.sqrt(x.shape[1]), dim=1)
+                return x + w @ out(v(y))
+
+            before = pooled(y0, y1)
+            z0 = attend(y0, c.q0, c.k1, c.v1, c.out0, y1)
+            z1 = attend(y1, c.q1, c.k0, c.v0, c.out1, y0)
+            want[i, j] = scale * (pooled(z0, z1) - before)
+        chunked = stage.rerank(base + first, h0, b0, h1, b1, chunk=7)
+    assert torch.allclose(got, want, atol=1e-4)
+    assert torch.allclose(chunked, want, atol=1e-4)
+    mask = torch.zeros(8, 7, dtype=torch.bool)
+    mask[pi, pj] = True
+    assert (got[mask] != 0).any() and torch.all(got[~mask] == 0) and not mask.all()
+    fresh = LocalStage(local_conf(rerank=0.4), [12], [12]).eval()
+    with torch.no_grad():
+        h0, b0 = fresh.nodes(sets0, x0, 0)
+        h1, b1 = fresh.nodes(sets1, x1, 1)
+        assert torch.equal(fresh.rerank(base, h0, b0, h1, b1), torch.zeros(8, 7))
+
+
+def test_rerank_is_permutation_equivariant():
+    g = torch.Generator().manual_seed(7)
+    stage = rerank_stage()
+    sets0, sets1 = [random_sets(9, 12, g)], [random_sets(8, 12, g)]
+    x0, x1 = torch.randn(9, 16, generator=g), torch.randn(8, 16, generator=g)
+    assert equivariance_error(stage, sets0, sets1, x0, x1, g) < 1e-4
+    # Negative control: a copy-index bias inside the cross step must break the check.
+    plain = stage.cross.forward
+
+    def biased(h0, h1, idx0, idx1, src, dst):
+        y0, y1 = plain(h0, h1, idx0, idx1, src, dst)
+        return y0 + torch.arange(len(y0))[:, None] / len(y0), y1
+
+    stage.cross.forward = biased
+    assert equivariance_error(stage, sets0, sets1, x0, x1, g) > 1e-3

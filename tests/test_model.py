@@ -462,3 +462,53 @@ def test_train_fraction_fits_text_statistics_on_the_subset_only(tiny_dir, cache_
     assert (
         ms.train_idx.tolist() == load_movielens(tiny_dir).train_idx.tolist()
     )  # evaluation keeps train.txt
+
+
+def test_hard_episodes_hold_prior_confusers_from_training_movies_only(tiny_dir, cache_dir):
+    """train.hard_negatives: neighbours come from the zero-shot priors on the phase's
+    training movies (never a movie itself, never a validation or test movie); episodes
+    fill up with them, so their pairs are more confusable than random episodes'
+    (control: hard=0 gives exactly the plain stream)."""
+    from gmatch.config import ConfigError
+    from gmatch.train import EpisodeStream, confusable
+
+    conf = load_config(
+        None,
+        [
+            f"data.root={tiny_dir}",
+            f"data.cache_dir={cache_dir}",
+            "data.poster_views=[image:efficientnet_lite0]",
+            "data.intro_views=[text:minilm]",
+            "model.prior=[ocr:chars=text:chars@4]",
+        ],
+    )
+    ms = load_movielens(tiny_dir)
+    feats = load_features(ms, conf, progress=False)
+    model = new_model(conf, feats)
+    pos = np.sort(ms.train_idx)[:24]  # a phase's training movies
+    nb = confusable(model, feats, pos, 4)
+    assert nb.shape == (24, 4) and set(nb.ravel()) <= set(pos.tolist())
+    assert all(p not in row for p, row in zip(pos, nb))
+    # Ranked by the prior: the first neighbour scores at least as high as the last.
+    S = feats.lexical_scores(pos, pos)[0]
+    sym = torch.maximum(S, S.T)
+    k = {int(p): i for i, p in enumerate(pos)}
+    for i, row in enumerate(nb):
+        assert sym[i, k[int(row[0])]] >= sym[i, k[int(row[-1])]]
+    plain = EpisodeStream(0, pos, [8])
+    same = EpisodeStream(0, pos, [8], nb, 0.0)
+    hard = EpisodeStream(0, pos, [8], nb, 0.5)
+    score = {"plain": [], "hard": []}
+    for _ in range(30):
+        a, b, h = next(plain), next(same), next(hard)
+        assert np.array_equal(a, b)
+        assert len(h) == 8 and len(set(h.tolist())) == 8 and set(h.tolist()) <= set(pos.tolist())
+        for name, ep in (("plain", a), ("hard", h)):
+            rows = [k[int(p)] for p in ep]
+            sub = sym[rows][:, rows]
+            score[name].append(float(sub[~torch.eye(len(rows), dtype=bool)].mean()))
+    assert np.mean(score["hard"]) > np.mean(score["plain"])
+    conf.model.prior = []  # no priors: nothing to mine neighbours from
+    bare = new_model(conf, feats)
+    with pytest.raises(ConfigError, match="hard_negatives"):
+        confusable(bare, feats, pos, 4)

@@ -15,6 +15,16 @@ The pair score of posters i and intros j needs only node embeddings, so all N x 
 scores are computed chunk by chunk over poster nodes (never a node x node matrix of
 all pairs at once). No score depends on node or movie order: the stage is
 permutation-equivariant (tested with an index-dependent negative control).
+
+Re-ranking (``model.rerank`` > 0, SuperGlue's cross step): cross-attention between a
+poster graph and an intro graph depends on the pair, so it runs only on candidate
+pairs: each poster's top ``ceil(rerank * M)`` intros and each intro's top
+``ceil(rerank * N)`` posters under the scores so far (global head + priors + local
+stage). Per candidate pair the two graphs' nodes are copied, one cross-attention step
+(:class:`PairCrossAttention`) lets every poster node attend to the intro's nodes and
+back, and the pair's node-pair cosines are smooth-max pooled again; the pair's score
+moves by ``scale * (pooled after - pooled before)``. The step starts as the identity,
+so a fresh re-ranker changes nothing; other pairs keep their score.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from torch import nn
 from gmatch.config import ModelConf
 from gmatch.models.attention import ffn
 
-__all__ = ["LocalStage", "complete_edges"]
+__all__ = ["LocalStage", "PairCrossAttention", "complete_edges", "candidate_pairs", "pair_edges"]
 
 SHARPNESS_MAX = 50.0  # smooth-max sharpness clamp (exp(-2 * 50) still > float32 tiny)
 
@@ -71,6 +81,86 @@ class GraphSelfBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         return x + self.ffn(torch.cat([x, self.conv(x, edge_index)], dim=-1))
+
+
+def candidate_pairs(S: torch.Tensor, share: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pairs (i, j) with j among poster i's top ``ceil(share * M)`` intros or i among
+    intro j's top ``ceil(share * N)`` posters under ``S`` [N x M], each once."""
+    n, m = S.shape
+    k1, k0 = min(m, math.ceil(share * m)), min(n, math.ceil(share * n))
+    rows = torch.topk(S, k1, dim=1).indices  # [N x k1]
+    cols = torch.topk(S, k0, dim=0).indices  # [k0 x M]
+    flat = torch.cat(
+        [
+            (torch.arange(n)[:, None] * m + rows).reshape(-1),
+            (cols * m + torch.arange(m)[None, :]).reshape(-1),
+        ]
+    )
+    flat = torch.unique(flat)
+    return flat // m, flat % m
+
+
+def pair_edges(pi, pj, b0: torch.Tensor, b1: torch.Tensor, n: int, m: int):
+    """Per candidate pair (pi[p], pj[p]) a copy of poster pi's nodes and of intro pj's
+    nodes, and every (poster copy, intro copy) edge of the pair.
+
+    Returns ``idx0`` / ``idx1`` (the node each copy is of), ``src`` / ``dst`` (edges:
+    poster copy -> intro copy) and ``pair_e`` (each edge's pair).
+    """
+
+    def copies(batch, owners, size):
+        order = torch.argsort(batch, stable=True)
+        counts = torch.bincount(batch, minlength=size)
+        starts = torch.cumsum(counts, 0) - counts
+        c = counts[owners]
+        pair = torch.repeat_interleave(torch.arange(len(owners)), c)
+        within = torch.arange(int(c.sum())) - torch.repeat_interleave(torch.cumsum(c, 0) - c, c)
+        return order[starts[owners][pair] + within], c
+
+    idx0, c0 = copies(b0, pi, n)
+    idx1, c1 = copies(b1, pj, m)
+    ce = c0 * c1
+    pair_e = torch.repeat_interleave(torch.arange(len(pi)), ce)
+    within = torch.arange(int(ce.sum())) - torch.repeat_interleave(torch.cumsum(ce, 0) - ce, ce)
+    off0, off1 = torch.cumsum(c0, 0) - c0, torch.cumsum(c1, 0) - c1
+    src = off0[pair_e] + torch.div(within, c1[pair_e], rounding_mode="floor")
+    dst = off1[pair_e] + within % c1[pair_e].clamp(min=1)
+    return idx0, idx1, src, dst, pair_e
+
+
+class PairCrossAttention(nn.Module):
+    """One cross step inside every candidate pair (SuperGlue's cross attention with a
+    linear message update): each poster-node copy attends to the pair's intro nodes
+    and each intro-node copy to the pair's poster nodes,
+    ``y = h + W_o sum_e softmax_e(q . k / sqrt(d)) v``. Queries, keys and ``W_o v`` are
+    linear in the node, so they are computed once per node and gathered per edge: the
+    per-pair work is O(edges x width), no matrix product per copy; nodes are first
+    projected to the re-ranker's ``width`` (``model.rerank_dim``), which sets that cost.
+    ``W_o`` starts at zero (a fresh step is the identity)."""
+
+    def __init__(self, dim: int, width: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, width, bias=False)  # both sides: the re-ranker's space
+        self.q0, self.k0, self.v0 = (nn.Linear(width, width) for _ in range(3))
+        self.q1, self.k1, self.v1 = (nn.Linear(width, width) for _ in range(3))
+        self.out0, self.out1 = nn.Linear(width, width), nn.Linear(width, width)
+        for out in (self.out0, self.out1):
+            nn.init.zeros_(out.weight)
+            nn.init.zeros_(out.bias)
+
+    def forward(self, h0, h1, idx0, idx1, src, dst):
+        """Updated copies ``(y0 [C0 x d], y1 [C1 x d])`` of nodes ``h0[idx0]`` /
+        ``h1[idx1]``; edges join poster copy ``src[e]`` and intro copy ``dst[e]``."""
+        _, scatter, softmax = _pyg()
+        d = h0.shape[1]
+        a, b = idx0[src], idx1[dst]  # the original nodes at the two ends of each edge
+        q0, k0, u0 = self.q0(h0), self.k0(h0), self.out1(self.v0(h0))  # u0: poster -> intro
+        q1, k1, u1 = self.q1(h1), self.k1(h1), self.out0(self.v1(h1))  # u1: intro -> poster
+        w0 = softmax((q0[a] * k1[b]).sum(-1) / math.sqrt(d), src, num_nodes=len(idx0))
+        w1 = softmax((q1[b] * k0[a]).sum(-1) / math.sqrt(d), dst, num_nodes=len(idx1))
+        y0 = h0[idx0] + scatter(w0[:, None] * u1[b], src, dim=0, dim_size=len(idx0))
+        y1 = h1[idx1] + scatter(w1[:, None] * u0[a], dst, dim=0, dim_size=len(idx1))
+        return y0, y1
 
 
 class LocalStage(nn.Module):
@@ -115,6 +205,10 @@ class LocalStage(nn.Module):
         # Smooth-max sharpness (learned, log-parametrised) and the stage's logit scale.
         self.log_sharpness = nn.Parameter(torch.tensor(math.log(10.0)))
         self.log_scale = nn.Parameter(torch.tensor(math.log(1 / conf.tau_init)))
+        self.cross = PairCrossAttention(d, conf.rerank_dim) if conf.rerank > 0 else None
+        if self.cross is not None:  # the re-ranker's own pooling sharpness and scale
+            self.log_sharpness_r = nn.Parameter(torch.tensor(math.log(10.0)))
+            self.log_scale_r = nn.Parameter(torch.tensor(math.log(1 / conf.tau_init)))
 
     def nodes(self, sets: list, x: torch.Tensor | None, side: int):
         """Node embeddings [T x d] and their movie index [T] of one side's graphs."""
@@ -138,12 +232,55 @@ class LocalStage(nn.Module):
             return torch.tanh(self.edge_out(F.relu(a[:, None, :] + b[None, :, :]))[..., 0])
         return F.normalize(h0, dim=-1) @ F.normalize(h1, dim=-1).T
 
-    def forward(self, sets0, sets1, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, sets0, sets1, x0: torch.Tensor, x1: torch.Tensor, base: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Scores [N x M]; with re-ranking, ``base`` (the scores of the other parts of
+        the model) and these pick the candidate pairs whose score the cross blocks move."""
         n, m = len(x0), len(x1)
         h0, b0 = self.nodes(sets0, x0, 0)
         h1, b1 = self.nodes(sets1, x1, 1)
         if not len(h0) or not len(h1):
             return torch.zeros(n, m)
+        out = self._pooled(h0, b0, h1, b1, n, m)
+        if self.cross is not None:
+            total = out if base is None else base + out
+            out = out + self.rerank(total.detach(), h0, b0, h1, b1)
+        return out
+
+    def rerank(self, S, h0, b0, h1, b1, chunk: int = 2**20) -> torch.Tensor:
+        """Score changes [N x M] of the candidate pairs of ``S`` (zero elsewhere);
+        ``chunk``: about this many node-pair edges at a time."""
+        n, m = S.shape
+        pi, pj = candidate_pairs(S, self.conf.rerank)
+        _, scatter, _ = _pyg()
+        h0, h1 = self.cross.proj(h0), self.cross.proj(h1)
+        beta = self.log_sharpness_r.exp().clamp(max=SHARPNESS_MAX)
+        c0, c1 = torch.bincount(b0, minlength=n), torch.bincount(b1, minlength=m)
+        per_pair = max(1, int((c0[pi] * c1[pj]).float().mean().item())) if len(pi) else 1
+        step = max(1, chunk // per_pair)
+        g0, g1 = F.normalize(h0, dim=-1), F.normalize(h1, dim=-1)
+        deltas = []
+        for s in range(0, len(pi), step):
+            ci, cj = pi[s : s + step], pj[s : s + step]
+            idx0, idx1, src, dst, pair_e = pair_edges(ci, cj, b0, b1, n, m)
+            before = (g0[idx0[src]] * g1[idx1[dst]]).sum(-1)
+            y0, y1 = self.cross(h0, h1, idx0, idx1, src, dst)
+            after = (F.normalize(y0, dim=-1)[src] * F.normalize(y1, dim=-1)[dst]).sum(-1)
+            # smooth-max of each pair's node-pair cosines, after minus before
+            w = scatter(
+                torch.stack([torch.exp(beta * (after - 1)), torch.exp(beta * (before - 1))], 1),
+                pair_e,
+                dim=0,
+                dim_size=len(ci),
+            )
+            deltas.append((torch.log(w[:, 0] + 1e-30) - torch.log(w[:, 1] + 1e-30)) / beta)
+        delta = torch.cat(deltas) if deltas else torch.zeros(0)
+        flat = torch.zeros(n * m, dtype=delta.dtype).index_put((pi * m + pj,), delta)
+        return self.log_scale_r.exp().clamp(max=100) * flat.view(n, m)
+
+    def _pooled(self, h0, b0, h1, b1, n: int, m: int) -> torch.Tensor:
+        """Every movie pair's pooled node-pair score [N x M] (the first stage)."""
         pool = self.conf.local_pool
         _, scatter, softmax = _pyg()
         beta = self.log_sharpness.exp().clamp(max=SHARPNESS_MAX)

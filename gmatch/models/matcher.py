@@ -107,6 +107,11 @@ class Matcher(nn.Module):
         # Local-node graphs (OCR lines, intro sentences): a second score added to S.
         has_sets = bool(len(set_dims[0]) or len(set_dims[1]))
         self.local = LocalStage(conf, list(set_dims[0]), list(set_dims[1])) if has_sets else None
+        if conf.rerank > 0 and not has_sets:
+            raise ConfigError(
+                "model.rerank: re-ranking cross-attends local nodes; set data.poster_sets / "
+                "data.intro_sets (e.g. [ocrlines:mpnet] / [sents:mpnet]) or model.rerank=0"
+            )
 
     def forward(
         self,
@@ -148,7 +153,7 @@ class Matcher(nn.Module):
                 layer_logits.append(self.head(x0, x1) + prior)
         logits = layer_logits[-1] if all_layers else self.head(x0, x1) + prior
         if self.local is not None:
-            logits = logits + self.local(sets0, sets1, x0, x1)
+            logits = logits + self.local(sets0, sets1, x0, x1, base=logits)
             if all_layers:
                 layer_logits[-1] = logits
         out = {"logits": logits, "dist": logits_to_dist(logits), "layer_logits": layer_logits}
