@@ -375,6 +375,8 @@ def _extract_set(
 ) -> FeatureBlock:
     """A set view: every OCR line / intro sentence embedded on its own, ``owner`` per row."""
     view, name, _ = parse_spec(spec)
+    if view == "regions":
+        return _extract_regions(ms, spec, cache_dir, progress)
     if name in SPARSE_ENCODERS or name == "tfidf":
         raise ConfigError(
             f"feature spec {spec!r}: set views ({', '.join(SET_VIEWS)}) take a sentence encoder"
@@ -387,6 +389,31 @@ def _extract_set(
     flat = [x for items in lists for x in items]
     values = _text_encode(spec, flat, cache_dir, batch_size, progress, feature_seeds(ms))
     return FeatureBlock(spec, values, np.array([len(x) > 0 for x in lists]), None, owner)
+
+
+def _extract_regions(ms: MovieSet, spec: str, cache_dir: Path, progress: bool) -> FeatureBlock:
+    """``regions:efficientnet_lite0``: grid cells of each poster's feature map as a set
+    (cached per poster hash like the pooled image view, under their own key)."""
+    from gmatch.encoders.image import REGION_GRID, EfficientNetLite0Encoder
+
+    enc = build_encoder(spec)
+    if not isinstance(enc, EfficientNetLite0Encoder):
+        raise ConfigError(f"feature spec {spec!r}: regions need image:efficientnet_lite0")
+    cells = REGION_GRID[0] * REGION_GRID[1]
+    key = f"{parse_spec(spec)[1]}-regions-{_sha({**enc.settings(), 'grid': list(REGION_GRID)})}"
+    flat = _cached_encode(
+        cache_dir,
+        key,
+        ms.poster_hashes(),
+        ms.poster_paths,
+        lambda paths: enc.encode_regions([load_image(p) for p in paths]).reshape(len(paths), -1),
+        32,
+        f"{spec} posters",
+        progress,
+    )
+    values = flat.reshape(len(ms) * cells, -1)
+    owner = np.repeat(np.arange(len(ms)), cells)
+    return FeatureBlock(spec, values, np.ones(len(ms), dtype=bool), None, owner)
 
 
 def _extract_fitted(ms: MovieSet, spec: str, texts: list[str], valid, tfidf_state) -> FeatureBlock:
@@ -489,7 +516,8 @@ class Features:
         ]:
             if not is_set_spec(spec):
                 raise ConfigError(
-                    f"{key}: {spec} is not a set view (ocrlines:<encoder>, sents:<encoder>)"
+                    f"{key}: {spec} is not a set view (ocrlines:<encoder>, sents:<encoder>, "
+                    "regions:efficientnet_lite0)"
                 )
 
         def get(s):

@@ -41,7 +41,8 @@ def _as_tensor(D, square: bool = True) -> torch.Tensor:
     if not isinstance(D, torch.Tensor):
         raise TypeError(f"D must be a numpy array or torch tensor, got {type(D)}")
     if D.ndim != 2 or (square and D.shape[0] != D.shape[1]):
-        raise ValueError(f"D must be square [N x N], got shape {tuple(D.shape)}")
+        want = "square [N x N]" if square else "a 2-D [rows x N] chunk"
+        raise ValueError(f"D must be {want}, got shape {tuple(D.shape)}")
     return D
 
 

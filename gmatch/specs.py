@@ -15,10 +15,14 @@
 ``ocrseg:<encoder>``           the same with runs like "grumpieroldmen" split into words
 ``ocrlines:<encoder>``         a *set* view: each segmented OCR line of a poster on its own
 ``sents:<encoder>``            a *set* view: each sentence of an intro on its own
+``regions:efficientnet_lite0`` a *set* view: the poster's EfficientNet feature map pooled
+                               over a 3 x 2 grid, one element per cell (its features,
+                               L2-normalised, and a one-hot of its cell)
 =============================  ======================================================
 
 Sparse (``chars``) and set views enter the model only as prior pairs
-(:mod:`gmatch.priors`); the others can be node features.
+(:mod:`gmatch.priors`) or as local nodes (``data.poster_sets`` / ``data.intro_sets``);
+the others can be node features.
 """
 
 from __future__ import annotations
@@ -90,7 +94,7 @@ ENCODERS: dict[str, tuple[Callable | None, str]] = {
 # Encoders whose features are sparse lexical vectors: usable in prior pairs only.
 SPARSE_ENCODERS = ("chars",)
 # Views whose items are sets of elements (prior pairs only, max-pooled).
-SET_VIEWS = ("ocrlines", "sents")
+SET_VIEWS = ("ocrlines", "sents", "regions")
 VIEWS = ("image", "text", "ocr", "ocrseg", *SET_VIEWS)
 
 
@@ -105,7 +109,7 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
             f"feature spec {spec!r}: unknown encoder {name!r}; known: {sorted(ENCODERS)}"
         )
     kind = ENCODERS[name][1]
-    want = "image" if view == "image" else "text"
+    want = "image" if view in ("image", "regions") else "text"
     if kind not in (want, "both"):
         raise ConfigError(f"feature spec {spec!r}: {name} is a {kind} encoder, not for view {view}")
     return view, name, arg or None

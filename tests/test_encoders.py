@@ -227,3 +227,28 @@ def test_ocr_settings_follow_the_config_into_features_and_checkpoints(tmp_path):
     default = extract(ms, "ocr:minilm", cache, False, ocr=OCRConfig()).values
     assert len(list(cache.glob("ocr_rapidocr_*.json"))) == 2
     assert not np.array_equal(default, expected)
+
+
+def test_region_elements_are_the_pooled_feature_map_cells(tmp_path):
+    """regions:efficientnet_lite0: per poster one element per grid cell, the cell's mean
+    of the feature map (normalised) and its one-hot position (control: another poster's
+    cells differ)."""
+    import torch
+    import torch.nn.functional as F
+
+    from gmatch.encoders.image import REGION_GRID, EfficientNetLite0Encoder, load_image
+
+    ms = load_movielens(DATA).subset(np.arange(3))
+    block = extract(ms, "regions:efficientnet_lite0", tmp_path, progress=False)
+    cells = REGION_GRID[0] * REGION_GRID[1]
+    assert block.values.shape == (3 * cells, 1280 + cells)
+    assert np.array_equal(block.owner, np.repeat(np.arange(3), cells))
+    assert np.array_equal(block.values[:cells, 1280:], np.eye(cells))
+    enc = EfficientNetLite0Encoder()
+    with torch.no_grad():
+        fmap = enc.model.forward_features(enc.preprocess(load_image(ms.poster_paths[1]))[None])
+        want = F.normalize(F.adaptive_avg_pool2d(fmap, REGION_GRID).flatten(2)[0].T, dim=-1)
+    got = torch.from_numpy(block.values[cells : 2 * cells, :1280])
+    assert torch.allclose(got, want, atol=1e-4)
+    other = torch.from_numpy(block.values[:cells, :1280])
+    assert not torch.allclose(other, want, atol=1e-2)

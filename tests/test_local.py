@@ -111,8 +111,17 @@ def test_local_blocks_see_their_own_graph_only():
     assert moved[2] > 1e-3 and torch.all(moved[torch.arange(6) != 2] < 1e-6)
 
 
-@pytest.mark.parametrize("rerank", [0.0, 0.25])
-def test_matcher_with_local_stage_trains_and_roundtrips(tiny_dir, cache_dir, tmp_path, rerank):
+@pytest.mark.parametrize(
+    "poster_sets,rerank",
+    [
+        (["ocrlines:minilm"], 0.0),
+        (["ocrlines:minilm"], 0.25),
+        (["ocrlines:minilm", "regions:efficientnet_lite0"], 0.0),
+    ],
+)
+def test_matcher_with_local_stage_trains_and_roundtrips(
+    tiny_dir, cache_dir, tmp_path, poster_sets, rerank
+):
     """The pipeline: set views become local nodes, the loss falls, the checkpoint reproduces D,
     and large-N mode refuses the local stage with a clear message."""
     from gmatch.checkpoint import load_checkpoint, save_checkpoint
@@ -130,7 +139,7 @@ def test_matcher_with_local_stage_trains_and_roundtrips(tiny_dir, cache_dir, tmp
             f"data.cache_dir={cache_dir}",
             "data.poster_views=[image:efficientnet_lite0]",
             "data.intro_views=[text:minilm]",
-            "data.poster_sets=[ocrlines:minilm]",
+            f"data.poster_sets=[{','.join(poster_sets)}]",
             "data.intro_sets=[sents:minilm]",
             "model.prior=[]",
             "model.dim=16",
@@ -146,7 +155,7 @@ def test_matcher_with_local_stage_trains_and_roundtrips(tiny_dir, cache_dir, tmp
     )
     ms = load_movielens(tiny_dir)
     feats = load_features(ms, conf, progress=False)
-    assert [b.spec for b in feats.poster_sets] == ["ocrlines:minilm"]
+    assert [b.spec for b in feats.poster_sets] == poster_sets
     result = train(conf, ms, feats, progress=False)
     assert isinstance(result.model, Matcher) and result.model.local is not None
     assert (result.model.local.cross is not None) == bool(rerank)
@@ -157,7 +166,7 @@ def test_matcher_with_local_stage_trains_and_roundtrips(tiny_dir, cache_dir, tmp
     D = predict_dist(result.model, feats)
     save_checkpoint(tmp_path / "m.pt", result.model, conf, feats)
     model, _, ckpt = load_checkpoint(tmp_path / "m.pt")
-    assert ckpt["poster_sets"] == ["ocrlines:minilm"] and torch.equal(predict_dist(model, feats), D)
+    assert ckpt["poster_sets"] == poster_sets and torch.equal(predict_dist(model, feats), D)
     inputs = feats.inputs()
     with pytest.raises(ValueError, match="local-node stage"):
         streamed_ranks(

@@ -107,3 +107,16 @@ def test_property_range_and_shared_permutation(n, seed, ratio):
         a = get_acc(D, ratio, dim)
         assert 0.0 <= a <= 1.0
         assert get_acc(D[p][:, p], ratio, dim) == pytest.approx(a)
+
+
+def test_check_distance_names_the_shape_it_wants():
+    from gmatch.metrics import check_distance
+
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="square"):
+        check_distance(rng.random((3, 4)))
+    check_distance(rng.random((3, 4)), row_offset=6, columns=False)  # a streamed row chunk
+    with pytest.raises(ValueError, match="2-D"):
+        check_distance(rng.random(4), columns=False)
+    with pytest.raises(DegenerateDistanceError, match=r"row \(index 7\)"):
+        check_distance(np.vstack([rng.random(4), np.ones(4)]), row_offset=6, columns=False)

@@ -17,6 +17,8 @@ __all__ = [
     "EfficientNetLite0Encoder",
 ]
 
+# Rows x columns of the poster grid whose cells are the region elements (regions: view).
+REGION_GRID = (3, 2)
 # Stage depths of EfficientNet-Lite0 (lukemelas numbers blocks globally).
 LITE0_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
 
@@ -173,6 +175,22 @@ class EfficientNetLite0Encoder:
                 flipped = self.model.forward_features(torch.flip(x, dims=[3]))
                 feats = (feats + self.model.forward_head(flipped, pre_logits=True)) / 2
             out.append(feats.float())
+        return torch.cat(out).numpy()
+
+    @torch.inference_mode()
+    def encode_regions(self, images: list[Image.Image], grid=REGION_GRID) -> np.ndarray:
+        """Region elements [B x R x (1280 + R)], R = rows x cols: the feature map
+        (before global pooling) averaged over each cell of a ``grid`` (rows, cols),
+        L2-normalised, followed by a one-hot of the cell (row-major)."""
+        cells = grid[0] * grid[1]
+        out = []
+        for s in range(0, len(images), self.micro_batch):
+            x = torch.stack([self.preprocess(im) for im in images[s : s + self.micro_batch]])
+            fmap = self.model.forward_features(x)  # [b x 1280 x H' x W']
+            cell = torch.nn.functional.adaptive_avg_pool2d(fmap, grid).flatten(2).transpose(1, 2)
+            cell = torch.nn.functional.normalize(cell.float(), dim=-1)  # [b x R x 1280]
+            pos = torch.eye(cells).expand(len(x), cells, cells)
+            out.append(torch.cat([cell, pos], dim=-1))
         return torch.cat(out).numpy()
 
     @torch.inference_mode()
