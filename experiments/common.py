@@ -18,6 +18,8 @@ ANALYSES = (
     "assignment",
     "grouped",
     "zero_shot",
+    "zero_shot_ocr320",
+    "transfer_paired",
     "memory",
     "transductive",
     "ensemble",

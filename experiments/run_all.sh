@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every study in sequence (about 4 hours on 2 cores); --skip-existing resumes.
-# The analyses on runs/default: python -m experiments.{zero_shot,memory,assignment,grouped,transductive}.
+# The analyses on runs/default: python -m experiments.{zero_shot,memory,assignment,grouped,transductive};
+# paired differences of a sweep's cases: python -m experiments.paired (commands in experiments/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

@@ -124,7 +124,7 @@ def pair_edges(pi, pj, b0: torch.Tensor, b1: torch.Tensor, n: int, m: int):
     within = torch.arange(int(ce.sum())) - torch.repeat_interleave(torch.cumsum(ce, 0) - ce, ce)
     off0, off1 = torch.cumsum(c0, 0) - c0, torch.cumsum(c1, 0) - c1
     src = off0[pair_e] + torch.div(within, c1[pair_e], rounding_mode="floor")
-    dst = off1[pair_e] + within % c1[pair_e].clamp(min=1)
+    dst = off1[pair_e] + within % c1[pair_e]
     return idx0, idx1, src, dst, pair_e
 
 
@@ -236,7 +236,7 @@ class LocalStage(nn.Module):
         self, sets0, sets1, x0: torch.Tensor, x1: torch.Tensor, base: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Scores [N x M]; with re-ranking, ``base`` (the scores of the other parts of
-        the model) and these pick the candidate pairs whose score the cross blocks move."""
+        the model) and these pick the candidate pairs whose score the cross step moves."""
         n, m = len(x0), len(x1)
         h0, b0 = self.nodes(sets0, x0, 0)
         h1, b1 = self.nodes(sets1, x1, 1)
