@@ -36,11 +36,13 @@ def load(folder: Path) -> dict:
 
 
 def mean_se(xs: list[float]) -> str:
+    """``"+0.0025 ± 0.0023"``: the mean and its standard error (sd with ddof = 1 / sqrt n)."""
     m = sum(xs) / len(xs)
+    mean = f"{m:+.4f}".replace("-0.0000", "+0.0000")
     if len(xs) < 2:
-        return f"{m:+.4f}"
+        return mean
     sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
-    return f"{m:+.4f} ± {sd / math.sqrt(len(xs)):.4f}"
+    return f"{mean} ± {sd / math.sqrt(len(xs)):.4f}"
 
 
 def main(argv=None) -> int:
