@@ -580,6 +580,57 @@ def bench_ray(n: int = 96) -> list[dict]:
     ]
 
 
+def bench_matcher(repeat: int = 3) -> list[dict]:
+    """Issue 17's costs: D for the course data (N = 2938) with the default matcher and
+    with the local-node variants of study `transfer` (fresh weights: the cost does not
+    depend on them), median of ``repeat``, interleaved; the default is the reference."""
+    from gmatch.config import load_config
+    from gmatch.data import load_movielens
+    from gmatch.evaluate import predict_dist
+    from gmatch.features import load_features
+    from gmatch.train import new_model
+
+    ms = load_movielens(DATA)
+    local = ["data.poster_sets=[ocrlines:mpnet]", "data.intro_sets=[sents:mpnet]"]
+    variants = {
+        "default (global head + priors, L = 0)": [],
+        "+ local graphs, L = 1": [*local, "model.local_layers=1"],
+        "+ local graphs with image regions, L = 1": [
+            "data.poster_sets=[ocrlines:mpnet,regions:efficientnet_lite0]",
+            "data.intro_sets=[sents:mpnet]",
+            "model.local_layers=1",
+        ],
+        "+ local graphs, L = 1, re-ranking top 10 %": [
+            *local,
+            "model.local_layers=1",
+            "model.rerank=0.1",
+        ],
+    }
+    models = {}
+    for name, overrides in variants.items():
+        conf = load_config(
+            None, [f"data.root={DATA}", f"data.cache_dir={ROOT / 'cache'}", *overrides]
+        )
+        feats = load_features(ms, conf, progress=False)
+        models[name] = (new_model(conf, feats).eval(), feats)
+    times: dict = {k: [] for k in variants}
+    for _ in range(repeat):
+        for name, (model, feats) in models.items():
+            t = time.perf_counter()
+            predict_dist(model, feats)
+            times[name].append(time.perf_counter() - t)
+    ref = float(np.median(times["default (global head + priors, L = 0)"]))
+    return [
+        {
+            "what": f"D for N = {len(ms)}: {name} (s)",
+            "value": float(np.median(times[name])),
+            "reference": ref,
+            "note": f"median of {repeat}, interleaved; reference: the default",
+        }
+        for name in variants
+    ]
+
+
 def bench_finetune(n: int = 128, repeat: int = 3) -> list[dict]:
     """One training step's tower cost (forward + backward) for ``n`` posters / intros:
     the tail that ``train.finetune`` trains on cached trunk activations vs the naive
@@ -704,6 +755,11 @@ def main(argv=None) -> int:
         action="store_true",
         help="only the fine-tuning rows: tower tails vs whole towers (writes benchmarks/FINETUNE.md)",
     )
+    p.add_argument(
+        "--matcher",
+        action="store_true",
+        help="only the cost of D per matcher variant (writes benchmarks/MATCHER.md)",
+    )
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.one:
@@ -718,6 +774,17 @@ def main(argv=None) -> int:
             "python -m benchmarks.run --ocr",
             bench_ocr_levers(),
             note=f", {time.time() - t0:.0f} s; 2 cores",
+        )
+        return 0
+    if args.matcher:
+        t0 = time.time()
+        rows = bench_matcher()
+        _write_md(
+            ROOT / "benchmarks" / "MATCHER.md",
+            "the matcher's cost (issue 17)",
+            "python -m benchmarks.run --matcher",
+            rows,
+            note=f", {time.time() - t0:.0f} s; 2 cores, torch threads 2",
         )
         return 0
     if args.finetune:
