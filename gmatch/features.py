@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from gmatch.config import Config, ConfigError
 from gmatch.data import DataError, MovieSet, load_image, training_positions
+from gmatch.encoders.image import REGION_GRID, EfficientNetLite0Encoder
 from gmatch.encoders.ocr import OCRConfig, clean_ocr, ocr_lines, read_posters
 from gmatch.io import atomic_savez
 from gmatch.lexical import pair_scores, set_elements, set_starts
@@ -394,8 +395,6 @@ def _extract_set(
 def _extract_regions(ms: MovieSet, spec: str, cache_dir: Path, progress: bool) -> FeatureBlock:
     """``regions:efficientnet_lite0``: grid cells of each poster's feature map as a set
     (cached per poster hash like the pooled image view, under their own key)."""
-    from gmatch.encoders.image import REGION_GRID, EfficientNetLite0Encoder
-
     enc = build_encoder(spec)
     if not isinstance(enc, EfficientNetLite0Encoder):
         raise ConfigError(f"feature spec {spec!r}: regions need image:efficientnet_lite0")

@@ -1,5 +1,6 @@
 """The config: one place that validates values, upgrades old keys, and documents every key."""
 
+import copy
 import re
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from gmatch.checkpoint import load_checkpoint
+from gmatch.checkpoint import CheckpointError, load_checkpoint
 from gmatch.config import Config, ConfigError, flatten, load_config, merge, to_dict, upgrade
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,11 +65,30 @@ def test_old_configs_upgrade_and_unsupported_old_values_refuse():
             upgrade({"model": {key: value}})
 
 
-def test_the_shipped_checkpoint_written_before_the_redraw_still_loads():
+def test_a_checkpoint_written_before_the_redraw_still_loads(tmp_path):
+    """A checkpoint whose config has the pre-redraw keys (model.chunk, model.attn_chunk,
+    top-level threads) and lacks options added since loads with the same settings
+    (control: an unknown key is refused, so the upgrade is what makes it load)."""
     ckpt = torch.load(ROOT / "checkpoints" / "default.pt", map_location="cpu", weights_only=True)
-    assert "chunk" in ckpt["config"]["model"]  # written with the old keys
-    _, conf, _ = load_checkpoint(ROOT / "checkpoints" / "default.pt")
-    assert conf.runtime.chunk == ckpt["config"]["model"]["chunk"]
+    _, today, _ = load_checkpoint(ROOT / "checkpoints" / "default.pt")
+    old = copy.deepcopy(ckpt)
+    cfg = old["config"]
+    cfg["model"]["chunk"] = cfg["runtime"].pop("chunk")
+    cfg["model"]["attn_chunk"] = cfg["runtime"].pop("attn_chunk")
+    cfg["threads"] = cfg["runtime"].pop("threads")
+    for section, key in [
+        ("data", "ocr_det_side"),
+        ("train", "hard_negatives"),
+        ("model", "rerank"),
+    ]:
+        cfg[section].pop(key)
+    torch.save(old, tmp_path / "old.pt")
+    _, conf, _ = load_checkpoint(tmp_path / "old.pt")
+    assert conf.runtime.chunk == today.runtime.chunk and to_dict(conf) == to_dict(today)
+    cfg["model"]["no_such_option"] = 1
+    torch.save(old, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="no_such_option"):
+        load_checkpoint(tmp_path / "bad.pt")
 
 
 def test_readme_documents_every_config_key_and_no_other():

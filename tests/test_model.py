@@ -130,6 +130,7 @@ def test_training_lowers_the_loss(tiny_dir, cache_dir, overrides):
             "train.episode_sizes=[32]",
             "train.val_fraction=0",
             "train.warmup=5",
+            "train.lr=1e-3",
             *overrides,
         ],
     )
@@ -354,6 +355,7 @@ def test_lr_schedule_and_refit_horizon(tiny_dir, cache_dir):
                 "train.episode_sizes=[8]",
                 "train.warmup=5",
                 "train.val_fraction=0.7",
+                "train.lr=1e-3",
                 f"train.refit_schedule={schedule}",
             ],
         )
@@ -362,7 +364,7 @@ def test_lr_schedule_and_refit_horizon(tiny_dir, cache_dir):
         assert refit and refit[-1]["step"] == result.best_step < 200
         last_lr[schedule] = refit[-1]["lr"]
     assert last_lr["scaled"] == pytest.approx(0.0, abs=1e-9)  # decayed at its own last step
-    assert last_lr["fit"] > 0.5 * 1e-3  # cut off early on the 200-step schedule
+    assert last_lr["fit"] > 0.5 * conf.train.lr  # cut off early on the 200-step schedule
     with pytest.raises(ValueError, match="refit_schedule"):
         train(
             load_config(None, [f"data.root={tiny_dir}", "train.refit_schedule=never"]),
