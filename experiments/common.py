@@ -20,6 +20,7 @@ ANALYSES = (
     "zero_shot",
     "zero_shot_ocr320",
     "transfer_paired",
+    "local_nodes_paired",
     "memory",
     "transductive",
     "ensemble",
