@@ -333,6 +333,8 @@ def extract(
         raise ConfigError(f"{spec}: only image: and text: views take a given encoder")
     if view == "image":
         return _extract_image(ms, spec, cache_dir, progress, batch_size, enc)
+    if view == "regions":
+        return _extract_regions(ms, spec, cache_dir, progress, batch_size)
     if view in SET_VIEWS:
         return _extract_set(ms, spec, cache_dir, progress, 4 * batch_size, ocr)
     if view == "text":
@@ -376,8 +378,6 @@ def _extract_set(
 ) -> FeatureBlock:
     """A set view: every OCR line / intro sentence embedded on its own, ``owner`` per row."""
     view, name, _ = parse_spec(spec)
-    if view == "regions":
-        return _extract_regions(ms, spec, cache_dir, progress)
     if name in SPARSE_ENCODERS or name == "tfidf":
         raise ConfigError(
             f"feature spec {spec!r}: set views ({', '.join(SET_VIEWS)}) take a sentence encoder"
@@ -392,7 +392,9 @@ def _extract_set(
     return FeatureBlock(spec, values, np.array([len(x) > 0 for x in lists]), None, owner)
 
 
-def _extract_regions(ms: MovieSet, spec: str, cache_dir: Path, progress: bool) -> FeatureBlock:
+def _extract_regions(
+    ms: MovieSet, spec: str, cache_dir: Path, progress: bool, batch_size: int
+) -> FeatureBlock:
     """``regions:efficientnet_lite0``: grid cells of each poster's feature map as a set
     (cached per poster hash like the pooled image view, under their own key)."""
     enc = build_encoder(spec)
@@ -406,7 +408,7 @@ def _extract_regions(ms: MovieSet, spec: str, cache_dir: Path, progress: bool) -
         ms.poster_hashes(),
         ms.poster_paths,
         lambda paths: enc.encode_regions([load_image(p) for p in paths]).reshape(len(paths), -1),
-        32,
+        batch_size,
         f"{spec} posters",
         progress,
     )

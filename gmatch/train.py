@@ -121,7 +121,7 @@ class EpisodeStream:
         if self.start + 8 > len(self.order):  # a tiny tail would give a trivial loss
             self.order, self.start = self.rng.permutation(self.positions), 0
         b = int(self.rng.choice(self.sizes))
-        n_anchor = b - int(self.hard * b) if self.hard else b
+        n_anchor = b - int(self.hard * b)
         out = self.order[self.start : self.start + n_anchor]
         self.start += n_anchor
         return self._fill(out, b) if self.hard else out

@@ -149,15 +149,19 @@ class EfficientNetLite0Encoder:
             )
         return self._session
 
+    def _batches(self, images: list[Image.Image], channels_last: bool):
+        """Preprocessed micro-batches [b x 3 x H x W] of ``images``."""
+        for s in range(0, len(images), self.micro_batch):
+            x = torch.stack([self.preprocess(im) for im in images[s : s + self.micro_batch]])
+            yield x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
     @torch.inference_mode()
     def encode(self, images: list[Image.Image]) -> np.ndarray:
         if self.backend == "onnx":
             session = self._onnx()
             out = []
-            for s in range(0, len(images), self.micro_batch):
-                x = torch.stack(
-                    [self.preprocess(im) for im in images[s : s + self.micro_batch]]
-                ).numpy()
+            for batch in self._batches(images, channels_last=False):
+                x = batch.numpy()
                 feats = session.run(None, {"x": x})[0]
                 if self.flip:
                     feats = (
@@ -166,10 +170,7 @@ class EfficientNetLite0Encoder:
                 out.append(feats.astype(np.float32))
             return np.concatenate(out)
         out = []
-        for s in range(0, len(images), self.micro_batch):
-            x = torch.stack([self.preprocess(im) for im in images[s : s + self.micro_batch]])
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+        for x in self._batches(images, self.channels_last):
             feats = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
             if self.flip:
                 flipped = self.model.forward_features(torch.flip(x, dims=[3]))
@@ -184,8 +185,7 @@ class EfficientNetLite0Encoder:
         L2-normalised, followed by a one-hot of the cell (row-major)."""
         cells = grid[0] * grid[1]
         out = []
-        for s in range(0, len(images), self.micro_batch):
-            x = torch.stack([self.preprocess(im) for im in images[s : s + self.micro_batch]])
+        for x in self._batches(images, channels_last=False):
             fmap = self.model.forward_features(x)  # [b x 1280 x H' x W']
             cell = torch.nn.functional.adaptive_avg_pool2d(fmap, grid).flatten(2).transpose(1, 2)
             cell = torch.nn.functional.normalize(cell.float(), dim=-1)  # [b x R x 1280]
