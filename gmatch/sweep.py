@@ -28,7 +28,7 @@ import yaml
 
 from gmatch.config import ConfigError, load_config
 from gmatch.data import load_movielens
-from gmatch.features import load_features
+from gmatch.features import load_features, ocr_config
 from gmatch.io import atomic_write_text
 from gmatch.runs import RunDir, train_and_record
 
@@ -133,7 +133,7 @@ def run_sweep(
             tuple(conf.model.prior),
             tuple(conf.data.poster_sets),
             tuple(conf.data.intro_sets),
-            (conf.data.ocr_det_side, conf.data.ocr_rec_width),
+            ocr_config(conf.data).key(),  # the same key the feature memo and OCR cache use
             subset,
         )
         if key not in features_cache:
