@@ -182,6 +182,88 @@ def test_ocr_settings_key_keeps_the_shipped_cache_and_separates_new_settings():
     assert OCRConfig(min_confidence=0.9).key() == shipped  # cleaning only, not what is cached
 
 
+def test_tuned_ocr_engine_reads_what_rapidocr_reads():
+    """gmatch's OCR engine (arena sessions, one recognizer forward per line) feeds every
+    line the exact tensor RapidOCR's batched path feeds it, and reads the same lines
+    as RapidOCR's own path and as the shipped cache (written by that path). Negative
+    control: padding each line to its own width (what "unbatched" would naively mean)
+    gives other tensors and other readings, so the comparison can fail."""
+    import json
+
+    from gmatch.encoders import ocr
+    from gmatch.encoders.ocr import OCRConfig
+
+    ids = (1, 10, 260, 2, 31, 48, 150, 500)  # posters with several lines, wide and short
+    paths = [DATA / "poster" / f"{i}.jpg" for i in ids]
+    stock, tuned = OCRConfig(engine="rapidocr"), OCRConfig()
+    assert stock.key() == tuned.key()  # same cache: the engine does not change what is read
+
+    def tensors(conf):
+        """Per line, the recognizer input it was given (rows of a batch = lines)."""
+        rec = ocr._engine(conf).text_rec
+        rec = getattr(rec, "rec", rec)
+        session, seen = rec.session, []
+
+        def spy(x):
+            seen.extend(x)
+            return session(x)
+
+        rec.session = spy
+        try:
+            lines = [ocr._read_one((p, conf)) for p in paths]
+        finally:
+            rec.session = session
+        return lines, sorted(seen, key=lambda t: (t.shape, t.tobytes()))
+
+    ref_lines, ref_x = tensors(stock)
+    got_lines, got_x = tensors(tuned)
+    assert len(got_x) == len(ref_x) >= 3 * len(ids)
+    assert all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(got_x, ref_x))
+    assert got_lines == ref_lines
+    shipped = json.loads((DATA.parent / "ocr" / "movielens_rapidocr.json").read_text())["items"]
+    ms = load_movielens(DATA)
+    by_id = dict(zip(ms.ids, ms.poster_hashes()))
+    assert got_lines == [shipped[by_id[i]] for i in ids]
+
+    # The detector's input: the table-driven normalisation gives RapidOCR's array.
+    from gmatch.data import load_image as load
+
+    ours, theirs = ocr._engine(tuned).text_det, ocr._engine(stock).text_det
+    for p in paths[:3]:
+        img = np.ascontiguousarray(np.asarray(load(p))[:, :, ::-1])
+        a = ours.get_preprocess(max(img.shape))(img)
+        b = theirs.get_preprocess(max(img.shape))(img)
+        assert a.dtype == b.dtype == np.float32 and np.array_equal(a, b)
+    shifted = theirs.get_preprocess(max(img.shape))
+    shifted.mean = shifted.mean + 1e-3  # control: another mean gives another table
+    assert not np.array_equal(ocr._TableDetPreProcess(shifted)(img), b)
+
+    # Negative control: each line padded to max(its own width, rec_width).
+    rec = ocr._engine(tuned).text_rec
+    original = rec.__class__.__call__
+
+    def own_width(self, img_list, return_word_box=False):
+        r = self.rec
+        out = []
+        for img in img_list:
+            ratio = img.shape[1] / img.shape[0]
+            padded = max(r.rec_image_shape[2] / r.rec_image_shape[1], ratio)
+            x = r.resize_norm_img(img, padded)[np.newaxis].astype(np.float32)
+            out.append(r.postprocess_op(r.session(x)[0])[0])
+        return out, 0.0
+
+    rec.__class__.__call__ = own_width
+    try:
+        bad_lines, bad_x = tensors(tuned)
+    finally:
+        rec.__class__.__call__ = original
+    assert len(bad_x) == len(ref_x)
+    assert not all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(bad_x, ref_x))
+    assert bad_lines != ref_lines
+    with pytest.raises(ValueError, match="engine"):
+        ocr._engine(OCRConfig(engine="fast"))
+
+
 def test_ocr_settings_follow_the_config_into_features_and_checkpoints(tmp_path):
     """data.ocr_* choose what is read (their own cache file), and a checkpoint trained
     with them evaluates with them; the default settings read other lines (control)."""
