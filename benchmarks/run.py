@@ -176,6 +176,40 @@ def bench_ocr(n: int) -> list[dict]:
     return rows
 
 
+def bench_ocr_recognizer(repeat: int = 5) -> list[dict]:
+    """Why gmatch's engine runs one line per recognizer forward: the cost of a forward
+    per padded column (a line is 48 px high) at batch 1, 6 (RapidOCR's batch) and 12
+    (batching across posters), at widths a poster's lines are padded to; median of
+    ``repeat``, 1 thread. Reference: batch 1 at the same width."""
+    from gmatch.encoders import ocr
+    from gmatch.encoders.ocr import OCRConfig
+
+    session = ocr._engine(OCRConfig()).text_rec.rec.session
+    rng = np.random.default_rng(0)
+    rows = []
+    for width in (320, 640, 1024):
+        cost = {}
+        for batch in (1, 6, 12):
+            x = rng.random((batch, 3, 48, width), dtype=np.float32)
+            session(x)  # warm-up
+            times = []
+            for _ in range(repeat):
+                t = time.perf_counter()
+                session(x)
+                times.append(time.perf_counter() - t)
+            cost[batch] = float(np.median(times)) / (batch * width) * 1e6
+        for batch, us in cost.items():
+            rows.append(
+                {
+                    "what": f"recognizer forward, width {width}, batch {batch}: us per column",
+                    "value": us,
+                    "reference": cost[1],
+                    "note": "median of 5, 1 thread; reference: batch 1 at this width",
+                }
+            )
+    return rows
+
+
 def bench_ocr_levers(
     n: int = 96, repeat: int = 3, n_e2e: int = 480, full: bool = True
 ) -> list[dict]:
@@ -810,7 +844,7 @@ def main(argv=None) -> int:
             ROOT / "benchmarks" / "OCR.md",
             "poster OCR (issue 18)",
             "python -m benchmarks.run --ocr",
-            bench_ocr_levers(),
+            bench_ocr_levers() + bench_ocr_recognizer(),
             note=f", {time.time() - t0:.0f} s; 2 cores",
         )
         return 0
