@@ -259,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--only",
         nargs="+",
         metavar="LABEL",
-        help="run only the grid points carrying all these labels (case=image seed=0)",
+        help="run only the grid points carrying all these labels (case=image seed=0); "
+        "it takes every word after it, so put key=value overrides before it",
     )
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_sweep)

@@ -109,13 +109,20 @@ class RayRunner:
             [{"i": i, "item": x} for i, x in enumerate(items)], override_num_blocks=blocks
         )
 
+    def _pool(self):
+        """A fixed pool of ``workers`` actors (Ray >= 2.51 spells it ``compute=``;
+        ``concurrency=`` is deprecated)."""
+        import ray.data  # see __init__
+
+        return ray.data.ActorPoolStrategy(size=self.workers)
+
     def encode(self, spec: str, items: list, batch_size: int = 32) -> np.ndarray:
         """Rows [len(items) x D] of encoder ``spec`` (texts, or poster bytes for image specs)."""
         ds = self._dataset(items).map_batches(
             _EncodeActor,
             fn_constructor_kwargs={"spec": spec},
             batch_size=batch_size,
-            concurrency=self.workers,
+            compute=self._pool(),
             num_cpus=1,
             batch_format="numpy",
         )
@@ -128,7 +135,7 @@ class RayRunner:
             _OCRActor,
             fn_constructor_kwargs={"conf": conf},
             batch_size=8,
-            concurrency=self.workers,
+            compute=self._pool(),
             num_cpus=1,
             batch_format="numpy",
         )

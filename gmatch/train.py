@@ -53,15 +53,14 @@ def confusable(model, feats: Features, positions: np.ndarray, k: int) -> np.ndar
     under the model's zero-shot priors (a fixed part of the first stage: no training,
     training movies only): ``[P x k]`` positions, ranked by the larger of the two
     cross scores (poster i vs intro j, poster j vs intro i); -1 pads short rows."""
-    matcher = model.members[0] if isinstance(model, Ensemble) else model
-    if not len(matcher.prior_pairs) and not len(matcher.lexical_log_weight):
+    if not len(model.prior_pairs) and not len(model.lexical_log_weight):
         raise ConfigError(
             "train.hard_negatives: neighbours come from the zero-shot priors, and "
             "model.prior is empty; set model.prior or train.hard_negatives=0"
         )
     inputs = feats.inputs(positions)
     with torch.no_grad():
-        S = matcher.prior_logits(
+        S = model.prior_logits(
             inputs["views0"],
             inputs["valid0"],
             inputs["views1"],

@@ -246,8 +246,8 @@ def test_rerank_is_permutation_equivariant():
     # Negative control: a copy-index bias inside the cross step must break the check.
     plain = stage.cross.forward
 
-    def biased(h0, h1, idx0, idx1, src, dst):
-        y0, y1 = plain(h0, h1, idx0, idx1, src, dst)
+    def biased(h0, h1, idx0, idx1, src, dst, projected=None):
+        y0, y1 = plain(h0, h1, idx0, idx1, src, dst, projected)
         return y0 + torch.arange(len(y0))[:, None] / len(y0), y1
 
     stage.cross.forward = biased

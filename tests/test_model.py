@@ -510,6 +510,12 @@ def test_hard_episodes_hold_prior_confusers_from_training_movies_only(tiny_dir, 
             sub = sym[rows][:, rows]
             score[name].append(float(sub[~torch.eye(len(rows), dtype=bool)].mean()))
     assert np.mean(score["hard"]) > np.mean(score["plain"])
+    # An ensemble's members share the priors (config buffers): the same neighbours.
+    conf.model.members = 2
+    ensemble = new_model(conf, feats)
+    assert type(ensemble).__name__ == "Ensemble"
+    assert np.array_equal(confusable(ensemble, feats, pos, 4), nb)
+    conf.model.members = 1
     conf.model.prior = []  # no priors: nothing to mine neighbours from
     bare = new_model(conf, feats)
     with pytest.raises(ConfigError, match="hard_negatives"):

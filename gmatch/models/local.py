@@ -148,14 +148,21 @@ class PairCrossAttention(nn.Module):
             nn.init.zeros_(out.weight)
             nn.init.zeros_(out.bias)
 
-    def forward(self, h0, h1, idx0, idx1, src, dst):
+    def project(self, h0, h1) -> tuple:
+        """Per-node queries, keys and messages ``(q0, k0, u0, q1, k1, u1)``; compute them
+        once per call of the re-ranker and pass them to every chunk of pairs."""
+        q0, k0, u0 = self.q0(h0), self.k0(h0), self.out1(self.v0(h0))  # u0: poster -> intro
+        q1, k1, u1 = self.q1(h1), self.k1(h1), self.out0(self.v1(h1))  # u1: intro -> poster
+        return q0, k0, u0, q1, k1, u1
+
+    def forward(self, h0, h1, idx0, idx1, src, dst, projected: tuple | None = None):
         """Updated copies ``(y0 [C0 x d], y1 [C1 x d])`` of nodes ``h0[idx0]`` /
-        ``h1[idx1]``; edges join poster copy ``src[e]`` and intro copy ``dst[e]``."""
+        ``h1[idx1]``; edges join poster copy ``src[e]`` and intro copy ``dst[e]``;
+        ``projected``: :meth:`project` of ``(h0, h1)`` if already computed."""
         _, scatter, softmax = _pyg()
         d = h0.shape[1]
         a, b = idx0[src], idx1[dst]  # the original nodes at the two ends of each edge
-        q0, k0, u0 = self.q0(h0), self.k0(h0), self.out1(self.v0(h0))  # u0: poster -> intro
-        q1, k1, u1 = self.q1(h1), self.k1(h1), self.out0(self.v1(h1))  # u1: intro -> poster
+        q0, k0, u0, q1, k1, u1 = projected if projected is not None else self.project(h0, h1)
         w0 = softmax((q0[a] * k1[b]).sum(-1) / math.sqrt(d), src, num_nodes=len(idx0))
         w1 = softmax((q1[b] * k0[a]).sum(-1) / math.sqrt(d), dst, num_nodes=len(idx1))
         y0 = h0[idx0] + scatter(w0[:, None] * u1[b], src, dim=0, dim_size=len(idx0))
@@ -260,12 +267,13 @@ class LocalStage(nn.Module):
         per_pair = max(1, int((c0[pi] * c1[pj]).float().mean().item())) if len(pi) else 1
         step = max(1, chunk // per_pair)
         g0, g1 = F.normalize(h0, dim=-1), F.normalize(h1, dim=-1)
+        projected = self.cross.project(h0, h1)  # once, not once per chunk
         deltas = []
         for s in range(0, len(pi), step):
             ci, cj = pi[s : s + step], pj[s : s + step]
             idx0, idx1, src, dst, pair_e = pair_edges(ci, cj, b0, b1, n, m)
             before = (g0[idx0[src]] * g1[idx1[dst]]).sum(-1)
-            y0, y1 = self.cross(h0, h1, idx0, idx1, src, dst)
+            y0, y1 = self.cross(h0, h1, idx0, idx1, src, dst, projected)
             after = (F.normalize(y0, dim=-1)[src] * F.normalize(y1, dim=-1)[dst]).sum(-1)
             # smooth-max of each pair's node-pair cosines, after minus before
             w = scatter(

@@ -240,6 +240,18 @@ class Ensemble(nn.Module):
     def genre_head(self):
         return self.members[0].genre_head
 
+    @property
+    def prior_pairs(self):
+        return self.members[0].prior_pairs
+
+    @property
+    def lexical_log_weight(self):
+        return self.members[0].lexical_log_weight
+
+    def prior_logits(self, views0, valid0, views1, valid1, lexical=None):
+        """The zero-shot priors: buffers built from the config, the same in every member."""
+        return self.members[0].prior_logits(views0, valid0, views1, valid1, lexical)
+
     def forward(self, views0, valid0, views1, valid1, lexical=None, **inputs) -> dict:
         logits = torch.stack(
             [m(views0, valid0, views1, valid1, lexical, **inputs)["logits"] for m in self.members]
