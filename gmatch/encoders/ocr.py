@@ -39,8 +39,9 @@ class OCRConfig:
     #                       (PaddleOCR's 320); less = less padding on short lines
     engine: str = "gmatch"  # "gmatch": RapidOCR's models and pre/post-processing with
     #   ONNX Runtime sessions that keep their memory arena, and recognition one line per
-    #   forward at the padded width of RapidOCR's batch (same lines, ~17% faster; see
-    #   _tune). "rapidocr": RapidOCR's own sessions and batching (the reference).
+    #   forward at the padded width of RapidOCR's batch (same lines, ~17 % less time end
+    #   to end on the course posters; see _tune). "rapidocr": RapidOCR's own sessions
+    #   and batching (the reference).
     #   Not part of key(): both read the same lines (tested).
 
     def key(self) -> str:
@@ -77,15 +78,18 @@ def _engine(conf: OCRConfig):
 def _tune(engine):
     """Make a RapidOCR engine faster without changing what it reads.
 
-    Measured on this CPU (benchmarks/OCR.md): recognition is ~2/3 of the time, and
-    its cost is linear in padded columns at batch 1 (~36 us per column of a 48-px
-    line) but 30-60 % more per column in RapidOCR's batches of 6 wide lines; and
-    RapidOCR turns ONNX Runtime's memory arena off, so every call of a new shape
-    allocates. So: (1) each session (detector, classifier, recogniser) is rebuilt with
-    the same model and options but the arena on; (2) the recogniser runs one line per
-    forward, padded to exactly the width RapidOCR's batch would pad it to, so every
-    line sees the same input tensor as before and the same lines come out (tested on
-    the course posters against RapidOCR's own path).
+    Measured on this CPU (benchmarks/OCR.md): recognition is ~2/3 of the time; a
+    forward of 640-1024-column lines costs ~36-37 us per padded column at batch 1 but
+    19-31 % more in RapidOCR's batches of 6; and RapidOCR turns ONNX Runtime's memory
+    arena off, so every call of a new shape allocates. So: (1) each session (detector,
+    classifier, recogniser) is rebuilt from the same model file with the same options
+    but the arena on; (2) the recogniser runs one line per forward, padded to exactly
+    the width RapidOCR's batch would pad it to (:class:`_LineRecognizer`); (3) the
+    detector's normalisation is a table lookup (:class:`_TableDetPreProcess`). Every
+    model sees the input it saw before, so the same lines come out (tested on real
+    posters against RapidOCR's own path; all 2938 course posters in benchmarks/OCR.md).
+    Relies on rapidocr-onnxruntime's and onnxruntime's internals (``.session``,
+    ``_model_path``), which is why both are pinned.
     """
     import onnxruntime as ort
 
