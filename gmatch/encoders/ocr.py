@@ -44,6 +44,12 @@ class OCRConfig:
     #   and batching (the reference).
     #   Not part of key(): both read the same lines (tested).
 
+    def __post_init__(self):
+        if self.engine not in ("gmatch", "rapidocr"):
+            raise ValueError(
+                f"OCRConfig.engine must be 'gmatch' or 'rapidocr', not {self.engine!r}"
+            )
+
     def key(self) -> str:
         # min_confidence only affects cleaning, not what is cached; rec_width enters the
         # key only when changed, so caches written before it existed stay valid.
@@ -57,8 +63,6 @@ _ENGINES: dict = {}  # one RapidOCR per setting, per process
 
 
 def _engine(conf: OCRConfig):
-    if conf.engine not in ("gmatch", "rapidocr"):
-        raise ValueError(f"OCRConfig.engine must be 'gmatch' or 'rapidocr', not {conf.engine!r}")
     if conf not in _ENGINES:
         try:
             from rapidocr_onnxruntime import RapidOCR
@@ -93,16 +97,15 @@ def _tune(engine):
     """
     import onnxruntime as ort
 
+    opts = ort.SessionOptions()  # RapidOCR's options (1 thread each), arena on
+    opts.log_severity_level = 4
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.enable_cpu_mem_arena = True
     for holder in (engine.text_det.infer, engine.text_cls.infer, engine.text_rec.session):
-        old = holder.session
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 4
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.enable_cpu_mem_arena = True
         holder.session = ort.InferenceSession(
-            old._model_path, sess_options=opts, providers=["CPUExecutionProvider"]
+            holder.session._model_path, sess_options=opts, providers=["CPUExecutionProvider"]
         )
     engine.text_rec = _LineRecognizer(engine.text_rec)
     stock_preprocess = engine.text_det.get_preprocess
