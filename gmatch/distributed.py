@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from gmatch.data import load_image
-from gmatch.encoders.ocr import _engine, read_image_array
+from gmatch.encoders.ocr import ocr_engine, read_image_array
 from gmatch.features import distributed
 from gmatch.specs import build_encoder
 
@@ -54,7 +54,7 @@ class _OCRActor:
 
     def __init__(self, conf):
         self.conf = conf
-        _engine(conf)  # load the detector and recogniser once
+        ocr_engine(conf)  # load the detector and recogniser once
 
     def __call__(self, batch: dict) -> dict:
         lines = [json.dumps(read_image_array(b, self.conf)) for b in batch["item"]]

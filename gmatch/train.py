@@ -24,6 +24,7 @@ from gmatch.io import atomic_torch_save
 from gmatch.losses import total_loss
 from gmatch.metrics import evaluate_distance
 from gmatch.models import Ensemble, Matcher, build_matcher
+from gmatch.threads import available_cores
 
 __all__ = ["train", "TrainResult", "TrainStateError", "new_model", "seed_everything", "lr_factor"]
 
@@ -384,7 +385,7 @@ def train(
     many steps. With ``state_path`` training state is checkpointed at every
     validation pass and an existing state file is resumed from.
     """
-    torch.set_num_threads(conf.runtime.threads)
+    torch.set_num_threads(min(conf.runtime.threads, available_cores()))
     t0 = time.time()
     ms = ms if ms is not None else load_movielens(conf.data.root)
     feats = feats if feats is not None else load_features(ms, conf, progress)

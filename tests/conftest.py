@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 from pathlib import Path
 
 import pytest
+
+# isort: off
+import gmatch  # noqa: F401 - first: its thread policy is set before torch loads
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# isort: on
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "movielens"

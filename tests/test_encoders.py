@@ -200,7 +200,7 @@ def test_tuned_ocr_engine_reads_what_rapidocr_reads():
 
     def tensors(conf):
         """Per line, the recognizer input it was given (rows of a batch = lines)."""
-        rec = ocr._engine(conf).text_rec
+        rec = ocr.ocr_engine(conf).text_rec
         rec = getattr(rec, "rec", rec)
         session, seen = rec.session, []
 
@@ -228,7 +228,7 @@ def test_tuned_ocr_engine_reads_what_rapidocr_reads():
     # The detector's input: the table-driven normalisation gives RapidOCR's array.
     from gmatch.data import load_image as load
 
-    ours, theirs = ocr._engine(tuned).text_det, ocr._engine(stock).text_det
+    ours, theirs = ocr.ocr_engine(tuned).text_det, ocr.ocr_engine(stock).text_det
     for p in paths[:3]:
         img = np.ascontiguousarray(np.asarray(load(p))[:, :, ::-1])
         a = ours.get_preprocess(max(img.shape))(img)
@@ -239,7 +239,7 @@ def test_tuned_ocr_engine_reads_what_rapidocr_reads():
     assert not np.array_equal(ocr._TableDetPreProcess(shifted)(img), b)
 
     # Negative control: each line padded to max(its own width, rec_width).
-    rec = ocr._engine(tuned).text_rec
+    rec = ocr.ocr_engine(tuned).text_rec
     original = rec.__class__.__call__
 
     def own_width(self, img_list, return_word_box=False):
@@ -261,7 +261,7 @@ def test_tuned_ocr_engine_reads_what_rapidocr_reads():
     assert not all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(bad_x, ref_x))
     assert bad_lines != ref_lines
     with pytest.raises(ValueError, match="engine"):
-        ocr._engine(OCRConfig(engine="fast"))
+        ocr.ocr_engine(OCRConfig(engine="fast"))
 
 
 def test_ocr_settings_follow_the_config_into_features_and_checkpoints(tmp_path):

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from gmatch.data import load_image  # noqa: F401 - re-exported: the encoders' input
+from gmatch.threads import ort_no_spin
 
 __all__ = [
     "efficientnet_lite0",
@@ -144,6 +145,7 @@ class EfficientNetLite0Encoder:
             )
             opts = ort.SessionOptions()
             opts.intra_op_num_threads, opts.inter_op_num_threads = torch.get_num_threads(), 1
+            ort_no_spin(opts)  # idle intra-op threads block (gmatch.threads)
             self._session = ort.InferenceSession(
                 buf.getvalue(), opts, providers=["CPUExecutionProvider"]
             )

