@@ -2,7 +2,10 @@
 
 Each case minus the reference on the same seed (so the same validation slice and the
 same episodes' random stream), then mean ± standard error over the seeds both have:
-validation accuracy (what chooses) and held-out accuracy (an analysis).
+validation accuracy (what chooses) and held-out accuracy (an analysis). For k-fold runs
+(``train.folds`` >= 2) the choosing column is **Δcv**: case minus reference on the same
+(seed, fold) — the same fold movies, the same training folds — mean ± standard error over
+those pairs; the rule (experiments/README.md) adopts a change only when Δcv > 2 se.
 
     python -m experiments.paired experiments/results/transfer --ref default \\
         --out experiments/results/transfer_paired
@@ -20,7 +23,8 @@ from experiments.common import write_results
 
 
 def load(folder: Path) -> dict:
-    """``{case: {seed: (val_acc, heldout_mean)}}`` of a sweep folder's finished runs."""
+    """``{case: {seed: (val_acc, heldout_mean, fold accuracies or None)}}`` of a sweep
+    folder's finished runs."""
     out: dict = defaultdict(dict)
     for path in sorted(folder.glob("*/metrics.json")):
         rec = json.loads(path.read_text())
@@ -31,7 +35,18 @@ def load(folder: Path) -> dict:
         out[labels["case"]][int(labels["seed"])] = (
             rec["val_acc"],
             (held["acc_dim0"] + held["acc_dim1"]) / 2,
+            rec["cv"]["fold_acc"] if rec.get("cv") else None,
         )
+    return out
+
+
+def fold_differences(case: dict, ref: dict, seeds) -> list[float]:
+    """Case minus reference per (seed, fold) where both ran the same folds."""
+    out = []
+    for s in seeds:
+        a, b = case[s][2], ref[s][2]
+        if a is not None and b is not None and len(a) == len(b):
+            out += [x - y for x, y in zip(a, b)]
     return out
 
 
@@ -66,8 +81,8 @@ def main(argv=None) -> int:
             return 2
         pairs.append((case, ref))
     lines = [
-        "| case | reference | seeds | Δ val_acc | Δ heldout_mean |",
-        "|---|---|---|---|---|",
+        "| case | reference | seeds | **Δcv** (seed × fold pairs) | Δ val_acc | Δ heldout_mean |",
+        "|---|---|---|---|---|---|",
     ]
     for case, ref in pairs:
         seeds = sorted(set(runs[case]) & set(runs[ref]))
@@ -75,7 +90,9 @@ def main(argv=None) -> int:
             continue
         dv = [runs[case][s][0] - runs[ref][s][0] for s in seeds]
         dh = [runs[case][s][1] - runs[ref][s][1] for s in seeds]
-        lines.append(f"| {case} | {ref} | {len(seeds)} | {mean_se(dv)} | {mean_se(dh)} |")
+        dcv = fold_differences(runs[case], runs[ref], seeds)
+        cv = f"{mean_se(dcv)} (n = {len(dcv)})" if dcv else "—"
+        lines.append(f"| {case} | {ref} | {len(seeds)} | {cv} | {mean_se(dv)} | {mean_se(dh)} |")
     cmd = f"python -m experiments.paired {args.runs} --ref {args.ref}"
     if args.against:
         cmd += " --against " + " ".join(args.against)

@@ -3,6 +3,7 @@ statistics in one ``weights_only`` file; saving, loading and scoring with them."
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -55,6 +56,8 @@ def save_checkpoint(
             "intro_sets": feats.set_specs()[1],
             "set_dims": list(feats.set_dims()),
             "finetune": feats.finetune,
+            # models averaged (model.members, or a K-fold run's bag of fold models)
+            "members": len(model.members) if isinstance(model, Ensemble) else 1,
         },
     )
 
@@ -87,8 +90,11 @@ def load_checkpoint(path: str | Path) -> tuple[Matcher | Ensemble, Config, dict]
     try:
         for spec in ckpt["poster_views"] + ckpt["intro_views"]:
             parse_spec(spec)  # names an encoder this installation has
+        model_conf = conf.model
+        if ckpt.get("members", conf.model.members) != conf.model.members:  # a bag of folds
+            model_conf = dataclasses.replace(conf.model, members=ckpt["members"])
         model = build_matcher(
-            conf.model,
+            model_conf,
             ckpt["poster_views"],
             ckpt["intro_views"],
             ckpt["poster_dims"],

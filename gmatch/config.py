@@ -119,6 +119,15 @@ class TrainConf:
     sinkhorn_iters: int = 10  # iterations of the Sinkhorn loss
     deep_supervision: float = 0.5  # weight of the per-layer losses (0 = final head only)
     val_fraction: float = 0.15  # validation slice carved from the training positions
+    # k-fold selection: K >= 2 splits the training positions into K folds (a seeded
+    # permutation); fold model f trains on the other K-1 folds and early-stops on fold f,
+    # scored among fold f's movies (k = int(0.05 * fold size)); cv_acc = the mean over
+    # folds (± its standard error). 1 = the validation slice above.
+    folds: int = 1
+    # what a K-fold run returns: "bag" = its K fold models averaged on raw scores (one
+    # checkpoint); "refit" = one model retrained on all training pairs for the folds'
+    # mean best step (CV is then the measurement only)
+    fold_model: Literal["bag", "refit"] = "bag"
     patience: int = 12  # validation passes without gain before stopping (12 x 25 steps)
     grad_clip: float = 1.0  # max gradient norm
     refit: bool = True  # retrain on all training pairs for the best number of steps
@@ -281,6 +290,7 @@ def _coerce(value, typ, key: str):
 
 # Lower bounds of numeric settings whose other values have no meaning.
 _AT_LEAST = {
+    "train.folds": 1,
     "data.ocr_det_side": 32,
     "data.ocr_rec_width": 48,
     "model.local_dim": 1,

@@ -262,6 +262,7 @@ def train_and_record(
             "train_seconds": result.seconds,
             "best_step": result.best_step,
             "val_acc": result.best_val,
+            **({"cv": result.cv} if result.cv else {}),
             **(extra or {}),
         },
     )

@@ -172,6 +172,8 @@ def collect(runs: str | Path) -> list[dict]:
             "train_seconds": _num(rec.get("train_seconds")),
             "val_acc": _num(rec.get("val_acc")),
         }
+        if rec.get("cv"):  # k-fold runs: the mean over folds (val_acc is the same number)
+            row["cv_acc"] = _num(rec["cv"]["cv_acc"])
         for o in rec.get("overrides", []):
             k, v = o.split("=", 1)
             row[k] = v
@@ -214,13 +216,16 @@ def build_table(runs: str | Path) -> str:
     lines = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in rows]
     atomic_write_text(runs / "results.csv", "\n".join(lines) + "\n")
     # Group over seeds.
-    measured = {"run", "commit", "train_seconds", "val_acc", "seed"} | {c for c, _, _ in COLUMNS}
+    measured = {"run", "commit", "train_seconds", "val_acc", "cv_acc", "seed"} | {
+        c for c, _, _ in COLUMNS
+    }
     factors = [k for k in keys if k not in measured]
     groups: dict = {}
     for r in rows:
         groups.setdefault(tuple(r.get(f, "") for f in factors), []).append(r)
+    cv = any("cv_acc" in r for r in rows)
     show = [
-        "val_acc",
+        "cv_acc" if cv else "val_acc",
         "official_mean",
         "train_mean",
         "heldout_dim0",
@@ -238,7 +243,7 @@ def build_table(runs: str | Path) -> str:
     for g, rs in sorted(groups.items(), key=order):
         cells = list(g) + [str(len(rs))]
         for c in show:
-            v = np.array([r[c] for r in rs], dtype=float)
+            v = np.array([r.get(c, float("nan")) for r in rs], dtype=float)
             cells.append("—" if np.isnan(v).all() else mean_sd(v))
         cells.append(f"{np.mean([r['train_seconds'] for r in rs]):.0f}")
         cells.append(", ".join(sorted({r["commit"] for r in rs})))

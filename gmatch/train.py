@@ -87,6 +87,18 @@ class TrainResult:
     train_idx: np.ndarray | None = None
     seconds: float = 0.0
     feats: Features | None = None  # with train.finetune: the features the model reads
+    cv: dict | None = None  # with train.folds >= 2: fold_acc, fold_steps, cv_acc, cv_se
+
+
+def fold_split(positions: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    """``folds`` disjoint sorted folds covering ``positions``, sizes within one of each
+    other: a permutation seeded by ``seed`` (and a constant, so the folds are not the
+    validation slice's draw), dealt round-robin. The same positions and seed give the
+    same folds whatever their order."""
+    if folds < 2 or folds > len(positions):
+        raise ConfigError(f"train.folds={folds}: need 2 <= folds <= {len(positions)} positions")
+    perm = np.random.default_rng([seed, 104729]).permutation(np.sort(positions))
+    return [np.sort(perm[f::folds]) for f in range(folds)]
 
 
 class EpisodeStream:
@@ -389,6 +401,8 @@ def train(
     t0 = time.time()
     ms = ms if ms is not None else load_movielens(conf.data.root)
     feats = feats if feats is not None else load_features(ms, conf, progress)
+    if conf.train.folds > 1:
+        return _train_folds(conf, ms, feats, progress, state_path, t0)
     if conf.model.members > 1:
         if conf.train.finetune:
             raise ConfigError("train.finetune: an ensemble (model.members > 1) cannot tune towers")
@@ -428,6 +442,69 @@ def train(
         tuned = tuned_features(feats, ms, entries, conf.data.cache_dir, progress)
     return TrainResult(
         state.model, history, best_step, best_val, val_pos, train_pos, time.time() - t0, tuned
+    )
+
+
+def _train_folds(
+    conf: Config, ms: MovieSet, feats: Features, progress: bool, state_path: Path | None, t0: float
+) -> TrainResult:
+    """K-fold selection (``train.folds``): fold model f trains on the other folds and
+    early-stops on fold f (every movie an unlabeled node, as in any validation pass);
+    its best fold score is its CV score. Returns the fold models averaged (``bag``) or
+    one refit on all training pairs (``refit``), with ``cv`` filled in."""
+    if conf.model.members > 1 or conf.train.finetune:
+        raise ConfigError(
+            "train.folds >= 2 trains its own members; use it with model.members=1 and "
+            "frozen towers (train.finetune=[])"
+        )
+    train_pos, _ = training_positions(ms, conf.seed, conf.data.train_fraction)
+    folds = fold_split(train_pos, conf.train.folds, conf.seed)
+    all_idx = np.arange(len(ms))
+    models, history, accs, steps = [], [], [], []
+    for f, val_pos in enumerate(folds):
+        fit = Phase(
+            "fit",
+            np.setdiff1d(train_pos, val_pos),
+            val_pos,
+            conf.train.steps,
+            conf.train.steps,
+            all_idx,
+        )
+        path = (
+            None
+            if state_path is None
+            else Path(state_path).with_name(f"{Path(state_path).name}-fold{f}")
+        )
+        log.info(
+            "fold %d/%d: %d fit, %d validation pairs",
+            f + 1,
+            len(folds),
+            len(fit.train_pos),
+            len(val_pos),
+        )
+        state = _fit(conf, feats, fit, progress, path)
+        models.append(state.model)
+        accs.append(float(state.best))
+        steps.append(int(state.best_step))
+        history += [{**row, "fold": f} for row in state.history]
+    cv = {
+        "folds": len(folds),
+        "fold_acc": accs,
+        "fold_steps": steps,
+        "cv_acc": float(np.mean(accs)),
+        "cv_se": float(np.std(accs, ddof=1) / np.sqrt(len(accs))),
+    }
+    best_step = int(round(np.mean(steps)))
+    if conf.train.fold_model == "refit":
+        horizon = best_step if conf.train.refit_schedule == "scaled" else conf.train.steps
+        refit = Phase("refit", train_pos, np.array([], int), best_step, horizon, all_idx)
+        state = _fit(conf, feats, refit, progress, state_path)
+        history += [{**r, "refit": True} for r in state.history]
+        model = state.model
+    else:
+        model = Ensemble(models, conf.model)
+    return TrainResult(
+        model, history, best_step, cv["cv_acc"], None, train_pos, time.time() - t0, None, cv
     )
 
 

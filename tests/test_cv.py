@@ -1,0 +1,164 @@
+"""k-fold selection (train.folds): folds that partition the training positions, fold
+models that never see their own fold, the bag of fold models as one checkpoint, and the
+fold-paired differences a study decides with."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import make_folder
+
+from gmatch import train as train_mod
+from gmatch.cli import main
+from gmatch.config import ConfigError, load_config
+from gmatch.data import load_movielens
+from gmatch.models import Ensemble, Matcher
+from gmatch.train import fold_split
+
+FAST = [
+    "data.poster_views=[image:efficientnet_lite0,ocr:minilm]",
+    "data.intro_views=[text:minilm,text:tfidf]",
+    "model.prior=[ocr:minilm=text:minilm@2,ocr:chars=text:chars@4]",
+    "model.dim=32",
+    "train.steps=20",
+    "train.eval_every=10",
+    "train.episode_sizes=[32,64]",
+    "train.warmup=5",
+]
+
+
+def test_folds_partition_the_positions_whatever_their_order():
+    pos = np.arange(100, 277)
+    folds = fold_split(pos, 5, seed=0)
+    assert np.array_equal(np.sort(np.concatenate(folds)), pos)  # cover, disjoint
+    assert max(map(len, folds)) - min(map(len, folds)) <= 1
+    shuffled = fold_split(np.random.default_rng(3).permutation(pos), 5, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(folds, shuffled))  # not file order
+    other = fold_split(pos, 5, seed=1)  # control: the seed moves movies between folds
+    assert not all(np.array_equal(a, b) for a, b in zip(folds, other))
+    with pytest.raises(ConfigError, match="folds"):
+        fold_split(pos[:3], 5, seed=0)
+
+
+@pytest.fixture(scope="module")
+def mid_dir(tmp_path_factory):
+    # 180 movies, 120 training pairs: 3 folds of 40 (k = 2 per fold)
+    return make_folder(tmp_path_factory.mktemp("data") / "mid", n=180, n_train=120)
+
+
+def test_fold_models_never_train_on_their_fold_nor_on_heldout(mid_dir, cache_dir, monkeypatch):
+    seen = []
+    real = train_mod._fit
+
+    def spy(conf, feats, phase, *a, **k):
+        seen.append((phase.name, phase.train_pos.copy(), phase.val_pos.copy()))
+        return real(conf, feats, phase, *a, **k)
+
+    monkeypatch.setattr(train_mod, "_fit", spy)
+    ms = load_movielens(mid_dir)
+    conf = load_config(
+        None, [f"data.root={mid_dir}", f"data.cache_dir={cache_dir}", "train.folds=3", *FAST]
+    )
+    result = train_mod.train(conf, ms, progress=False)
+    assert [name for name, *_ in seen] == ["fit"] * 3
+    train = set(ms.train_idx.tolist())
+    vals = [set(v.tolist()) for _, _, v in seen]
+    assert set().union(*vals) == train and sum(map(len, vals)) == len(train)
+    for (_, fit, _), v in zip(seen, vals):
+        assert not (set(fit.tolist()) & v)  # never its own fold
+        assert set(fit.tolist()) | v == train  # nothing held out
+    cv = result.cv
+    assert cv["folds"] == 3 and len(cv["fold_acc"]) == 3
+    assert cv["cv_acc"] == pytest.approx(np.mean(cv["fold_acc"]))
+    assert cv["cv_se"] == pytest.approx(np.std(cv["fold_acc"], ddof=1) / np.sqrt(3))
+    assert isinstance(result.model, Ensemble) and len(result.model.members) == 3
+
+    seen.clear()
+    refit = load_config(
+        None,
+        [
+            f"data.root={mid_dir}",
+            f"data.cache_dir={cache_dir}",
+            "train.folds=3",
+            "train.fold_model=refit",
+            *FAST,
+        ],
+    )
+    result = train_mod.train(refit, ms, progress=False)
+    assert isinstance(result.model, Matcher)
+    assert seen[-1][0] == "refit" and set(seen[-1][1].tolist()) == train
+
+
+def test_a_bagged_run_is_one_checkpoint_that_reproduces_D(mid_dir, cache_dir, tmp_path):
+    out = tmp_path / "bag"
+    common = ["--data", str(mid_dir), "--quiet"]
+    args = [
+        "train",
+        *common,
+        "--out",
+        str(out),
+        f"data.cache_dir={cache_dir}",
+        "train.folds=3",
+        *FAST,
+    ]
+    assert main(args) == 0
+    rec = json.loads((out / "metrics.json").read_text())
+    assert len(rec["cv"]["fold_acc"]) == 3 and rec["val_acc"] == rec["cv"]["cv_acc"]
+    ev = tmp_path / "eval"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(out / "model.pt"),
+                *common,
+                "--cache-dir",
+                str(cache_dir),
+                "--out",
+                str(ev),
+            ]
+        )
+        == 0
+    )
+    assert np.allclose(np.load(ev / "D.npy"), np.load(out / "D.npy"), atol=1e-5)
+    with pytest.raises(ConfigError, match="members"):
+        conf = load_config(
+            None,
+            [
+                f"data.root={mid_dir}",
+                f"data.cache_dir={cache_dir}",
+                "train.folds=3",
+                "model.members=2",
+                *FAST,
+            ],
+        )
+        train_mod.train(conf, load_movielens(mid_dir), progress=False)
+
+
+def test_paired_differences_pair_by_seed_and_fold(tmp_path):
+    """Fabricated runs where case b beats a by exactly 0.01 on every fold of every seed,
+    except one fold (+0.03): Δcv is their mean over the 2 x 3 pairs, with its se."""
+    from experiments import paired
+
+    for case, bump in (("a", 0.0), ("b", 0.01)):
+        for seed in (0, 1):
+            folds = [
+                0.5 + 0.1 * f + bump + (0.02 if case == "b" and f == 2 and seed == 1 else 0)
+                for f in range(3)
+            ]
+            run = tmp_path / f"case={case}-seed={seed}"
+            run.mkdir()
+            rec = {
+                "overrides": [f"case={case}", f"seed={seed}"],
+                "val_acc": float(np.mean(folds)),
+                "cv": {"fold_acc": folds, "cv_acc": float(np.mean(folds))},
+                "metrics": {"heldout": {"acc_dim0": 0.4, "acc_dim1": 0.4}},
+            }
+            (run / "metrics.json").write_text(json.dumps(rec))
+    assert paired.main([str(tmp_path), "--ref", "a", "--out", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "results.md").read_text()
+    d = [0.01] * 5 + [0.03]
+    se = np.std(d, ddof=1) / np.sqrt(6)
+    assert f"+{np.mean(d):.4f} ± {se:.4f} (n = 6)" in text
