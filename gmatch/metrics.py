@@ -112,11 +112,17 @@ def rank_metrics(ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict:
     return out
 
 
-def evaluate_distance(D, subset: np.ndarray | None = None, ratio: float = 0.05) -> dict[str, float]:
+def evaluate_distance(
+    D, subset: np.ndarray | None = None, ratio: float = 0.05, allow_constant: bool = False
+) -> dict[str, float]:
     """All retrieval metrics of D, optionally restricted to a subset of movies.
 
     With ``subset`` the sub-matrix ``D[subset][:, subset]`` is scored, so the
     candidates are the subset's movies only and k = int(ratio * len(subset)).
+    ``allow_constant``: score constant rows/columns instead of refusing them (untrained
+    analyses, where a poster without text has no score at all); the tie rule counts every
+    tied candidate as closer, so such a row is never a hit (R@K 0, rank N). A model's
+    D is always checked.
 
     Returns flat keys: ``acc_dim0``, ``acc_dim1``, ``acc_mean`` and per direction
     ``poster_to_intro/R@1`` ... ``intro_to_poster/median_rank``.
@@ -125,7 +131,11 @@ def evaluate_distance(D, subset: np.ndarray | None = None, ratio: float = 0.05) 
     if subset is not None:
         idx = torch.as_tensor(np.asarray(subset), dtype=torch.long)
         D = D[idx][:, idx]
-    check_distance(D)
+    if allow_constant:
+        if not torch.isfinite(D).all():
+            raise DegenerateDistanceError("D contains NaN or inf values")
+    else:
+        check_distance(D)
     k = int(ratio * len(D))
     # A subset too small for k >= 1 has no get_acc (NaN), only ranks.
     out = {

@@ -185,7 +185,9 @@ def write_run(
             D, ms, analysis.sinkhorn_tau, analysis.sinkhorn_iters
         )
     atomic_save_npy(run.path / "D.npy", np.asarray(D, dtype=np.float32))
-    return _finish(run, metrics, ms, conf, extra)
+    # the analysis settings this run used (e.g. evaluate --sinkhorn-tau), not the config's
+    used = {"analysis_settings": dataclasses.asdict(analysis)}
+    return _finish(run, metrics, ms, conf, {**(extra or {}), **used})
 
 
 def _finish(run: RunDir, metrics: dict, ms: MovieSet, conf: Config | None, extra: dict) -> dict:
@@ -201,6 +203,8 @@ def _finish(run: RunDir, metrics: dict, ms: MovieSet, conf: Config | None, extra
     }
     if conf is not None:
         record["config"] = to_dict(conf)
+        if "analysis_settings" in extra:
+            record["config"]["analysis"] = extra["analysis_settings"]
         atomic_write_text(run.path / "config.yaml", yaml.safe_dump(to_dict(conf), sort_keys=False))
     atomic_write_json(run.path / "metrics.json", record)
     run.complete()

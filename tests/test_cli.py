@@ -156,6 +156,16 @@ def test_evaluate_an_ensemble_with_the_sinkhorn_analysis(trained, tiny_dir, cach
         analysis["official"]["intro_to_poster/mean_rank"]
         != sk["official"]["intro_to_poster/mean_rank"]
     )
+    # metrics.json records the analysis settings the run used (the flag), not the
+    # checkpoint's (0.0, the control: the run without the flag)
+    sk_rec = json.loads((tmp_path / "sk" / "metrics.json").read_text())
+    assert sk_rec["analysis_settings"]["sinkhorn_tau"] == 2.0
+    one = tmp_path / "one-sk"
+    args = ["evaluate", "--checkpoint", ckpts[0], "--sinkhorn-tau", "2", "--out", str(one)]
+    assert main([*args, *common]) == 0
+    assert json.loads((one / "metrics.json").read_text())["config"]["analysis"]["sinkhorn_tau"] == 2
+    plain = json.loads((trained / "metrics.json").read_text())
+    assert plain["config"]["analysis"]["sinkhorn_tau"] == 0.0
 
 
 def test_audit_passes(trained, tiny_dir, cache_dir, capsys):

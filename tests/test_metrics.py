@@ -105,8 +105,30 @@ def test_property_range_and_shared_permutation(n, seed, ratio):
     p = torch.randperm(n, generator=g)
     for dim in (0, 1):
         a = get_acc(D, ratio, dim)
-        assert 0.0 <= a <= 1.0
+        assert a == get_acc_loop(D, ratio, dim)  # the SPEC's value (no ties here)
         assert get_acc(D[p][:, p], ratio, dim) == pytest.approx(a)
+        # control: permuting only the columns breaks the pairing, so the hits change
+        # unless they happen to coincide; the shared permutation must not
+        q = torch.roll(p, 1)
+        moved = get_acc(D[p][:, q], ratio, dim)
+        assert moved == get_acc_loop(D[p][:, q], ratio, dim)
+
+
+def test_constant_rows_are_refused_or_scored_as_misses():
+    """A model's D with a constant row is refused (its top-k is undefined); an untrained
+    analysis may score it with allow_constant, and the tie rule makes that row a miss.
+    Control: the same poster's row with its partner strictly nearest is a hit."""
+    rng = np.random.default_rng(0)
+    D = torch.tensor(rng.random((40, 40)))
+    D.fill_diagonal_(-1.0)  # every partner strictly nearest
+    D[3] = 0.5  # poster 3 has no information
+    with pytest.raises(DegenerateDistanceError, match="row"):
+        evaluate_distance(D)
+    m = evaluate_distance(D, allow_constant=True)
+    assert m["acc_dim1"] == pytest.approx(39 / 40)  # every poster but 3
+    assert true_ranks(D, 1)[3] == 39  # all 39 others tie with the partner: ranked last
+    D[3, 3] = -1.0  # control
+    assert evaluate_distance(D)["acc_dim1"] == 1.0
 
 
 def test_check_distance_names_the_shape_it_wants():
