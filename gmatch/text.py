@@ -110,10 +110,17 @@ class TrainOnlyTfidf:
             return [clean_text(t, stopwords=True, lemmatize=True) for t in texts]
         return [clean_text(t) for t in texts]
 
+    @staticmethod
+    def _canonical(docs: list[str]) -> list[str]:
+        return sorted(docs)
+
     def fit(self, train_texts: list[str]) -> TrainOnlyTfidf:
         from sklearn.decomposition import TruncatedSVD
 
-        docs = self._docs(train_texts)
+        # Documents in a canonical order (sorted), so the fit depends on the set of
+        # training intros, not on their order: the randomized SVD's basis otherwise moves
+        # with the row order (193 of 256 components changed under a shuffle).
+        docs = self._canonical(self._docs(train_texts))
         self.vectorizer = self._vectorizer()
         X = self.vectorizer.fit_transform(docs)
         self.components = None  # [dim x vocab] SVD basis; None = raw TF-IDF

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import DATA
 
 from gmatch.config import load_config
 from gmatch.data import load_movielens
@@ -107,3 +108,40 @@ def test_lexical_view_fits_on_training_intros_only(tiny_dir, cache_dir):
     a = extract(ms, "text:chars", cache_dir, False).values[ms.train_idx]
     b = extract(changed, "text:chars", cache_dir, False).values[ms.train_idx]
     assert abs(a - b).max() == 0
+
+
+def test_tfidf_svd_fit_is_order_invariant_on_real_intros():
+    """On the course's 1762 training intros (a vocabulary far above 256 terms, so the
+    SVD runs), fitting on a shuffled list gives exactly the same basis. Control: without
+    the canonical order the randomized SVD's components move."""
+    ms = load_movielens(DATA)
+    intros = [ms.intros[i] for i in ms.train_idx]
+    shuffled = [intros[i] for i in np.random.default_rng(0).permutation(len(intros))]
+    a, b = TrainOnlyTfidf().fit(intros), TrainOnlyTfidf().fit(shuffled)
+    assert a.components is not None and a.components.shape[0] == 256
+    assert np.array_equal(a.components, b.components)
+    assert np.array_equal(a.transform(intros[:50]), b.transform(intros[:50]))
+
+    class FileOrder(TrainOnlyTfidf):  # the fit before the fix: documents as given
+        @staticmethod
+        def _canonical(docs):
+            return list(docs)
+
+    c, d = FileOrder().fit(intros), FileOrder().fit(shuffled)
+    assert not np.allclose(np.abs(c.components), np.abs(d.components), atol=1e-3)
+
+
+def test_audit_compares_svd_subspaces_not_components():
+    """A basis with rotated components of one subspace (and flipped signs) is the same
+    subspace; another subspace is not (control)."""
+    import torch
+
+    from gmatch.audit import same_subspace
+
+    g = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(300, 8, generator=g, dtype=torch.float64)).Q.T
+    rot = torch.linalg.qr(torch.randn(8, 8, generator=g, dtype=torch.float64)).Q
+    assert same_subspace(basis.float(), (rot @ basis).float())
+    assert same_subspace(basis, -basis)
+    other = torch.linalg.qr(torch.randn(300, 8, generator=g, dtype=torch.float64)).Q.T
+    assert not same_subspace(basis, other)
