@@ -225,15 +225,16 @@ def poster_ocr(
     course data is used where its settings match), and the settings."""
     conf = conf or OCRConfig()
     cache_file = Path(cache_dir) / f"ocr_rapidocr_{conf.key()}.json"
-    # The OCR cache shipped beside the course data (data/ocr/movielens_rapidocr.json).
-    seed = Path(ms.root).parent / "ocr" / f"{Path(ms.root).name}_rapidocr.json"
+    # The OCR caches shipped beside the course data (data/ocr/movielens_rapidocr*.json,
+    # one per reader; each is used only where its settings key matches).
+    seeds = sorted((Path(ms.root).parent / "ocr").glob(f"{Path(ms.root).name}_rapidocr*.json"))
     lines = read_posters(
         ms.poster_paths,
         ms.poster_hashes(),
         cache_file,
         conf,
         progress=progress,
-        seeds=(seed,) if seed.exists() else (),
+        seeds=tuple(seeds),
         runner=_RUNNER.get(),
     )
     return lines, conf
