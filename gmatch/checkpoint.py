@@ -19,6 +19,7 @@ from gmatch.specs import parse_spec
 
 __all__ = [
     "CheckpointError",
+    "checkpoint_dict",
     "save_checkpoint",
     "load_checkpoint",
     "checkpoint_features",
@@ -26,6 +27,37 @@ __all__ = [
 ]
 
 FORMAT = "gmatch-matcher-1"
+
+
+def checkpoint_dict(
+    model: torch.nn.Module,
+    conf: Config,
+    feats: Features,
+    best_step: int = 0,
+    history: list | None = None,
+) -> dict:
+    """Config + weights + encoder specs, dims and fitted states: what a checkpoint holds
+    (:func:`save_checkpoint` writes it; :func:`gmatch.api.fit` keeps it in memory)."""
+    poster_dims, intro_dims = feats.dims()
+    return {
+        "format": FORMAT,
+        "config": to_dict(conf),
+        "state_dict": model.state_dict(),
+        "poster_views": [b.spec for b in feats.poster],
+        "intro_views": [b.spec for b in feats.intro],
+        "poster_dims": poster_dims,
+        "encoder_states": feats.states(),
+        "intro_dims": intro_dims,
+        "genre_names": feats.genre_names if model.genre_head is not None else [],
+        "best_step": best_step,
+        "history": history or [],
+        "poster_sets": feats.set_specs()[0],
+        "intro_sets": feats.set_specs()[1],
+        "set_dims": list(feats.set_dims()),
+        "finetune": feats.finetune,
+        # models averaged (model.members, or a K-fold run's bag of fold models)
+        "members": len(model.members) if isinstance(model, Ensemble) else 1,
+    }
 
 
 def save_checkpoint(
@@ -36,30 +68,8 @@ def save_checkpoint(
     best_step: int = 0,
     history: list | None = None,
 ) -> None:
-    """Config + weights + encoder specs, dims and fitted states, written atomically."""
-    poster_dims, intro_dims = feats.dims()
-    atomic_torch_save(
-        Path(path),
-        {
-            "format": FORMAT,
-            "config": to_dict(conf),
-            "state_dict": model.state_dict(),
-            "poster_views": [b.spec for b in feats.poster],
-            "intro_views": [b.spec for b in feats.intro],
-            "poster_dims": poster_dims,
-            "encoder_states": feats.states(),
-            "intro_dims": intro_dims,
-            "genre_names": feats.genre_names if model.genre_head is not None else [],
-            "best_step": best_step,
-            "history": history or [],
-            "poster_sets": feats.set_specs()[0],
-            "intro_sets": feats.set_specs()[1],
-            "set_dims": list(feats.set_dims()),
-            "finetune": feats.finetune,
-            # models averaged (model.members, or a K-fold run's bag of fold models)
-            "members": len(model.members) if isinstance(model, Ensemble) else 1,
-        },
-    )
+    """:func:`checkpoint_dict`, written atomically."""
+    atomic_torch_save(Path(path), checkpoint_dict(model, conf, feats, best_step, history))
 
 
 class CheckpointError(ValueError):
