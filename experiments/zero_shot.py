@@ -64,6 +64,16 @@ COMBINED = {
         ("ocr:chars", "text:chars", 4.0),
         ("ocrlines:mpnet", "text:mpnet", 1.0),
     ],
+    "the default's priors, lexical on the segmented string": [
+        ("ocrseg:mpnet", "text:mpnet", 2.0),
+        ("ocrseg:chars", "text:chars", 4.0),
+        ("ocrlines:mpnet", "text:mpnet", 1.0),
+    ],
+    "the default's priors, sentence prior on the plain string": [
+        ("ocr:mpnet", "text:mpnet", 2.0),
+        ("ocr:chars", "text:chars", 4.0),
+        ("ocrlines:mpnet", "text:mpnet", 1.0),
+    ],
 }
 
 

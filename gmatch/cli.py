@@ -23,6 +23,7 @@ from gmatch.encoders.text import WeightsError
 from gmatch.features import load_features
 from gmatch.io import atomic_write_json
 from gmatch.metrics import DegenerateDistanceError
+from gmatch.pdf import PDFError, render_pdf
 from gmatch.report import ReportError, make_comparison, make_report
 from gmatch.runs import (
     ResumeError,
@@ -49,6 +50,7 @@ USER_ERRORS = (
     WeightsError,
     DegenerateDistanceError,
     ReportError,
+    PDFError,
     OSError,
 )
 
@@ -156,6 +158,8 @@ def cmd_report(args) -> int:
         out = make_comparison(args.run[0], args.run[1], args.out, args.data)
     elif len(args.run) == 1:
         out = make_report(args.run[0], args.data, args.query, n_random=args.random, k=args.k)
+        if args.pdf:
+            print(f"pdf: {render_pdf(out)}")
     else:
         raise ReportError("gmatch report takes one run folder (a report) or two (a comparison)")
     print(f"report: {out}")
@@ -283,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="random held-out queries to show beside the curated ones",
     )
     sp.add_argument("-k", type=int, default=5, help="neighbours per query")
+    sp.add_argument("--pdf", action="store_true", help="also write report.pdf (headless Chromium)")
     sp.set_defaults(func=cmd_report)
 
     sp = sub.add_parser("table", help="collect runs into results.csv/.md", formatter_class=fmt)

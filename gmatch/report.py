@@ -111,7 +111,7 @@ def _fig_b64(fig, path: Path) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=160)  # sharp in print (the PDF) as on screen
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -609,10 +609,11 @@ def _search_box(D: torch.Tensor, ms: MovieSet, k: int = 5) -> str:
     }
     payload = json.dumps(data).replace("</", "<\\/")
     return (
-        "<h2>Search</h2><p>Type a title (or an id) to see its top-5 intros and posters among all "
-        f"{len(ms)} movies (works offline).</p><input id='search' placeholder='e.g. Toy Story' size='40'>"
-        f"<div id='search-out'></div><script type='application/json' id='search-data'>{payload}</script>"
-        f"<script>{SEARCH_JS}</script>"
+        "<div class='search'><h2>Search</h2><p>Type a title (or an id) to see its top-5 intros and "
+        f"posters among all {len(ms)} movies (works offline).</p><input id='search' "
+        "placeholder='e.g. Toy Story' size='40'><div id='search-out'></div>"
+        f"<script type='application/json' id='search-data'>{payload}</script>"
+        f"<script>{SEARCH_JS}</script></div>"
     )
 
 
@@ -704,6 +705,10 @@ STYLE = (
     ".tr{background:#ffe9a8;font-size:10px;padding:0 3px}.label{color:#777;font-size:11px;margin:0}"
     ".ocr{font-family:monospace;font-size:11px;color:#444}.miss{background:#fde2e2;font-size:12px}"
     ".baseline th,.baseline td{color:#666}"
+    # print (gmatch report --pdf): no search box, one section a page with the headline
+    # on page 1 (it follows the search box), figures within the page
+    "@media print{.search{display:none}h2{break-before:page}.search+h2{break-before:auto}"
+    "img{max-width:100%}body{max-width:none}table,figure,.query{break-inside:avoid}}"
 )
 
 

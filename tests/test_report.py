@@ -215,3 +215,29 @@ def test_comparison_page(report_run, tmp_path, cache_dir):
         tmp_path, (tmp_path / "cmp" / "compare.html").resolve().as_uri(), tmp_path / "cmp.png"
     )
     assert 'id="compare"' in dom
+
+
+def test_report_pdf_has_the_headline_on_page_one_and_a_page_per_section(report_run, monkeypatch):
+    """gmatch report --pdf: Chromium prints report.pdf with the print style sheet; its
+    first page holds the headline numbers (not the search box), and sections start new
+    pages. Control: without Chromium the command fails in one line naming the package."""
+    if shutil.which("chromium") is None or shutil.which("pdftotext") is None:
+        pytest.skip("needs chromium and poppler-utils (apt-get install chromium poppler-utils)")
+    assert main(["report", str(report_run), "--query", "Toy Story", "--pdf"]) == 0
+    pdf = report_run / "report.pdf"
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True)
+    pages = int(re.search(r"Pages:\s+(\d+)", info.stdout).group(1))
+    html = (report_run / "report.html").read_text()
+    assert pages >= html.count("<h2>") - 1  # a page per section at least (search hidden)
+    page1 = subprocess.run(
+        ["pdftotext", "-f", "1", "-l", "1", "-layout", str(pdf), "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    m = json.loads((report_run / "metrics.json").read_text())["metrics"]
+    assert "Headline" in page1 and "Search" not in page1
+    assert f"{m['official']['acc_dim1']:.3f}" in page1  # the headline numbers, as printed
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert main(["report", str(report_run), "--pdf"]) == 2
