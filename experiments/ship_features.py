@@ -6,6 +6,7 @@ A row in a seed is used instead of a locally computed one, so every machine scor
 the course data on the same numbers; other data sets are extracted as usual.
 
     python -m experiments.ship_features            # the default config's text views
+    python -m experiments.ship_features data.ocr_model=v4 --keep   # add another reader's rows
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def main(argv=None) -> int:
     )
     p.add_argument("overrides", nargs="*", help="config overrides (default: the default config)")
     p.add_argument("--out", default="data/features")
+    p.add_argument("--keep", action="store_true", help="keep the rows the seeds already hold")
     args = p.parse_args(argv)
     conf = load_config(None, args.overrides)
     ms = load_movielens(conf.data.root)
@@ -68,7 +70,7 @@ def main(argv=None) -> int:
             hashlib.sha1(t.encode()).hexdigest() for t in texts
         )
     for key, item_keys in by_key.items():
-        out = write_seed(conf.data.cache_dir, key, item_keys, Path(args.out))
+        out = write_seed(conf.data.cache_dir, key, item_keys, Path(args.out), keep=args.keep)
         print(f"{out}: {len(set(item_keys))} rows, {out.stat().st_size / 1e6:.1f} MB")
     return 0
 

@@ -173,11 +173,15 @@ def _cached_encode(
     return np.stack([cache.get(k) for k in item_keys]).astype(np.float32)
 
 
-def write_seed(cache_dir, key: str, item_keys: list[str], out_dir: Path, dtype=np.float16) -> Path:
+def write_seed(
+    cache_dir, key: str, item_keys: list[str], out_dir: Path, dtype=np.float16, keep: bool = False
+) -> Path:
     """Write the cached rows ``item_keys`` of encoder ``key`` as a read-only seed cache
-    (``<out_dir>/<key>.npz``, ``dtype``) to ship beside a data set."""
-    rows = _Cache(cache_dir, key).rows
-    keys = sorted(set(item_keys))
+    (``<out_dir>/<key>.npz``, ``dtype``) to ship beside a data set. ``keep``: the rows
+    the seed already holds stay (as they are), so a seed can serve several readers."""
+    old = _Cache(cache_dir, key, seeds=(Path(out_dir),)).seed_rows if keep else {}
+    rows = {**_Cache(cache_dir, key).rows, **old}
+    keys = sorted(set(item_keys) | set(old))
     out = Path(out_dir) / f"{key}.npz"
     _write_cache(out, keys, [rows[k] for k in keys], dtype)
     return out
