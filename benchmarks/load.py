@@ -128,7 +128,7 @@ def _neighbour(kind: str, policy: str, stage: str) -> subprocess.Popen | None:
     else:  # a second gmatch job doing the same work under the same policy
         cmd = [sys.executable, "-m", "benchmarks.load", policy, stage, "0"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-    time.sleep(6.0)  # let it load its models and start working
+    time.sleep(5.0)  # let it load its models and start working
     return proc
 
 
@@ -158,7 +158,7 @@ def _measure(policy: str, stage: str, seconds: float) -> float:
     return json.loads(out.strip().splitlines()[-1])["rate"]
 
 
-def bench_load(seconds: float = 8.0, stages=STAGES, neighbours=NEIGHBOURS) -> str:
+def bench_load(seconds: float = 5.0, stages=STAGES, neighbours=NEIGHBOURS) -> str:
     rates: dict = {}
     for kind in neighbours:
         for stage in stages:
@@ -191,7 +191,7 @@ def bench_load(seconds: float = 8.0, stages=STAGES, neighbours=NEIGHBOURS) -> st
     )
     return (
         f"Each cell: {seconds:g} s of wall time after a warm-up, one process per measurement; "
-        "the neighbour starts 6 s before and is killed after. Worst gmatch stage beside a "
+        "the neighbour starts 5 s before and is killed after. Worst gmatch stage beside a "
         f"torch or onnxruntime neighbour: **{worst:.2f}× quiet** (target ≥ 0.4×).\n\n"
         + "\n".join(lines)
         + "\n"

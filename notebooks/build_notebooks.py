@@ -22,8 +22,10 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 HERE = Path(__file__).resolve().parent
 
 SETUP = """\
-import json, subprocess, time
+import json, subprocess, time, warnings
 from pathlib import Path
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
 
 import numpy as np
 import torch
@@ -125,8 +127,8 @@ WALKTHROUGH = [
         "import matplotlib.pyplot as plt\n"
         "from PIL import Image\n\n"
         "def show_posters(indices, titles, marks):\n"
-        "    fig, axes = plt.subplots(1, len(indices), figsize=(2 * len(indices), 3.2))\n"
-        "    for ax, i, t, ok in zip(axes, indices, titles, marks):\n"
+        "    fig, axes = plt.subplots(1, len(indices), figsize=(2 * len(indices), 3.2), squeeze=False)\n"
+        "    for ax, i, t, ok in zip(axes[0], indices, titles, marks):\n"
         "        ax.imshow(Image.open(movies.poster_paths[i])); ax.set_xticks([]); ax.set_yticks([])\n"
         "        ax.set_title(t[:22], fontsize=8, color='green' if ok else 'black')\n"
         "    plt.tight_layout(); plt.show()\n\n"

@@ -44,5 +44,7 @@ def test_paired_differences_pair_by_seed(tmp_path):
     run("better", 7, 0.9, 0.9)  # no reference on seed 7
     assert main([str(tmp_path / "runs"), "--ref", "ref", "--out", str(tmp_path / "out")]) == 0
     table = (tmp_path / "out" / "results.md").read_text()
-    assert "| better | ref | 3 | +0.0100 ± 0.0000 | -0.0300 ± 0.0000 |" in table
+    assert (
+        "| better | ref | 3 | — | +0.0100 ± 0.0000 | -0.0300 ± 0.0000 |" in table
+    )  # no folds: no Δcv
     assert main([str(tmp_path / "runs"), "--ref", "nope", "--out", str(tmp_path / "o2")]) == 2
