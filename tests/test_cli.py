@@ -185,7 +185,7 @@ def test_audit_passes(trained, tiny_dir, cache_dir, capsys):
     assert out.count("PASS") == 5 and "FAIL" not in out
 
 
-def test_audit_checks_fail_on_negative_controls(trained, tiny_dir, cache_dir):
+def test_audit_checks_fail_on_negative_controls(trained, tiny_dir, cache_dir, monkeypatch):
     """Each audit check catches a model that breaks its rule."""
     from gmatch.audit import check_diagonal, check_equivariance, check_text_statistics
     from gmatch.data import load_movielens
@@ -216,6 +216,12 @@ def test_audit_checks_fail_on_negative_controls(trained, tiny_dir, cache_dir):
     assert all(ok for _, ok, _ in check_equivariance(score, n, rng)) and check_diagonal(score, n)[1]
     assert not check_diagonal(diagonal_bonus, n)[1]
     assert not check_equivariance(diagonal_bonus, n, rng)[0][1]
+
+    def column_order(idx0, idx1):  # depends on file order: later intros look farther
+        return score(idx0, idx1) + 0.5 * torch.arange(n)[None, :]
+
+    shuffle = check_equivariance(column_order, n, np.random.default_rng(0))
+    assert shuffle[1][0] == "metrics invariant to a shared shuffle" and not shuffle[1][1]
     states = ckpt["encoder_states"]
     assert check_text_statistics(ms, states, cache_dir, ["text:tfidf"])[1]
     leaky = dict(states)
@@ -225,6 +231,20 @@ def test_audit_checks_fail_on_negative_controls(trained, tiny_dir, cache_dir):
     )  # all intros
     name, ok, detail = check_text_statistics(ms, leaky, cache_dir, ["text:tfidf"])
     assert not ok and "NO" in detail
+    # the train-rows half: a fit that also reads held-out intros moves the training rows
+    import dataclasses
+
+    import gmatch.features as features
+
+    fitted = features._extract_fitted
+
+    def on_all_intros(ms, *args):
+        return fitted(dataclasses.replace(ms, train_idx=np.arange(len(ms))), *args)
+
+    monkeypatch.setattr(features, "_extract_fitted", on_all_intros)
+    features._fit_tfidf.cache_clear()
+    _, ok, detail = check_text_statistics(ms, {}, cache_dir, ["text:tfidf"])
+    assert not ok and "train rows move" in detail, detail
 
 
 def test_bad_checkpoints(trained, tmp_path):
