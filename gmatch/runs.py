@@ -279,9 +279,23 @@ def streamed_split_metrics(
     model, feats: Features, ms: MovieSet, chunk: int = 1024, map_blocks=local_map
 ) -> dict:
     """``official`` / ``heldout`` / ``train`` blocks from streamed ranks (large-N mode:
-    never an N x N matrix), each subset ranked among itself as :func:`split_metrics` does."""
+    never an N x N matrix), each subset ranked among itself as :func:`split_metrics` does.
+
+    A subset block streams the model on the subset's nodes only. For a model without
+    attention (n_layers = 0) each pair's score depends on its two movies alone, so that
+    equals the dense path's slice of the full forward (tested). With attention units a
+    node's state depends on every node it attends to, so the two would differ: such a
+    model gets the ``official`` block only, and ``subsets`` says why."""
     out = {}
+    members = getattr(model, "members", None) or [model]
+    attends = any(getattr(m, "conf", None) is not None and m.conf.n_layers > 0 for m in members)
     for name, idx in metric_subsets(ms).items():
+        if idx is not None and attends:
+            out["subsets"] = (
+                "not streamed: with attention units (n_layers > 0) a subset's own forward "
+                "differs from the dense path's slice of the full forward; use dense evaluate"
+            )
+            continue
         f = feats if idx is None else feats.subset(idx)
         (v0, m0), (v1, m1) = f.tensors(None, "poster"), f.tensors(None, "intro")
         ranks = streamed_ranks(

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import make_folder
 
 from gmatch import train as train_mod
@@ -162,3 +163,43 @@ def test_paired_differences_pair_by_seed_and_fold(tmp_path):
     d = [0.01] * 5 + [0.03]
     se = np.std(d, ddof=1) / np.sqrt(6)
     assert f"+{np.mean(d):.4f} ± {se:.4f} (n = 6)" in text
+
+
+def test_streamed_subsets_equal_dense_for_l0_and_are_refused_with_attention(mid_dir, cache_dir):
+    """Large-N mode's held-out and train blocks equal the dense path's for a model without
+    attention; with an attention unit (scrambled: a fresh unit is the identity) the subset
+    forward would differ from the dense slice, so only the official block is streamed.
+    Control: that model's own subset forward really differs from the dense slice."""
+    from conftest import scramble_
+
+    from gmatch.evaluate import predict_dist, split_metrics
+    from gmatch.features import load_features
+    from gmatch.runs import streamed_split_metrics
+    from gmatch.train import new_model
+
+    ms = load_movielens(mid_dir)
+    for layers in (0, 1):
+        conf = load_config(
+            None,
+            [
+                f"data.root={mid_dir}",
+                f"data.cache_dir={cache_dir}",
+                f"model.n_layers={layers}",
+                *FAST,
+            ],
+        )
+        feats = load_features(ms, conf, progress=False)
+        model = scramble_(new_model(conf, feats), seed=layers, std=0.05).eval()
+        dense = split_metrics(predict_dist(model, feats), ms)
+        streamed = streamed_split_metrics(model, feats, ms, chunk=50)
+        if layers == 0:
+            for block in ("official", "heldout", "train"):
+                for key in ("acc_dim0", "acc_dim1", "poster_to_intro/R@1", "intro_to_poster/R@5"):
+                    assert streamed[block][key] == pytest.approx(dense[block][key], abs=1e-9)
+        else:
+            assert set(streamed) == {"official", "subsets"} and "n_layers" in streamed["subsets"]
+            for key in ("acc_dim0", "acc_dim1"):
+                assert streamed["official"][key] == pytest.approx(dense["official"][key], abs=0.02)
+            held = ms.heldout_idx
+            own = predict_dist(model, feats.subset(held))
+            assert not torch.allclose(own, predict_dist(model, feats)[held][:, held], atol=1e-4)
