@@ -170,7 +170,12 @@ def bench_load(seconds: float = 5.0, stages=STAGES, neighbours=NEIGHBOURS) -> st
                     if proc is not None:
                         proc.kill()
                         proc.wait()
-    unit = {"efficientnet": "posters/s", "ocr": "posters/s", "mpnet": "intros/s", "train": "steps/s"}
+    unit = {
+        "efficientnet": "posters/s",
+        "ocr": "posters/s",
+        "mpnet": "intros/s",
+        "train": "steps/s",
+    }
     lines = [
         "| stage | beside | before: items/s (× quiet) | **gmatch: items/s (× quiet)** | gmatch / before |",
         "|---|---|---|---|---|",

@@ -868,13 +868,32 @@ def main(argv=None) -> int:
         action="store_true",
         help="only each stage quiet vs beside a neighbour job (writes benchmarks/LOAD.md)",
     )
+    p.add_argument(
+        "--fresh-clone",
+        nargs="*",
+        choices=["run", "test"],
+        help="time a cold `make run` and/or the CI command on a fresh clone (benchmarks/FRESH_CLONE.md)",
+    )
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.fresh_clone is not None:
+        from benchmarks.fresh_clone import bench_fresh_clone
+
+        which = tuple(args.fresh_clone) or ("run", "test")
+        return _write_text(
+            "FRESH_CLONE.md",
+            "fresh-clone wall times",
+            "--fresh-clone " + " ".join(which),
+            lambda: bench_fresh_clone(which),
+        )
     if args.ocr_quality:
         from benchmarks.ocr_quality import bench_ocr_quality
 
         return _write_text(
-            "OCR_QUALITY.md", "reading quality of the OCR readers", "--ocr-quality", bench_ocr_quality
+            "OCR_QUALITY.md",
+            "reading quality of the OCR readers",
+            "--ocr-quality",
+            bench_ocr_quality,
         )
     if args.load:
         from benchmarks.load import bench_load
