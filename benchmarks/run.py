@@ -154,9 +154,9 @@ def bench_ocr(n: int) -> list[dict]:
     ms = load_movielens(DATA).subset(np.arange(n))
     rows = []
     for conf, label in (
-        (OCRConfig(), "default: det 480, no angle classifier"),
+        (OCRConfig(model="v4"), "default: det 480, no angle classifier"),
         (
-            OCRConfig(det_limit_side_len=736, use_cls=True, engine="rapidocr"),
+            OCRConfig(model="v4", det_limit_side_len=736, use_cls=True, engine="rapidocr"),
             "RapidOCR stock: det 736 + cls",
         ),
     ):
@@ -184,7 +184,7 @@ def bench_ocr_recognizer(repeat: int = 5) -> list[dict]:
     from gmatch.encoders import ocr
     from gmatch.encoders.ocr import OCRConfig
 
-    session = ocr.ocr_engine(OCRConfig()).text_rec.rec.session
+    session = ocr.ocr_engine(OCRConfig(model="v4")).text_rec.rec.session
     rng = np.random.default_rng(0)
     rows = []
     for width in (320, 640, 1024):
@@ -215,7 +215,7 @@ def bench_ocr_levers(
 ) -> list[dict]:
     """OCR levers (issue 18): seconds per poster in one process (1 thread) of RapidOCR
     stock, gmatch's default, the default's settings on RapidOCR's own engine (the
-    previous default: same lines, ``OCRConfig(engine="rapidocr")``) and variants
+    previous default: same lines, ``OCRConfig(model="v4", engine="rapidocr")``) and variants
     (detector side, recognition padding width), interleaved, median of ``repeat``;
     each variant's confident lines compared with the default's (share of posters read
     identically). Then the end-to-end rate of ``read_posters`` (2 worker processes,
@@ -235,12 +235,14 @@ def bench_ocr_levers(
     default = "default (det 480, no classifier, gmatch engine)"
     fast = "det 320, recognition width 96"
     variants = {
-        stock: OCRConfig(det_limit_side_len=736, use_cls=True, engine="rapidocr"),
-        previous: OCRConfig(engine="rapidocr"),
-        default: OCRConfig(),
-        "det 480, recognition width 96": OCRConfig(rec_width=96),
-        "det 384, recognition width 96": OCRConfig(det_limit_side_len=384, rec_width=96),
-        fast: OCRConfig(det_limit_side_len=320, rec_width=96),
+        stock: OCRConfig(model="v4", det_limit_side_len=736, use_cls=True, engine="rapidocr"),
+        previous: OCRConfig(model="v4", engine="rapidocr"),
+        default: OCRConfig(model="v4"),
+        "det 480, recognition width 96": OCRConfig(model="v4", rec_width=96),
+        "det 384, recognition width 96": OCRConfig(
+            model="v4", det_limit_side_len=384, rec_width=96
+        ),
+        fast: OCRConfig(model="v4", det_limit_side_len=320, rec_width=96),
     }
     times = {k: [] for k in variants}
     out = {}

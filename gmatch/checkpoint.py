@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from gmatch.config import Config, ConfigError, merge, to_dict
+from gmatch.config import Config, ConfigError, merge, saved_config, to_dict
 from gmatch.data import MovieSet
 from gmatch.evaluate import predict_dist
 from gmatch.features import Features, ocr_config
@@ -92,7 +92,7 @@ def load_checkpoint(path: str | Path) -> tuple[Matcher | Ensemble, Config, dict]
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a gmatch matcher checkpoint (format key missing)")
     try:
-        conf = merge(Config(), ckpt["config"])
+        conf = merge(Config(), saved_config(ckpt["config"]))
     except ConfigError as e:
         raise CheckpointError(
             f"{path}: its config is not valid for this version of gmatch ({e})"

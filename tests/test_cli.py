@@ -17,6 +17,7 @@ FAST = [
     "model.n_layers=1",
     "model.edge=mlp",
     "train.steps=30",
+    "train.folds=1",
     "train.eval_every=10",
     "train.episode_sizes=[16,32]",
     "train.warmup=5",

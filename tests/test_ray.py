@@ -83,6 +83,7 @@ def test_streamed_evaluation_on_the_cluster_equals_the_local_one(cluster, small,
     quick = [
         "model.dim=16",
         "train.steps=10",
+        "train.folds=1",
         "train.eval_every=5",
         "train.episode_sizes=[8]",
         "train.warmup=2",

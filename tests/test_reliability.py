@@ -20,6 +20,7 @@ ARGS = [
     "model.dim=32",
     "model.n_layers=1",
     "train.steps=400",
+    "train.folds=1",
     "train.eval_every=10",
     "train.episode_sizes=[16,32]",
     "train.warmup=5",

@@ -17,6 +17,7 @@ FAST = [
     "model.prior=[ocr:chars=text:chars@4]",
     "model.dim=32",
     "train.steps=40",
+    "train.folds=1",
     "train.eval_every=20",
     "train.episode_sizes=[32]",
     "train.warmup=5",

@@ -146,8 +146,9 @@ class OCRConfig:
     # posters; see _tune). "rapidocr": RapidOCR's own sessions and batching (the
     # reference). Not part of key(): both read the same lines (tested).
     engine: str = "gmatch"
-    # the reader (a key of OCR_MODELS): "v4" RapidOCR's PP-OCRv4 mobile, "v6-small" ...
-    model: str = "v4"
+    # the reader (a key of OCR_MODELS): "v6-small" PaddleOCR's PP-OCRv6 small (the default
+    # since study `reader`), "v6-tiny", "v4" RapidOCR's PP-OCRv4 mobile (the reader before)
+    model: str = "v6-small"
     # detector post-processing: probability threshold, box score threshold, box
     # expansion, 2x2 dilation of the probability map (RapidOCR's defaults)
     det_thresh: float = 0.3
