@@ -27,6 +27,8 @@ from gmatch.config import Config, load_config
 from gmatch.data import MovieSet, load_movielens
 from gmatch.evaluate import predict_dist, split_metrics
 from gmatch.features import load_features
+from gmatch.runs import RunDir, train_and_record
+from gmatch.train import train
 
 __all__ = ["Model", "TrainedRun", "load_checkpoint", "fit", "topk"]
 
@@ -103,9 +105,6 @@ def fit(
     the CLI's key=value syntax) on the training pairs of ``data`` (default: the
     config's ``data.root``). With ``out`` the whole run folder is written as
     ``gmatch train --out`` writes it (model.pt, D.npy, metrics.json, ...)."""
-    from gmatch.runs import RunDir, train_and_record  # runs imports the CLI's stack
-    from gmatch.train import train
-
     conf = load_config(None, [*overrides, *([f"data.root={data}"] if data else [])])
     movies = load_movielens(conf.data.root)
     feats = load_features(movies, conf, progress)

@@ -213,14 +213,7 @@ def saved_config(d: dict) -> dict:
     if any(k.startswith("data.") for k in flat):
         for key, value in _ADDED.items():
             flat.setdefault(key, value)
-    out: dict = {}
-    for key, value in flat.items():
-        node = out
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
+    return unflatten(flat)
 
 
 def upgrade(d: dict) -> dict:
@@ -239,6 +232,11 @@ def upgrade(d: dict) -> dict:
                     f"config key {key!r}={value!r}: this option was removed "
                     f"(only {kept!r} remains); use a gmatch version that has it"
                 )
+    return unflatten(flat)
+
+
+def unflatten(flat: dict) -> dict:
+    """``{"model.dim": 8}`` -> ``{"model": {"dim": 8}}``."""
     out: dict = {}
     for key, value in flat.items():
         node = out
