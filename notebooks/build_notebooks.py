@@ -34,7 +34,7 @@ import gmatch
 
 ROOT = Path.cwd().parent if (Path.cwd().parent / "gmatch").is_dir() else Path.cwd()
 sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "gmatch", "notebooks"],
+dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "gmatch", "notebooks/build_notebooks.py"],
                             cwd=ROOT, capture_output=True, text=True).stdout.strip())
 print(f"gmatch {gmatch.__version__}, commit {sha}{' +dirty' if dirty else ''}, torch {torch.__version__}")
 t_start = time.time()
