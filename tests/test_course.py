@@ -106,6 +106,7 @@ def test_report_and_comparison_on_the_course_data(course, cache_dir, tmp_path):
                 "--quiet",
                 f"data.cache_dir={cache_dir}",
                 "seed=1",
+                "train.folds=1",  # one model + refit: the comparison page, not the recipe, is tested
             ]
         )
         == 0
