@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import time
@@ -60,7 +59,6 @@ def bench_fresh_clone(which=("run", "test")) -> str:
             )
             seconds = time.perf_counter() - t
             rows.append((name, sha, done.returncode, seconds, _tail(done.stdout + done.stderr)))
-            shutil.rmtree(Path(tmp) / "main" / ".venv", ignore_errors=True)
     lines = [
         "| command on a fresh clone | commit | exit | wall time | last lines |",
         "|---|---|---|---|---|",

@@ -22,6 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gmatch.runs import git_state
+from gmatch.sweep import commit_label
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "movielens"
 CKPT = ROOT / "checkpoints" / "default.pt"
@@ -811,19 +814,13 @@ def _write_text(name: str, title: str, flag: str, bench) -> int:
     body = bench()
     text = (
         f"# gmatch benchmarks: {title}\n\nCommand: `python -m benchmarks.run {flag}` "
-        f"({time.strftime('%Y-%m-%d')}, {time.time() - t0:.0f} s; {_git_note()}; "
+        f"({time.strftime('%Y-%m-%d')}, {time.time() - t0:.0f} s; "
+        f"commit {commit_label(git_state())}; "
         f"{os.cpu_count()} cores).\n\n{body}"
     )
     print(text)
     atomic_write_text(ROOT / "benchmarks" / name, text)
     return 0
-
-
-def _git_note() -> str:
-    from gmatch.runs import git_state
-
-    g = git_state()
-    return f"commit {g['git_sha']}{' +dirty' if g['git_dirty'] else ''}"
 
 
 def main(argv=None) -> int:

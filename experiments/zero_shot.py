@@ -24,6 +24,7 @@ from gmatch.data import load_movielens
 from gmatch.features import extract, ocr_config
 from gmatch.metrics import evaluate_distance
 from gmatch.runs import git_state
+from gmatch.sweep import commit_label
 
 PAIRS = [
     ("ocr:minilm", "text:minilm"),
@@ -140,8 +141,7 @@ def main(argv=None) -> int:
         flags += f" --ocr-thresholds {args.ocr_thresholds}"
     if args.out != p.get_default("out"):
         flags += f" --out {args.out}"
-    g = git_state()
-    git = f"commit {g['git_sha']}{' +dirty' if g['git_dirty'] else ''}"
+    git = f"commit {commit_label(git_state())}"
     text = (
         f"Command: `python -m experiments.zero_shot{flags}` (no training; chance 0.05; set views "
         "`ocrlines`/`sents` score the max over their elements; ties count against the query, "

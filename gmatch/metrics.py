@@ -46,14 +46,19 @@ def _as_tensor(D, square: bool = True) -> torch.Tensor:
     return D
 
 
-def check_distance(D, row_offset: int = 0, columns: bool = True) -> None:
+def check_distance(
+    D, row_offset: int = 0, columns: bool = True, allow_constant: bool = False
+) -> None:
     """Raise :class:`DegenerateDistanceError` if D is non-finite or has a constant
     row or column (the SPEC: a degenerate D must not score). For a row chunk of a
     streamed D: ``row_offset`` = index of its first row, ``columns=False`` (a chunk
-    sees only part of each column)."""
+    sees only part of each column). ``allow_constant``: only the finiteness check
+    (see :func:`evaluate_distance`)."""
     D = _as_tensor(D, square=columns)
     if not torch.isfinite(D).all():
         raise DegenerateDistanceError("D contains NaN or inf values")
+    if allow_constant:
+        return
     checks = [(1, "row", row_offset)] + ([(0, "column", 0)] if columns else [])
     for dim, name, offset in checks:
         if D.shape[dim] < 2:
@@ -131,11 +136,7 @@ def evaluate_distance(
     if subset is not None:
         idx = torch.as_tensor(np.asarray(subset), dtype=torch.long)
         D = D[idx][:, idx]
-    if allow_constant:
-        if not torch.isfinite(D).all():
-            raise DegenerateDistanceError("D contains NaN or inf values")
-    else:
-        check_distance(D)
+    check_distance(D, allow_constant=allow_constant)
     k = int(ratio * len(D))
     # A subset too small for k >= 1 has no get_acc (NaN), only ranks.
     out = {

