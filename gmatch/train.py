@@ -421,18 +421,7 @@ def train(
     state = _fit(conf, feats, fit, progress, state_path, towers)
     history, best_step, best_val = state.history, state.best_step, state.best
     if conf.train.refit and len(val_pos):
-        # "scaled": the refit's cosine reaches zero at its own last step, so it
-        # ends with a decayed learning rate; "fit": the fit phase's schedule
-        # (train.steps long), cut off at best_step while the rate is still high.
-        horizon = best_step if conf.train.refit_schedule == "scaled" else conf.train.steps
-        log.info(
-            "refit on all %d training pairs for %d steps (%s schedule)",
-            len(train_pos),
-            best_step,
-            conf.train.refit_schedule,
-        )
-        refit = Phase("refit", train_pos, np.array([], int), best_step, horizon, all_idx)
-        state = _fit(conf, feats, refit, progress, state_path, towers)
+        state = _refit(conf, feats, train_pos, best_step, all_idx, progress, state_path, towers)
         history += [{**r, "refit": True} for r in state.history]
     tuned = None
     if state.towers:  # the full tuned encoders give the features the checkpoint will read
@@ -443,6 +432,22 @@ def train(
     return TrainResult(
         state.model, history, best_step, best_val, val_pos, train_pos, time.time() - t0, tuned
     )
+
+
+def _refit(conf, feats, train_pos, steps, all_idx, progress, state_path, towers=()):
+    """Retrain on all training pairs for ``steps`` steps (no validation). "scaled": the
+    refit's cosine reaches zero at its own last step, so it ends with a decayed learning
+    rate; "fit": the fit phase's schedule (train.steps long), cut off at ``steps`` while
+    the rate is still high."""
+    horizon = steps if conf.train.refit_schedule == "scaled" else conf.train.steps
+    log.info(
+        "refit on all %d training pairs for %d steps (%s schedule)",
+        len(train_pos),
+        steps,
+        conf.train.refit_schedule,
+    )
+    refit = Phase("refit", train_pos, np.array([], int), steps, horizon, all_idx)
+    return _fit(conf, feats, refit, progress, state_path, towers)
 
 
 def _train_folds(
@@ -497,9 +502,7 @@ def _train_folds(
     }
     best_step = int(round(np.mean(steps)))
     if conf.train.fold_model == "refit":
-        horizon = best_step if conf.train.refit_schedule == "scaled" else conf.train.steps
-        refit = Phase("refit", train_pos, np.array([], int), best_step, horizon, all_idx)
-        state = _fit(conf, feats, refit, progress, state_path)
+        state = _refit(conf, feats, train_pos, best_step, all_idx, progress, state_path)
         history += [{**r, "refit": True} for r in state.history]
         model = state.model
     else:
