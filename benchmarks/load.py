@@ -42,7 +42,7 @@ def _stage_fn(stage: str):
     import torch
 
     if stage == "efficientnet":
-        from gmatch.specs import build_encoder
+        from gmatch.encoders.registry import build_encoder
 
         enc, images = build_encoder("image:efficientnet_lite0"), _posters(8)
         return lambda: enc.encode(images), len(images)
@@ -54,7 +54,7 @@ def _stage_fn(stage: str):
         return lambda: [engine(a) for a in arrays], len(arrays)
     if stage == "mpnet":
         from gmatch.data import load_movielens
-        from gmatch.specs import build_encoder
+        from gmatch.encoders.registry import build_encoder
 
         enc, texts = build_encoder("text:mpnet"), load_movielens(DATA).intros[:32]
         return lambda: enc.encode(texts), len(texts)

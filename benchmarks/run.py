@@ -389,7 +389,9 @@ def _synthetic_views(n: int, seed: int = 0, with_lexical: bool = True):
         return views, [torch.from_numpy(b.valid[idx]) for b in blocks]
 
     # Lexical (sparse) views: rows replicated as they are.
-    lexical = [(a.values[idx], b.values[idx]) for a, b in feats.lexical] if with_lexical else []
+    lexical = (
+        [(a.values[idx], b.values[idx]) for a, b in feats.prior_blocks] if with_lexical else []
+    )
     return feats, grow(feats.poster), grow(feats.intro), lexical
 
 
@@ -401,10 +403,9 @@ def one_inference(n: int, mode: str) -> dict:
 
     torch.set_num_threads(2)
     from gmatch.config import merge
-    from gmatch.lexical import lexical_cosine
+    from gmatch.encoders.registry import is_sparse_spec
     from gmatch.models import build_matcher
-    from gmatch.priors import parse_prior
-    from gmatch.specs import is_sparse_spec
+    from gmatch.priors import lexical_cosine, parse_prior
 
     label = mode
     trained, conf, ckpt = load_checkpoint(CKPT)
@@ -499,11 +500,11 @@ def bench_reading(repeat: int = 3) -> list[dict]:
     the max-pooled line prior vs a per-poster loop, and D for the course data."""
     from gmatch.checkpoint import load_checkpoint
     from gmatch.data import load_movielens
+    from gmatch.encoders.registry import _minilm, _mpnet
     from gmatch.evaluate import predict_dist
     from gmatch.features import extract, load_features, poster_lines, poster_texts
-    from gmatch.lexical import pair_scores
     from gmatch.metrics import evaluate_distance
-    from gmatch.specs import _minilm, _mpnet
+    from gmatch.priors import pair_scores
     from gmatch.text import strip_boilerplate
 
     ms = load_movielens(DATA)
@@ -572,11 +573,11 @@ def bench_reading(repeat: int = 3) -> list[dict]:
     feats = load_features(ms, conf, progress=False)
 
     def scores_only():
-        feats._lexical_full = None  # the lexical and line priors are recomputed each time
+        feats.priors.clear()  # the lexical and line priors are recomputed each time
         return evaluate_distance(predict_dist(model, feats))
 
     def naive_metric():  # the same D (priors recomputed too), then the SPEC's Python loop for dim 1 only
-        feats._lexical_full = None
+        feats.priors.clear()
         D = predict_dist(model, feats)
         k = int(0.05 * len(D))
         top = D.topk(k, dim=1, largest=False).indices
@@ -717,8 +718,8 @@ def bench_finetune(n: int = 128, repeat: int = 3) -> list[dict]:
     reference, the whole tower trained from pixels / tokens. Variants interleaved,
     ``repeat`` times each, median."""
     from gmatch.data import load_image, load_movielens
+    from gmatch.encoders.registry import build_encoder
     from gmatch.finetune import ImageTail, TextTail, pad_states
-    from gmatch.specs import build_encoder
     from gmatch.text import strip_boilerplate
 
     ms = load_movielens(DATA)

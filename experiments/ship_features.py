@@ -17,6 +17,7 @@ from pathlib import Path
 
 from gmatch.config import load_config
 from gmatch.data import load_movielens
+from gmatch.encoders.registry import parse_spec
 from gmatch.features import (
     extract,
     ocr_config,
@@ -26,7 +27,6 @@ from gmatch.features import (
     write_seed,
 )
 from gmatch.priors import parse_prior, precomputed_pairs
-from gmatch.specs import parse_spec
 from gmatch.text import split_sentences, strip_boilerplate
 
 SHIP = ("mpnet",)  # encoders slow enough to ship

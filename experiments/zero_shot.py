@@ -81,7 +81,7 @@ COMBINED = {
 def cosine(ms, a: str, b: str, cache_dir, ocr=None) -> tuple[torch.Tensor, float]:
     """Scores [N x N] of poster view a vs intro view b (cosine; max-pooled cosine for set
     views), and the share of posters with text; ``ocr``: the OCR settings."""
-    from gmatch.lexical import pair_scores
+    from gmatch.priors import pair_scores
 
     x, y = extract(ms, a, cache_dir, False, ocr=ocr), extract(ms, b, cache_dir, False, ocr=ocr)
     return pair_scores(x, y), float(x.valid.mean())  # posters without text get a zero row

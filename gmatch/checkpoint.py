@@ -10,12 +10,12 @@ import torch
 
 from gmatch.config import Config, ConfigError, merge, saved_config, to_dict
 from gmatch.data import MovieSet
+from gmatch.encoders.registry import parse_spec
 from gmatch.evaluate import predict_dist
-from gmatch.features import Features, ocr_config
+from gmatch.features import Features, extract_features, ocr_config
 from gmatch.finetune import tuned_features
 from gmatch.io import atomic_torch_save
 from gmatch.models import Ensemble, Matcher, build_matcher
-from gmatch.specs import parse_spec
 
 __all__ = [
     "CheckpointError",
@@ -51,9 +51,9 @@ def checkpoint_dict(
         "genre_names": feats.genre_names if model.genre_head is not None else [],
         "best_step": best_step,
         "history": history or [],
-        "poster_sets": feats.set_specs()[0],
-        "intro_sets": feats.set_specs()[1],
-        "set_dims": list(feats.set_dims()),
+        "poster_sets": feats.specs(sets=True)[0],
+        "intro_sets": feats.specs(sets=True)[1],
+        "set_dims": list(feats.dims(sets=True)),
         "finetune": feats.finetune,
         # models averaged (model.members, or a K-fold run's bag of fold models)
         "members": len(model.members) if isinstance(model, Ensemble) else 1,
@@ -133,7 +133,7 @@ def checkpoint_features(
 ) -> Features:
     """The features a checkpoint reads, on ``ms`` (its fitted text statistics reused);
     a CheckpointError if the encoders give other widths than it was trained on."""
-    feats = Features.extract(
+    feats = extract_features(
         ms,
         ckpt["poster_views"],
         ckpt["intro_views"],

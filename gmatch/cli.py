@@ -67,7 +67,7 @@ def cmd_features(args) -> int:
     ms = load_movielens(conf.data.root)
     with cluster(args.ray, args.workers):
         feats = load_features(ms, conf, progress=not args.quiet)
-    blocks = feats.poster + feats.intro + [b for pair in feats.lexical for b in pair]
+    blocks = feats.poster + feats.intro + [b for pair in feats.prior_blocks for b in pair]
     for b in {b.spec: b for b in blocks + feats.poster_sets + feats.intro_sets}.values():
         print(f"{b.spec:32s} {tuple(b.values.shape)}  empty={int((~b.valid).sum())}")
     return 0

@@ -28,8 +28,8 @@ import torch
 
 from gmatch.data import load_image
 from gmatch.encoders.ocr import ocr_engine, read_image_array
+from gmatch.encoders.registry import build_encoder
 from gmatch.features import distributed
-from gmatch.specs import build_encoder
 
 __all__ = ["RayRunner", "cluster", "local_cluster"]
 

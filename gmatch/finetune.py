@@ -41,16 +41,9 @@ from tqdm.auto import tqdm
 
 from gmatch.config import Config, ConfigError
 from gmatch.data import MovieSet, load_image
-from gmatch.features import (
-    FeatureBlock,
-    Features,
-    _Cache,
-    _sha,
-    _write_cache,
-    extract,
-)
-from gmatch.io import atomic_savez
-from gmatch.specs import build_encoder, parse_spec
+from gmatch.encoders.registry import build_encoder, parse_spec
+from gmatch.features import FeatureBlock, Features, extract
+from gmatch.features.cache import FeatureCache, read_ragged, settings_hash, write_ragged
 from gmatch.text import strip_boilerplate
 
 __all__ = [
@@ -283,17 +276,17 @@ class Tower:
 
 def _image_acts(ms, enc, tail: ImageTail, views, cache_dir, progress) -> torch.Tensor:
     """Trunk activations of every poster's ``views`` views, cached per poster hash."""
-    key = f"trunk-{enc.name}-" + _sha(
+    key = f"trunk-{enc.name}-" + settings_hash(
         {**enc.settings(), "encoder": enc.name, "cut": tail.cut, "views": views, "aug": AUGMENT}
     )
-    cache = _Cache(cache_dir, key)
+    cache = FeatureCache(cache_dir, key)
     keys = ms.poster_hashes()
     todo = [(k, p) for k, p in dict(zip(keys, ms.poster_paths)).items() if cache.get(k) is None]
     for n, (k, path) in enumerate(
         tqdm(todo, desc=f"trunk cache ({views} views)", disable=not progress), start=1
     ):
         if n % 500 == 0:  # an interrupted fill keeps what it computed
-            _write_cache(cache.path, list(cache.rows), list(cache.rows.values()), np.float16)
+            cache.save(np.float16)
         im = load_image(path)
         ims = [im] + [augment_poster(im, _item_rng(k, v)) for v in range(1, views)]
         # Plain NCHW, not channels_last: with a channels_last trunk the first training run
@@ -301,23 +294,14 @@ def _image_acts(ms, enc, tail: ImageTail, views, cache_dir, progress) -> torch.T
         x = torch.stack([enc.preprocess(i) for i in ims])
         cache.rows[k] = tail.trunk(x).float().numpy().astype(np.float16)
     if todo:
-        _write_cache(cache.path, list(cache.rows), list(cache.rows.values()), np.float16)
+        cache.save(np.float16)
     return torch.from_numpy(np.stack([cache.get(k) for k in keys]).astype(np.float16))
 
 
 def _text_acts(texts: list[str], tail: TextTail, name: str, cache_dir, progress) -> list:
     """Trunk hidden states of every text, cached per text hash in one flat file."""
-    path = Path(cache_dir) / f"trunk-{name}-{_sha({'cut': tail.cut, 'v': 1})}.npz"
-    rows: dict[str, np.ndarray] = {}
-    if path.exists():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                flat, lengths, keys = z["values"], z["lengths"], z["keys"].tolist()
-            for k, part in zip(keys, np.split(flat, np.cumsum(lengths)[:-1])):
-                rows[k] = part
-        except Exception as e:  # noqa: BLE001 - a damaged cache is rebuilt
-            log.warning("trunk cache %s unreadable (%s); rebuilding", path, e)
-            rows = {}
+    path = Path(cache_dir) / f"trunk-{name}-{settings_hash({'cut': tail.cut, 'v': 1})}.npz"
+    rows = read_ragged(path)
     keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
     todo = {k: t for k, t in zip(keys, texts) if k not in rows}
     items = list(todo.items())
@@ -326,13 +310,7 @@ def _text_acts(texts: list[str], tail: TextTail, name: str, cache_dir, progress)
         for (k, _), h in zip(batch, tail.trunk([t for _, t in batch])):
             rows[k] = h.numpy().astype(np.float16)
     if todo:
-        ks = list(rows)
-        atomic_savez(
-            path,
-            keys=np.array(ks, dtype="U64"),
-            values=np.concatenate([rows[k] for k in ks]),
-            lengths=np.array([len(rows[k]) for k in ks]),
-        )
+        write_ragged(path, rows)
     return [torch.from_numpy(rows[k].astype(np.float32)) for k in keys]
 
 

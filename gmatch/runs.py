@@ -297,7 +297,7 @@ def streamed_split_metrics(
             )
             continue
         f = feats if idx is None else feats.subset(idx)
-        (v0, m0), (v1, m1) = f.tensors(None, "poster"), f.tensors(None, "intro")
+        (v0, m0), (v1, m1) = f.tensors(None, 0), f.tensors(None, 1)
         ranks = streamed_ranks(
             model,
             v0,
@@ -305,7 +305,7 @@ def streamed_split_metrics(
             v1,
             m1,
             chunk,
-            lexical=f.lexical,
+            lexical=f.prior_blocks,
             map_blocks=map_blocks,
             tuned0=f.tuned_views(None, 0),
             tuned1=f.tuned_views(None, 1),

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import torch
 
-from gmatch.lexical import make_scorer
 from gmatch.metrics import DegenerateDistanceError, check_distance, rank_metrics
 from gmatch.models import Ensemble
 from gmatch.models.matcher import replace_views
-from gmatch.priors import dense_prior_factors
+from gmatch.priors import dense_prior_factors, make_scorer
 
 __all__ = ["node_embeddings", "BlockScorer", "local_map", "streamed_ranks", "streamed_metrics"]
 
@@ -143,7 +142,7 @@ def streamed_ranks(
     """0-based ranks of the true partner in both directions plus top-k lists.
 
     ``lexical``: per precomputed prior pair of the model, its (poster, intro)
-    feature blocks (``Features.lexical``) or sparse CSR matrices; scored chunk by
+    feature blocks (``Features.prior_blocks``) or sparse CSR matrices; scored chunk by
     chunk too. ``map_blocks(fn, shared, blocks)``: how the row blocks are scored
     (:func:`local_map`, or :meth:`gmatch.distributed.RayRunner.map_blocks` to shard
     them over a Ray cluster); the merge is exact, so every mapper gives the same ranks.

@@ -45,7 +45,7 @@ def new_model(conf: Config, feats: Features) -> Matcher | Ensemble:
     """A fresh matcher for these features' views (prior pairs resolved by spec name)."""
     n_genres = len(feats.genre_names) if conf.train.genre_weight > 0 else 0
     return build_matcher(
-        conf.model, *feats.specs(), *feats.dims(), n_genres, conf.runtime, feats.set_dims()
+        conf.model, *feats.specs(), *feats.dims(), n_genres, conf.runtime, feats.dims(sets=True)
     )
 
 

@@ -190,12 +190,12 @@ def test_audit_checks_fail_on_negative_controls(trained, tiny_dir, cache_dir, mo
     """Each audit check catches a model that breaks its rule."""
     from gmatch.audit import check_diagonal, check_equivariance, check_text_statistics
     from gmatch.data import load_movielens
-    from gmatch.features import Features
+    from gmatch.features import extract_features
     from gmatch.text import TrainOnlyTfidf
 
     model, conf, ckpt = load_checkpoint(trained / "model.pt")
     ms = load_movielens(tiny_dir)
-    feats = Features.extract(
+    feats = extract_features(
         ms,
         ckpt["poster_views"],
         ckpt["intro_views"],
@@ -235,15 +235,15 @@ def test_audit_checks_fail_on_negative_controls(trained, tiny_dir, cache_dir, mo
     # the train-rows half: a fit that also reads held-out intros moves the training rows
     import dataclasses
 
-    import gmatch.features as features
+    import gmatch.features.views as views
 
-    fitted = features._extract_fitted
+    fitted = views.fitted_block
 
-    def on_all_intros(ms, *args):
-        return fitted(dataclasses.replace(ms, train_idx=np.arange(len(ms))), *args)
+    def on_all_intros(view, ms, *args):
+        return fitted(view, dataclasses.replace(ms, train_idx=np.arange(len(ms))), *args)
 
-    monkeypatch.setattr(features, "_extract_fitted", on_all_intros)
-    features._fit_tfidf.cache_clear()
+    monkeypatch.setattr(views, "fitted_block", on_all_intros)
+    views.fit_tfidf.cache_clear()
     _, ok, detail = check_text_statistics(ms, {}, cache_dir, ["text:tfidf"])
     assert not ok and "train rows move" in detail, detail
 

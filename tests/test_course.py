@@ -54,10 +54,10 @@ def test_streamed_metrics_equal_dense(course):
     conf = load_config(None, ["model.n_layers=0"])
     torch.manual_seed(0)
     model = new_model(conf, feats).eval()
-    v0, m0 = feats.tensors(None, "poster")
-    v1, m1 = feats.tensors(None, "intro")
+    v0, m0 = feats.tensors(None, 0)
+    v1, m1 = feats.tensors(None, 1)
     dense = evaluate_distance(predict_dist(model, feats))
-    lexical = feats.lexical  # feature-block pairs: sparse (lexical) and set (pooled) priors
+    lexical = feats.prior_blocks  # feature-block pairs: sparse (lexical) and set (pooled) priors
     stream = streamed_metrics(streamed_ranks(model, v0, m0, v1, m1, chunk=500, lexical=lexical))
     n = len(ms)
     for key, value in dense.items():

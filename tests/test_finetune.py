@@ -9,6 +9,7 @@ import gmatch.train as train_mod
 from gmatch.checkpoint import checkpoint_features, load_checkpoint, save_checkpoint
 from gmatch.config import ConfigError, load_config
 from gmatch.data import load_image, load_movielens
+from gmatch.encoders.registry import build_encoder
 from gmatch.evaluate import predict_dist, split_metrics
 from gmatch.features import load_features
 from gmatch.finetune import (
@@ -22,7 +23,6 @@ from gmatch.finetune import (
     weights_hash,
 )
 from gmatch.runs import streamed_split_metrics
-from gmatch.specs import build_encoder
 from gmatch.train import train
 
 FT = [

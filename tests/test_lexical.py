@@ -8,10 +8,9 @@ from conftest import DATA
 from gmatch.config import load_config
 from gmatch.data import load_movielens
 from gmatch.evaluate import predict_dist
-from gmatch.features import Features, extract, load_features
-from gmatch.lexical import LexicalScorer, lexical_cosine
+from gmatch.features import extract, extract_features, load_features
 from gmatch.metrics import evaluate_distance
-from gmatch.priors import parse_prior
+from gmatch.priors import LexicalScorer, lexical_cosine, parse_prior
 from gmatch.text import TrainOnlyTfidf
 from gmatch.train import new_model
 
@@ -76,7 +75,7 @@ def test_lexical_prior_in_the_pipeline(tiny_dir, cache_dir):
     )
     ms = load_movielens(tiny_dir)
     feats = load_features(ms, conf, progress=False)
-    assert [(a.spec, b.spec) for a, b in feats.lexical] == [("ocr:chars", "text:chars")]
+    assert [(a.spec, b.spec) for a, b in feats.prior_blocks] == [("ocr:chars", "text:chars")]
     assert set(feats.states()) == {"ocr:chars", "text:chars"}
     torch.manual_seed(0)
     model = new_model(conf, feats).eval()
@@ -87,7 +86,7 @@ def test_lexical_prior_in_the_pipeline(tiny_dir, cache_dir):
     with torch.no_grad():
         model.lexical_log_weight.fill_(-30.0)
     D0 = predict_dist(model, feats)
-    lex = feats.lexical_scores()[0]
+    lex = feats.priors.full()[0]
     assert lex.abs().max() > 0.1
     assert torch.allclose(D0 - D, 5 / conf.model.tau_init * lex, atol=1e-3)
     with torch.no_grad():
@@ -97,7 +96,7 @@ def test_lexical_prior_in_the_pipeline(tiny_dir, cache_dir):
     assert torch.allclose(Dp, D[p][:, p], atol=1e-4)
     assert evaluate_distance(Dp)["acc_dim0"] == evaluate_distance(D)["acc_dim0"]
     with pytest.raises(ValueError, match="sparse lexical or set view"):
-        Features.extract(ms, ["ocr:chars"], ["text:minilm"], cache_dir, False)
+        extract_features(ms, ["ocr:chars"], ["text:minilm"], cache_dir, False)
 
 
 def test_lexical_view_fits_on_training_intros_only(tiny_dir, cache_dir):

@@ -280,9 +280,9 @@ def test_streamed_ranks_with_attention_and_lexical_prior_equal_dense():
     streamed ranks equal those of the dense D (attention dense here: topm=0)."""
     from scipy import sparse
 
-    from gmatch.lexical import lexical_cosine
     from gmatch.metrics import evaluate_distance
     from gmatch.models import Matcher
+    from gmatch.priors import lexical_cosine
     from gmatch.stream import streamed_metrics, streamed_ranks
 
     g = torch.Generator().manual_seed(6)
@@ -496,7 +496,7 @@ def test_hard_episodes_hold_prior_confusers_from_training_movies_only(tiny_dir, 
     assert nb.shape == (24, 4) and set(nb.ravel()) <= set(pos.tolist())
     assert all(p not in row for p, row in zip(pos, nb))
     # Ranked by the prior: the first neighbour scores at least as high as the last.
-    S = feats.lexical_scores(pos, pos)[0]
+    S = feats.priors.full(pos, pos)[0]
     sym = torch.maximum(S, S.T)
     k = {int(p): i for i, p in enumerate(pos)}
     for i, row in enumerate(nb):

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from gmatch.encoders.ocr import clean_ocr, ocr_lines, segment_words
+from gmatch.encoders.registry import is_set_spec
 from gmatch.features import FeatureBlock, extract
-from gmatch.lexical import PooledScorer, pair_scores
-from gmatch.specs import is_set_spec
+from gmatch.priors import PooledScorer, pair_scores
 from gmatch.text import split_sentences
 from gmatch.train import new_model
 
@@ -161,7 +161,7 @@ def test_line_level_prior_reaches_the_model(tiny_dir, cache_dir):
     )
     ms = load_movielens(tiny_dir)
     feats = load_features(ms, conf, progress=False)
-    assert [(a.spec, b.spec) for a, b in feats.lexical] == [
+    assert [(a.spec, b.spec) for a, b in feats.prior_blocks] == [
         ("ocr:chars", "text:chars"),
         ("ocrlines:minilm", "sents:minilm"),
     ]

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from gmatch.features import _Cache, _write_cache, write_seed
+from gmatch.features.cache import FeatureCache, write_rows, write_seed
 
 
 def test_seed_keeps_earlier_rows_when_asked(tmp_path):
     cache, seeds = tmp_path / "cache", tmp_path / "seeds"
     rows = {"a": np.ones(4), "b": np.full(4, 2.0)}
-    _write_cache(cache / "enc.npz", list(rows), list(rows.values()), np.float32)
+    write_rows(cache / "enc.npz", list(rows), list(rows.values()), np.float32)
     write_seed(cache, "enc", ["a", "b"], seeds)
-    _write_cache(cache / "enc.npz", ["c"], [np.full(4, 3.0)], np.float32)  # another reader
+    write_rows(cache / "enc.npz", ["c"], [np.full(4, 3.0)], np.float32)  # another reader
     write_seed(cache, "enc", ["c"], seeds, keep=True)
-    got = _Cache(tmp_path / "empty", "enc", seeds=(seeds,)).seed_rows
+    got = FeatureCache(tmp_path / "empty", "enc", seeds=(seeds,)).seed_rows
     assert sorted(got) == ["a", "b", "c"] and got["b"].dtype == np.float16
     assert np.array_equal(got["c"], np.full(4, 3.0, dtype=np.float16))
     write_seed(cache, "enc", ["c"], seeds)  # control: without keep the seed holds only c
-    assert sorted(_Cache(tmp_path / "empty", "enc", seeds=(seeds,)).seed_rows) == ["c"]
+    assert sorted(FeatureCache(tmp_path / "empty", "enc", seeds=(seeds,)).seed_rows) == ["c"]

@@ -52,4 +52,4 @@ def function_level_gmatch_imports(root: Path) -> list[str]:
 
 def test_function_level_imports_of_gmatch_only_in_the_encoder_loaders():
     found = function_level_gmatch_imports(GMATCH)
-    assert found and all(f.startswith("specs.py:") for f in found), found
+    assert found and all(f.startswith("encoders/registry.py:") for f in found), found

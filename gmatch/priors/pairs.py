@@ -6,7 +6,7 @@ the pair logits S, with ``sim``:
 
 - *dense* pairs (two node views of one text encoder, ``ocrseg:mpnet=text:mpnet``):
   the cosine of the two views, 0 where a view is empty; computed inside the model;
-- *precomputed* pairs, scored outside the model by :mod:`gmatch.lexical` and passed
+- *precomputed* pairs, scored outside the model by :mod:`gmatch.priors.scorer` and passed
   in per call: sparse lexical views (``ocr:chars=text:chars``, cosine) and set views
   (``ocrlines:mpnet=text:mpnet``, max-pooled cosine over the elements).
 """
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from gmatch.config import ConfigError
-from gmatch.specs import is_prior_only_spec, is_set_spec, is_sparse_spec
+from gmatch.encoders.registry import is_prior_only_spec, is_set_spec, is_sparse_spec
 
 __all__ = [
     "parse_prior",
