@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import ROOT
+
 COMMANDS = {
     "run": ["make", "run"],
     "test": ["bash", ".ci/run"],

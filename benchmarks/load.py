@@ -21,100 +21,11 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "data" / "movielens"
-STAGES = ("efficientnet", "ocr", "mpnet", "train")
+from benchmarks.common import ROOT
+from benchmarks.load_stages import STAGES
+
 NEIGHBOURS = ("none", "torch", "onnxruntime", "gmatch")
-
-
-def _posters(n: int):
-    from gmatch.data import load_image
-
-    paths = sorted((DATA / "poster").glob("*.jpg"), key=lambda p: int(p.stem))[::13][:n]
-    return [load_image(p) for p in paths]
-
-
-def _stage_fn(stage: str):
-    """A callable doing one unit of the stage's work, and the items it handles."""
-    import numpy as np
-    import torch
-
-    if stage == "efficientnet":
-        from gmatch.encoders.registry import build_encoder
-
-        enc, images = build_encoder("image:efficientnet_lite0"), _posters(8)
-        return lambda: enc.encode(images), len(images)
-    if stage == "ocr":
-        from gmatch.encoders.ocr import OCRConfig, ocr_engine
-
-        engine = ocr_engine(OCRConfig())
-        arrays = [np.ascontiguousarray(np.asarray(im)[:, :, ::-1]) for im in _posters(4)]
-        return lambda: [engine(a) for a in arrays], len(arrays)
-    if stage == "mpnet":
-        from gmatch.data import load_movielens
-        from gmatch.encoders.registry import build_encoder
-
-        enc, texts = build_encoder("text:mpnet"), load_movielens(DATA).intros[:32]
-        return lambda: enc.encode(texts), len(texts)
-    if stage == "train":
-        from gmatch.config import ModelConf
-        from gmatch.losses import total_loss
-        from gmatch.models import Matcher
-
-        g = torch.Generator().manual_seed(0)
-        model = Matcher([1280, 768, 256], [768, 256], ModelConf(), [(1, 0)])
-        opt = torch.optim.AdamW(model.parameters(), 1e-3)
-        v0 = [torch.randn(512, d, generator=g) for d in (1280, 768, 256)]
-        v1 = [torch.randn(512, d, generator=g) for d in (768, 256)]
-        m0, m1 = [torch.ones(512, dtype=torch.bool)] * 3, [torch.ones(512, dtype=torch.bool)] * 2
-
-        def step():
-            loss = total_loss(model(v0, m0, v1, m1, all_layers=True), "ce", 0.5)["total"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
-        return step, 1
-    raise ValueError(f"unknown stage {stage!r} (one of {STAGES})")
-
-
-def run_stage(stage: str, seconds: float, threads: int = 2) -> float:
-    """Items/s of ``stage`` over ``seconds`` of wall time after one warm-up unit."""
-    import torch
-
-    torch.set_num_threads(threads)
-    fn, items = _stage_fn(stage)
-    fn()
-    done, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        fn()
-        done += items
-    return done / (time.perf_counter() - t0)
-
-
-def _child(argv: list[str]) -> int:
-    """``python -m benchmarks.load POLICY STAGE SECONDS`` (SECONDS 0: run until killed)."""
-    policy, stage, seconds = argv[0], argv[1], float(argv[2])
-    if policy == "before":
-        os.environ.pop("OMP_WAIT_POLICY", None)
-        import torch  # noqa: F401 - OpenMP starts with its default wait policy
-
-        import gmatch.threads as threads
-
-        threads.ort_no_spin = lambda opts: None  # nor ONNX Runtime's no-spin options
-        import gmatch.encoders.image as image
-        import gmatch.encoders.ocr as ocr
-
-        image.ort_no_spin = ocr.ort_no_spin = threads.ort_no_spin
-    else:
-        import gmatch  # noqa: F401 - gmatch.threads.configure() before torch loads
-    if seconds <= 0:
-        while True:
-            run_stage(stage, 60.0)
-    print(json.dumps({"rate": run_stage(stage, seconds)}))
-    return 0
 
 
 def _neighbour(kind: str, policy: str, stage: str) -> subprocess.Popen | None:
@@ -122,11 +33,11 @@ def _neighbour(kind: str, policy: str, stage: str) -> subprocess.Popen | None:
     if kind == "none":
         return None
     if kind == "torch":  # a foreign torch job: default policy
-        cmd = [sys.executable, "-m", "benchmarks.load", "before", "efficientnet", "0"]
+        cmd = [sys.executable, "-m", "benchmarks.load_child", "before", "efficientnet", "0"]
     elif kind == "onnxruntime":  # a foreign ORT job: RapidOCR's stock pipeline, its threads
         cmd = [sys.executable, "-c", _STOCK_OCR]
     else:  # a second gmatch job doing the same work under the same policy
-        cmd = [sys.executable, "-m", "benchmarks.load", policy, stage, "0"]
+        cmd = [sys.executable, "-m", "benchmarks.load_child", policy, stage, "0"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     time.sleep(5.0)  # let it load its models and start working
     return proc
@@ -136,9 +47,9 @@ _STOCK_OCR = """
 import sys, numpy as np
 sys.path.insert(0, '.')
 from rapidocr_onnxruntime import RapidOCR
-from benchmarks.load import _posters
+from benchmarks.load_stages import posters
 engine = RapidOCR()
-arrays = [np.ascontiguousarray(np.asarray(im)[:, :, ::-1]) for im in _posters(8)]
+arrays = [np.ascontiguousarray(np.asarray(im)[:, :, ::-1]) for im in posters(8)]
 while True:
     for a in arrays:
         engine(a)
@@ -148,7 +59,7 @@ while True:
 def _measure(policy: str, stage: str, seconds: float) -> float:
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.load", policy, stage, str(seconds)],
+        [sys.executable, "-m", "benchmarks.load_child", policy, stage, str(seconds)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -201,7 +112,3 @@ def bench_load(seconds: float = 5.0, stages=STAGES, neighbours=NEIGHBOURS) -> st
         + "\n".join(lines)
         + "\n"
     )
-
-
-if __name__ == "__main__":
-    sys.exit(_child(sys.argv[1:]))

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import ROOT
 from gmatch.data import load_image, load_movielens
 from gmatch.encoders.ocr import OCRConfig, ocr_engine  # noqa: F401 - ocr_engine: timing only
 from gmatch.encoders.reading_quality import title_recall
 from gmatch.features import OCR_THRESHOLDS, poster_ocr
-
-ROOT = Path(__file__).resolve().parents[1]
 
 READERS = {
     "v4 (RapidOCR PP-OCRv4 mobile; the previous default)": OCRConfig(model="v4"),

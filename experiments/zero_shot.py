@@ -23,6 +23,7 @@ from gmatch.config import DataConf
 from gmatch.data import load_movielens
 from gmatch.features import extract, ocr_config
 from gmatch.metrics import evaluate_distance
+from gmatch.priors import pair_scores
 from gmatch.runs import git_state
 from gmatch.sweep import commit_label
 
@@ -81,8 +82,6 @@ COMBINED = {
 def cosine(ms, a: str, b: str, cache_dir, ocr=None) -> tuple[torch.Tensor, float]:
     """Scores [N x N] of poster view a vs intro view b (cosine; max-pooled cosine for set
     views), and the share of posters with text; ``ocr``: the OCR settings."""
-    from gmatch.priors import pair_scores
-
     x, y = extract(ms, a, cache_dir, False, ocr=ocr), extract(ms, b, cache_dir, False, ocr=ocr)
     return pair_scores(x, y), float(x.valid.mean())  # posters without text get a zero row
 
