@@ -103,9 +103,9 @@ def bench_ocr(n: int) -> list[dict]:
             "RapidOCR stock: det 736 + cls",
         ),
     ):
-        ocr._read_one((ms.poster_paths[0], conf))  # warm-up
+        ocr.read_one((ms.poster_paths[0], conf))  # warm-up
         t = time.perf_counter()
-        lines = [ocr._read_one((p, conf)) for p in ms.poster_paths]
+        lines = [ocr.read_one((p, conf)) for p in ms.poster_paths]
         dt = (time.perf_counter() - t) / n
         chars = np.mean([len(clean_ocr(x)) for x in lines])
         rows.append(

@@ -11,7 +11,7 @@ from gmatch.config import load_config
 from gmatch.data import load_movielens
 from gmatch.evaluate import predict_dist
 from gmatch.features import load_features
-from gmatch.train import new_model
+from gmatch.training import new_model
 
 
 def bench_matcher(repeat: int = 3) -> list[dict]:

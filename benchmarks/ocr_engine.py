@@ -80,11 +80,11 @@ def bench_ocr_levers(
     times = {k: [] for k in variants}
     out = {}
     for conf in variants.values():
-        ocr._read_one((ms.poster_paths[0], conf))  # warm-up (loads the models)
+        ocr.read_one((ms.poster_paths[0], conf))  # warm-up (loads the models)
     for _ in range(repeat):
         for name, conf in variants.items():
             t = time.perf_counter()
-            out[name] = [ocr._read_one((p, conf)) for p in ms.poster_paths]
+            out[name] = [ocr.read_one((p, conf)) for p in ms.poster_paths]
             times[name].append((time.perf_counter() - t) / n)
     base = [ocr_lines(x) for x in out[default]]
     rows = []

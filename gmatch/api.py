@@ -28,7 +28,7 @@ from gmatch.data import MovieSet, load_movielens
 from gmatch.evaluate import predict_dist, split_metrics
 from gmatch.features import load_features
 from gmatch.runs import RunDir, train_and_record
-from gmatch.train import train
+from gmatch.training import train
 
 __all__ = ["Model", "TrainedRun", "load_checkpoint", "fit", "topk"]
 

@@ -35,7 +35,7 @@ from gmatch.runs import (
     train_and_record,
 )
 from gmatch.sweep import build_table, run_sweep
-from gmatch.train import TrainStateError
+from gmatch.training import TrainStateError
 
 __all__ = ["main"]
 

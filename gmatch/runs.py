@@ -36,7 +36,7 @@ from gmatch.evaluate import (
 from gmatch.features import Features
 from gmatch.io import atomic_save_npy, atomic_write_json, atomic_write_text
 from gmatch.stream import local_map, streamed_metrics, streamed_ranks
-from gmatch.train import train
+from gmatch.training import train
 
 __all__ = [
     "RunDir",

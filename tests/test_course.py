@@ -15,7 +15,7 @@ from gmatch.evaluate import predict_dist, split_metrics
 from gmatch.features import load_features
 from gmatch.metrics import evaluate_distance
 from gmatch.stream import streamed_metrics, streamed_ranks
-from gmatch.train import new_model
+from gmatch.training import new_model
 
 CKPT = ROOT / "checkpoints" / "default.pt"
 pytestmark = pytest.mark.slow

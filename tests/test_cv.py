@@ -11,12 +11,12 @@ import pytest
 import torch
 from conftest import make_folder
 
-from gmatch import train as train_mod
+from gmatch.training import loop as train_mod
 from gmatch.cli import main
 from gmatch.config import ConfigError, load_config
 from gmatch.data import load_movielens
 from gmatch.models import Ensemble, Matcher
-from gmatch.train import fold_split
+from gmatch.training import fold_split
 
 FAST = [
     "data.poster_views=[image:efficientnet_lite0,ocr:minilm]",
@@ -175,7 +175,7 @@ def test_streamed_subsets_equal_dense_for_l0_and_are_refused_with_attention(mid_
     from gmatch.evaluate import predict_dist, split_metrics
     from gmatch.features import load_features
     from gmatch.runs import streamed_split_metrics
-    from gmatch.train import new_model
+    from gmatch.training import new_model
 
     ms = load_movielens(mid_dir)
     for layers in (0, 1):

@@ -212,7 +212,7 @@ def test_tuned_ocr_engine_reads_what_rapidocr_reads():
 
         rec.session = spy
         try:
-            lines = [ocr._read_one((p, conf)) for p in paths]
+            lines = [ocr.read_one((p, conf)) for p in paths]
         finally:
             rec.session = session
         return lines, sorted(seen, key=lambda t: (t.shape, t.tobytes()))
@@ -275,7 +275,7 @@ def test_ocr_settings_follow_the_config_into_features_and_checkpoints(tmp_path):
     from gmatch.config import load_config
     from gmatch.encoders.ocr import OCRConfig
     from gmatch.features import load_features
-    from gmatch.train import train
+    from gmatch.training import train
 
     folder = make_folder(tmp_path / "d", n=24, n_train=16)
     cache = tmp_path / "cache"

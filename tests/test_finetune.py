@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-import gmatch.train as train_mod
+import gmatch.training.loop as train_mod
 from gmatch.checkpoint import checkpoint_features, load_checkpoint, save_checkpoint
 from gmatch.config import ConfigError, load_config
 from gmatch.data import load_image, load_movielens
@@ -23,7 +23,7 @@ from gmatch.finetune import (
     weights_hash,
 )
 from gmatch.runs import streamed_split_metrics
-from gmatch.train import train
+from gmatch.training import train
 
 FT = [
     "data.poster_views=[image:efficientnet_lite0]",

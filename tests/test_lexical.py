@@ -12,7 +12,7 @@ from gmatch.features import extract, extract_features, load_features
 from gmatch.metrics import evaluate_distance
 from gmatch.priors import LexicalScorer, lexical_cosine, parse_prior
 from gmatch.text import TrainOnlyTfidf
-from gmatch.train import new_model
+from gmatch.training import new_model
 
 INTROS = [
     "Batman fights the Joker in Gotham City.",

@@ -130,7 +130,7 @@ def test_matcher_with_local_stage_trains_and_roundtrips(
     from gmatch.evaluate import predict_dist
     from gmatch.features import load_features
     from gmatch.stream import streamed_ranks
-    from gmatch.train import train
+    from gmatch.training import train
 
     conf = load_config(
         None,

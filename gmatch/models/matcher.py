@@ -229,7 +229,7 @@ def replace_views(views: list, tuned: dict | None) -> list:
 class Ensemble(nn.Module):
     """Matchers that differ only in their seed (``model.members``): their logits are
     averaged. Called like :class:`Matcher` (without deep supervision: it is trained
-    member by member, see :func:`gmatch.train.train`)."""
+    member by member, see :func:`gmatch.training.train`)."""
 
     def __init__(self, members: list[Matcher], conf: ModelConf):
         super().__init__()

@@ -1,12 +1,11 @@
-"""Training from cached features: episodes of training movies, early stopping, refit."""
+"""The training loop: phases of episodes with early stopping on a validation slice or a
+fold, the refit on all training pairs, fold bags and seed ensembles.
+"""
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,61 +19,14 @@ from gmatch.data import MovieSet, load_movielens, training_positions
 from gmatch.evaluate import predict_dist
 from gmatch.features import Features, load_features
 from gmatch.finetune import build_towers, device_of, tail_features, tower_entries, tuned_features
-from gmatch.io import atomic_torch_save
 from gmatch.losses import total_loss
 from gmatch.metrics import evaluate_distance
-from gmatch.models import Ensemble, Matcher, build_matcher
+from gmatch.models import Ensemble, Matcher
 from gmatch.threads import available_cores
-
-__all__ = ["train", "TrainResult", "TrainStateError", "new_model", "seed_everything", "lr_factor"]
+from gmatch.training.episodes import fold_split
+from gmatch.training.state import Phase, TrainState, new_state
 
 log = logging.getLogger(__name__)
-
-
-class TrainStateError(ValueError):
-    """A training state file that cannot be resumed; the message says what to do."""
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def new_model(conf: Config, feats: Features) -> Matcher | Ensemble:
-    """A fresh matcher for these features' views (prior pairs resolved by spec name)."""
-    n_genres = len(feats.genre_names) if conf.train.genre_weight > 0 else 0
-    return build_matcher(
-        conf.model, *feats.specs(), *feats.dims(), n_genres, conf.runtime, feats.dims(sets=True)
-    )
-
-
-def confusable(model, feats: Features, positions: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` training movies each of ``positions`` is most easily confused with
-    under the model's zero-shot priors (a fixed part of the first stage: no training,
-    training movies only): ``[P x k]`` positions, ranked by the larger of the two
-    cross scores (poster i vs intro j, poster j vs intro i); -1 pads short rows."""
-    if not len(model.prior_pairs) and not len(model.lexical_log_weight):
-        raise ConfigError(
-            "train.hard_negatives: neighbours come from the zero-shot priors, and "
-            "model.prior is empty; set model.prior or train.hard_negatives=0"
-        )
-    inputs = feats.inputs(positions)
-    with torch.no_grad():
-        S = model.prior_logits(
-            inputs["views0"],
-            inputs["valid0"],
-            inputs["views1"],
-            inputs["valid1"],
-            inputs["lexical"],
-        )
-    sym = torch.maximum(S, S.T)
-    sym.fill_diagonal_(-math.inf)  # a movie is not its own negative
-    k_eff = min(k, len(positions) - 1)
-    idx = torch.topk(sym, k_eff, dim=1).indices.numpy()
-    out = np.full((len(positions), k), -1, dtype=np.int64)
-    out[:, :k_eff] = positions[idx]
-    return out
 
 
 @dataclass
@@ -88,204 +40,6 @@ class TrainResult:
     seconds: float = 0.0
     feats: Features | None = None  # with train.finetune: the features the model reads
     cv: dict | None = None  # with train.folds >= 2: fold_acc, fold_steps, cv_acc, cv_se
-
-
-def fold_split(positions: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
-    """``folds`` disjoint sorted folds covering ``positions``, sizes within one of each
-    other: a permutation seeded by ``seed`` (and a constant, so the folds are not the
-    validation slice's draw), dealt round-robin. The same positions and seed give the
-    same folds whatever their order."""
-    if folds < 2 or folds > len(positions):
-        raise ConfigError(f"train.folds={folds}: need 2 <= folds <= {len(positions)} positions")
-    perm = np.random.default_rng([seed, 104729]).permutation(np.sort(positions))
-    return [np.sort(perm[f::folds]) for f in range(folds)]
-
-
-class EpisodeStream:
-    """Endless episodes: shuffle the training positions, cut them into episodes
-    whose sizes are drawn from ``sizes``, reshuffle when they run out.
-    Its whole state is saved with a training checkpoint, so a resumed run
-    sees exactly the episodes an uninterrupted one would.
-
-    ``neighbours`` [P x g] (positions, ``-1`` = none; row k belongs to
-    ``positions[k]``) and ``hard`` > 0: only ``(1 - hard) * size`` episode movies come
-    from the shuffled order (the anchors); the rest are the anchors' neighbours (the
-    training movies they are most easily confused with), taken round-robin, each
-    once — the episode then holds the confusable movies a test set of thousands has."""
-
-    def __init__(
-        self,
-        seed: int,
-        positions: np.ndarray,
-        sizes: list[int],
-        neighbours: np.ndarray | None = None,
-        hard: float = 0.0,
-    ):
-        self.rng = np.random.default_rng(seed)
-        self.positions, self.sizes = positions, sizes
-        self.order, self.start = self.rng.permutation(positions), 0
-        self.hard = hard if neighbours is not None else 0.0
-        if self.hard:
-            row = {int(p): k for k, p in enumerate(positions)}
-            self.neighbours = {int(p): neighbours[row[int(p)]] for p in positions}
-
-    def __next__(self) -> np.ndarray:
-        if self.start + 8 > len(self.order):  # a tiny tail would give a trivial loss
-            self.order, self.start = self.rng.permutation(self.positions), 0
-        b = int(self.rng.choice(self.sizes))
-        n_anchor = b - int(self.hard * b)
-        out = self.order[self.start : self.start + n_anchor]
-        self.start += n_anchor
-        return self._fill(out, b) if self.hard else out
-
-    def _fill(self, anchors: np.ndarray, size: int) -> np.ndarray:
-        """Anchors, then their nearest neighbours round-robin until ``size`` movies."""
-        chosen, seen = list(anchors), set(int(a) for a in anchors)
-        table = np.stack([self.neighbours[int(a)] for a in anchors])  # [A x g]
-        for rank in range(table.shape[1]):
-            for p in table[:, rank]:
-                if len(chosen) >= size:
-                    return np.array(chosen, dtype=anchors.dtype)
-                if p >= 0 and int(p) not in seen:
-                    seen.add(int(p))
-                    chosen.append(int(p))
-        return np.array(chosen, dtype=anchors.dtype)
-
-    def state_dict(self) -> dict:
-        return {
-            "rng": json.dumps(self.rng.bit_generator.state),
-            "order": torch.from_numpy(self.order),
-            "start": self.start,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.rng.bit_generator.state = json.loads(state["rng"])
-        self.order, self.start = state["order"].numpy(), int(state["start"])
-
-
-def lr_factor(step: int, warmup: int, horizon: int) -> float:
-    """Linear warm-up over ``warmup`` steps, then a cosine that reaches 0 at ``horizon``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, horizon - warmup))))
-
-
-@dataclass
-class Phase:
-    """One training phase: ``fit`` (with a validation slice, early stopping) or
-    ``refit`` (all training pairs, a fixed number of steps)."""
-
-    name: str
-    train_pos: np.ndarray
-    val_pos: np.ndarray  # empty: no validation, no early stopping
-    steps: int
-    horizon: int  # the cosine learning rate reaches zero here
-    all_idx: np.ndarray  # validation scores every movie as an unlabeled node
-
-
-@dataclass
-class TrainState:
-    """Everything a phase needs to continue exactly where it stopped."""
-
-    model: torch.nn.Module
-    opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.LambdaLR
-    stream: EpisodeStream
-    step: int = 0  # last finished step
-    history: list = field(default_factory=list)
-    best: float = -1.0  # best validation get_acc so far
-    best_step: int = 0
-    best_state: dict | None = None  # weights at best_step
-    stale: int = 0  # validation passes since the last gain
-    towers: list = field(default_factory=list)  # fine-tuned towers (gmatch.finetune.Tower)
-    best_towers: list | None = None  # their tuned weights at best_step
-
-    def tower_states(self) -> list[dict]:
-        return [t.tail.tuned_state() for t in self.towers]
-
-    def load_towers(self, states: list[dict]) -> None:
-        for t, state in zip(self.towers, states):
-            t.tail.net.load_state_dict(state, strict=False)
-
-    def save(self, path: Path, phase: str) -> None:
-        atomic_torch_save(
-            path,
-            {
-                "phase": phase,
-                "step": self.step,
-                "model": self.model.state_dict(),
-                "opt": self.opt.state_dict(),
-                "sched": self.sched.state_dict(),
-                "stream": self.stream.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "history": self.history,
-                "best": self.best,
-                "best_step": self.best_step,
-                "bad": self.stale,
-                "best_state": self.best_state,
-                "towers": self.tower_states(),
-                "best_towers": self.best_towers,
-            },
-        )
-
-    def load(self, path: Path, phase: str) -> None:
-        """Resume from ``path`` if it holds this phase (a state of another phase is left alone)."""
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            if saved["phase"] == phase:
-                self.model.load_state_dict(saved["model"])
-                if len(saved.get("towers", [])) != len(self.towers):
-                    raise ValueError("fine-tuned towers differ")
-                self.load_towers(saved.get("towers", []))
-        except Exception as e:  # noqa: BLE001 - truncated, not a torch file, or another model
-            raise TrainStateError(
-                f"{path}: training state is damaged or from another model ({type(e).__name__}); "
-                "delete it or pass --overwrite to start the run again"
-            ) from e
-        if saved["phase"] != phase:
-            return
-        self.opt.load_state_dict(saved["opt"])
-        self.sched.load_state_dict(saved["sched"])
-        self.stream.load_state_dict(saved["stream"])
-        torch.set_rng_state(saved["torch_rng"])
-        self.step, self.history, self.best = saved["step"], saved["history"], saved["best"]
-        self.best_step, self.stale, self.best_state = (
-            saved["best_step"],
-            saved["bad"],
-            saved["best_state"],
-        )
-        self.best_towers = saved.get("best_towers")
-        log.info("resumed %s from step %d (%s)", phase, self.step, path)
-
-
-def _new_state(conf: Config, feats: Features, phase: Phase, towers=()) -> TrainState:
-    train_conf = conf.train
-    warmup = min(train_conf.warmup, max(1, phase.horizon // 3))
-    seed_everything(conf.seed)
-    model = new_model(conf, feats)
-    towers = [t.fresh() for t in towers]  # every phase starts from the pretrained tails
-    device = device_of(conf) if towers else None
-    groups = [{"params": list(model.parameters())}]
-    for t in towers:
-        t.tail.to(device)
-        tuned = [p for p in t.tail.parameters() if p.requires_grad]
-        groups.append({"params": tuned, "lr": train_conf.finetune_lr})
-    opt = torch.optim.AdamW(groups, lr=train_conf.lr, weight_decay=train_conf.weight_decay)
-    sizes = [min(s, len(phase.train_pos)) for s in train_conf.episode_sizes]
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: lr_factor(step, warmup, phase.horizon)
-    )
-    neighbours = None
-    if train_conf.hard_negatives > 0:  # from the phase's training movies only
-        neighbours = confusable(model, feats, phase.train_pos, train_conf.hard_pool)
-    return TrainState(
-        model,
-        opt,
-        sched,
-        EpisodeStream(conf.seed, phase.train_pos, sizes, neighbours, train_conf.hard_negatives),
-        best_step=phase.steps,
-        towers=towers,
-    )
 
 
 def _train_step(conf: Config, feats: Features, state: TrainState) -> float:
@@ -346,7 +100,7 @@ def _fit(
     validation pass and, if the file exists for this phase, training resumes from it.
     Returns the state, at its best validation step when there is a validation slice."""
     train_conf = conf.train
-    state = _new_state(conf, feats, phase, towers)
+    state = new_state(conf, feats, phase, towers)
     if state_path is not None:
         state_path = Path(state_path).with_suffix(f".{phase.name}.pt")
         if state_path.exists():
