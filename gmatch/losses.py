@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from gmatch.assignment import sinkhorn
 
-__all__ = ["match_loss", "total_loss"]
+__all__ = ["match_loss", "total_loss", "genre_loss"]
 
 
 def match_loss(logits: torch.Tensor, kind: str = "ce", sinkhorn_iters: int = 10) -> torch.Tensor:
@@ -26,13 +26,31 @@ def match_loss(logits: torch.Tensor, kind: str = "ce", sinkhorn_iters: int = 10)
     raise ValueError(f"train.loss must be ce or sinkhorn, got {kind!r}")
 
 
-def total_loss(pred: dict, kind: str, deep_supervision: float, sinkhorn_iters: int = 10) -> dict:
-    """``{"total", "final", "layer_0", ...}``: final head plus weighted per-layer heads."""
+def genre_loss(pred: dict, genres: torch.Tensor) -> torch.Tensor:
+    """The auxiliary multi-label genre loss of both sides' nodes (``genre0``, ``genre1``)
+    against the movies' genres [B x G] (training movies only)."""
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    return (bce(pred["genre0"], genres) + bce(pred["genre1"], genres)) / 2
+
+
+def total_loss(
+    pred: dict,
+    kind: str,
+    deep_supervision: float,
+    sinkhorn_iters: int = 10,
+    genres: torch.Tensor | None = None,
+    genre_weight: float = 0.0,
+) -> dict:
+    """``{"total", "final", "layer_0", ..., "genre"}``: final head plus weighted per-layer
+    heads, plus ``genre_weight`` x the genre loss when ``genres`` are given."""
     out = {"final": match_loss(pred["logits"], kind, sinkhorn_iters)}
     total = out["final"]
     earlier = pred.get("layer_logits", [])[:-1]
     for i, logits in enumerate(earlier):
         out[f"layer_{i}"] = match_loss(logits, kind, sinkhorn_iters)
         total = total + deep_supervision * out[f"layer_{i}"] / len(earlier)
+    if genres is not None and genre_weight > 0:
+        out["genre"] = genre_loss(pred, genres)
+        total = total + genre_weight * out["genre"]
     out["total"] = total
     return out

@@ -50,7 +50,8 @@ def node_embeddings(
             f"{n} nodes: dense attention would build {n}x{n} logits per head; "
             "pass topm (e.g. 64) for sparse top-m attention"
         )
-    return model.embed(views0, valid0, views1, valid1, topm=m)[-1]
+    *_, last = model.states(views0, valid0, views1, valid1, topm=m)
+    return last
 
 
 class BlockScorer:

@@ -11,12 +11,12 @@ import pytest
 import torch
 from conftest import make_folder
 
-from gmatch.training import loop as train_mod
 from gmatch.cli import main
 from gmatch.config import ConfigError, load_config
 from gmatch.data import load_movielens
 from gmatch.models import Ensemble, Matcher
 from gmatch.training import fold_split
+from gmatch.training import loop as train_mod
 
 FAST = [
     "data.poster_views=[image:efficientnet_lite0,ocr:minilm]",

@@ -11,6 +11,7 @@ from gmatch.data import load_movielens
 from gmatch.evaluate import predict_dist
 from gmatch.features import load_features
 from gmatch.models import Matcher
+from gmatch.models.attention import candidate_edges
 from gmatch.models.edges import MLPEdge
 from gmatch.training import new_model, train
 
@@ -205,13 +206,15 @@ def test_sparse_attention_equals_dense_when_m_is_n(edge):
     v0, m0 = rand_views(30, [20, 12], g)
     v1, m1 = rand_views(25, [16], g)
     with torch.no_grad():
-        dense = model.embed(v0, m0, v1, m1, topm=0)[-1]
+        dense = list(model.states(v0, m0, v1, m1, topm=0))[-1]
         x0, x1 = model.encode0(v0, m0), model.encode1(v1, m1)
-        cand = model.candidates(x0, x1, 30)  # every node (m is clipped to each set's size)
+        cand = candidate_edges(
+            x0, x1, 30, model.attn_chunk
+        )  # every node (m is clipped to each set's size)
         assert cand["01"].shape == (30, 25) and cand["10"].shape == (25, 30)
         for layer in model.layers:
             x0, x1 = layer(x0, x1, cand, 7)
-        few = model.embed(v0, m0, v1, m1, topm=5)[-1]
+        few = list(model.states(v0, m0, v1, m1, topm=5))[-1]
     assert torch.allclose(x0, dense[0], atol=1e-4) and torch.allclose(x1, dense[1], atol=1e-4)
     assert (few[0] - dense[0]).abs().max() > 1e-2  # m < N really restricts the attention
 

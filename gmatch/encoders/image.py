@@ -77,6 +77,41 @@ def efficientnet_lite0(weights: str | Path | None = None) -> torch.nn.Module:
     return model.eval().requires_grad_(False)
 
 
+class _Pooled(torch.nn.Module):
+    """The network up to its pooled features (what ONNX Runtime runs)."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x):
+        return self.m.forward_head(self.m.forward_features(x), pre_logits=True)
+
+
+def onnx_session(model, hw: tuple[int, int]):
+    """``model``'s pooled network exported to ONNX (input [b x 3 x H x W]) in an ONNX
+    Runtime session with torch's thread count and no spinning (gmatch.threads)."""
+    import io as _io
+
+    import onnxruntime as ort
+
+    buf = _io.BytesIO()
+    torch.onnx.export(
+        _Pooled(model).eval(),
+        (torch.zeros(1, 3, *hw),),
+        buf,
+        input_names=["x"],
+        output_names=["f"],
+        dynamic_axes={"x": {0: "b"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = torch.get_num_threads(), 1
+    ort_no_spin(opts)  # idle intra-op threads block (gmatch.threads)
+    return ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+
+
 class EfficientNetLite0Encoder:
     """Pooled 1280-d features; optional horizontal-flip averaging.
 
@@ -119,36 +154,7 @@ class EfficientNetLite0Encoder:
     def _onnx(self):
         """An ONNX Runtime session of the pooled network (exported once per process)."""
         if self._session is None:
-            import io as _io
-
-            import onnxruntime as ort
-
-            class Pooled(torch.nn.Module):
-                def __init__(self, m):
-                    super().__init__()
-                    self.m = m
-
-                def forward(self, x):
-                    return self.m.forward_head(self.m.forward_features(x), pre_logits=True)
-
-            buf = _io.BytesIO()
-            x = torch.zeros(1, 3, round(self.size * 1.47), self.size)
-            torch.onnx.export(
-                Pooled(self.model).eval(),
-                (x,),
-                buf,
-                input_names=["x"],
-                output_names=["f"],
-                dynamic_axes={"x": {0: "b"}},
-                opset_version=17,
-                dynamo=False,
-            )
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads, opts.inter_op_num_threads = torch.get_num_threads(), 1
-            ort_no_spin(opts)  # idle intra-op threads block (gmatch.threads)
-            self._session = ort.InferenceSession(
-                buf.getvalue(), opts, providers=["CPUExecutionProvider"]
-            )
+            self._session = onnx_session(self.model, (round(self.size * 1.47), self.size))
         return self._session
 
     def _batches(self, images: list[Image.Image], channels_last: bool):

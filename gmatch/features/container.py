@@ -16,6 +16,7 @@ from gmatch.encoders.registry import is_prior_only_spec, is_set_spec
 from gmatch.features.blocks import FeatureBlock
 from gmatch.features.reading import ocr_config
 from gmatch.features.views import extract
+from gmatch.models.inputs import MatchInput
 from gmatch.priors import PriorScorer, as_index, precomputed_pairs
 
 __all__ = ["Features", "load_features", "extract_features", "genre_targets"]
@@ -89,20 +90,22 @@ class Features:
             out.append((values, torch.from_numpy(b.owner).long()))
         return out
 
-    def inputs(self, idx0=None, idx1=_SAME) -> dict:
+    def inputs(self, idx0=None, idx1=_SAME) -> MatchInput:
         """Model inputs for posters ``idx0`` and intros ``idx1`` (default: the same
         movies; None = all): ``model(**feats.inputs(idx))``."""
         idx1 = idx0 if idx1 is _SAME else idx1
         (v0, m0), (v1, m1) = self.tensors(idx0, 0), self.tensors(idx1, 1)
-        out = {"views0": v0, "valid0": m0, "views1": v1, "valid1": m1}
-        out["lexical"] = self.priors.full(idx0, idx1)
-        for side, idx in ((0, idx0), (1, idx1)):
-            tuned = self.tuned_views(idx, side)
-            if tuned:
-                out[f"tuned{side}"] = tuned
-        if self.poster_sets or self.intro_sets:
-            out["sets0"], out["sets1"] = self.local_sets(idx0, 0), self.local_sets(idx1, 1)
-        return out
+        return MatchInput(
+            v0,
+            m0,
+            v1,
+            m1,
+            lexical=self.priors.full(idx0, idx1),
+            sets0=self.local_sets(idx0, 0),
+            sets1=self.local_sets(idx1, 1),
+            tuned0=self.tuned_views(idx0, 0) or None,
+            tuned1=self.tuned_views(idx1, 1) or None,
+        )
 
     def specs(self, sets: bool = False) -> tuple[list[str], list[str]]:
         """Specs of the node views (``sets``: of the set views) of both sides."""

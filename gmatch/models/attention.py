@@ -23,6 +23,18 @@ def topm_candidates(a: torch.Tensor, b: torch.Tensor, m: int, chunk: int = 1024)
     )
 
 
+def candidate_edges(x0: torch.Tensor, x1: torch.Tensor, m: int, chunk: int = 1024) -> dict:
+    """Top-m candidate edges by cosine of the encoded nodes, for every attention kind
+    (``00`` posters to posters, ``01`` posters to intros, ...), fixed for all units."""
+    with torch.no_grad():
+        return {
+            "00": topm_candidates(x0, x0, m, chunk),
+            "11": topm_candidates(x1, x1, m, chunk),
+            "01": topm_candidates(x0, x1, m, chunk),
+            "10": topm_candidates(x1, x0, m, chunk),
+        }
+
+
 def sparse_attend(logits_fn, values: torch.Tensor, cand: torch.Tensor, chunk: int) -> torch.Tensor:
     """Softmax attention restricted to candidate edges, in row chunks.
 

@@ -39,6 +39,7 @@ from torch import nn
 
 from gmatch.config import ModelConf
 from gmatch.models.attention import ffn
+from gmatch.priors import offsets_within
 
 __all__ = ["LocalStage", "PairCrossAttention", "complete_edges", "candidate_pairs", "pair_edges"]
 
@@ -56,6 +57,12 @@ def _pyg():
     return TransformerConv, scatter, softmax
 
 
+def within_groups(counts: torch.Tensor) -> torch.Tensor:
+    """Each element's position within its group, for consecutive groups of ``counts``
+    (:func:`gmatch.priors.offsets_within`, the one implementation)."""
+    return torch.from_numpy(offsets_within(counts.numpy()))
+
+
 def complete_edges(batch: torch.Tensor) -> torch.Tensor:
     """``edge_index`` [2 x E] joining every pair of nodes of the same graph (self loops
     included): each node attends to its whole movie."""
@@ -65,7 +72,7 @@ def complete_edges(batch: torch.Tensor) -> torch.Tensor:
     sizes = counts[batch[order]]  # size of each (sorted) node's graph
     src = torch.repeat_interleave(order, sizes)
     # for node k (sorted) of graph g: targets are order[starts[g] : starts[g] + counts[g]]
-    offs = torch.arange(len(src)) - torch.repeat_interleave(torch.cumsum(sizes, 0) - sizes, sizes)
+    offs = within_groups(sizes)
     dst = order[torch.repeat_interleave(starts[batch[order]], sizes) + offs]
     return torch.stack([src, dst])
 
@@ -114,14 +121,14 @@ def pair_edges(pi, pj, b0: torch.Tensor, b1: torch.Tensor, n: int, m: int):
         starts = torch.cumsum(counts, 0) - counts
         c = counts[owners]
         pair = torch.repeat_interleave(torch.arange(len(owners)), c)
-        within = torch.arange(int(c.sum())) - torch.repeat_interleave(torch.cumsum(c, 0) - c, c)
+        within = within_groups(c)
         return order[starts[owners][pair] + within], c
 
     idx0, c0 = copies(b0, pi, n)
     idx1, c1 = copies(b1, pj, m)
     ce = c0 * c1
     pair_e = torch.repeat_interleave(torch.arange(len(pi)), ce)
-    within = torch.arange(int(ce.sum())) - torch.repeat_interleave(torch.cumsum(ce, 0) - ce, ce)
+    within = within_groups(ce)
     off0, off1 = torch.cumsum(c0, 0) - c0, torch.cumsum(c1, 0) - c1
     src = off0[pair_e] + torch.div(within, c1[pair_e], rounding_mode="floor")
     dst = off1[pair_e] + within % c1[pair_e]
@@ -258,70 +265,90 @@ class LocalStage(nn.Module):
     def rerank(self, S, h0, b0, h1, b1, chunk: int = 2**20) -> torch.Tensor:
         """Score changes [N x M] of the candidate pairs of ``S`` (zero elsewhere);
         ``chunk``: about this many node-pair edges at a time."""
-        n, m = S.shape
-        pi, pj = candidate_pairs(S, self.conf.rerank)
-        _, scatter, _ = _pyg()
-        h0, h1 = self.cross.proj(h0), self.cross.proj(h1)
         beta = self.log_sharpness_r.exp().clamp(max=SHARPNESS_MAX)
-        c0, c1 = torch.bincount(b0, minlength=n), torch.bincount(b1, minlength=m)
-        per_pair = max(1, int((c0[pi] * c1[pj]).float().mean().item())) if len(pi) else 1
-        step = max(1, chunk // per_pair)
-        g0, g1 = F.normalize(h0, dim=-1), F.normalize(h1, dim=-1)
-        projected = self.cross.project(h0, h1)  # once, not once per chunk
-        deltas = []
-        for s in range(0, len(pi), step):
-            ci, cj = pi[s : s + step], pj[s : s + step]
-            idx0, idx1, src, dst, pair_e = pair_edges(ci, cj, b0, b1, n, m)
-            before = (g0[idx0[src]] * g1[idx1[dst]]).sum(-1)
-            y0, y1 = self.cross(h0, h1, idx0, idx1, src, dst, projected)
-            after = (F.normalize(y0, dim=-1)[src] * F.normalize(y1, dim=-1)[dst]).sum(-1)
-            # smooth-max of each pair's node-pair cosines, after minus before
-            w = scatter(
-                torch.stack([torch.exp(beta * (after - 1)), torch.exp(beta * (before - 1))], 1),
-                pair_e,
-                dim=0,
-                dim_size=len(ci),
-            )
-            deltas.append((torch.log(w[:, 0] + 1e-30) - torch.log(w[:, 1] + 1e-30)) / beta)
-        delta = torch.cat(deltas) if deltas else torch.zeros(0)
-        flat = torch.zeros(n * m, dtype=delta.dtype).index_put((pi * m + pj,), delta)
-        return self.log_scale_r.exp().clamp(max=100) * flat.view(n, m)
+        delta = rerank_pairs(self.cross, S, self.conf.rerank, beta, (h0, b0), (h1, b1), chunk)
+        return self.log_scale_r.exp().clamp(max=100) * delta
 
     def _pooled(self, h0, b0, h1, b1, n: int, m: int) -> torch.Tensor:
         """Every movie pair's pooled node-pair score [N x M] (the first stage)."""
         pool = self.conf.local_pool
-        _, scatter, softmax = _pyg()
-        beta = self.log_sharpness.exp().clamp(max=SHARPNESS_MAX)
+        _, _, softmax = _pyg()
+        weights = None
         if pool == "attn":  # query-independent weights: which line / sentence matters
-            w0, w1 = (
+            weights = (
                 softmax(self.attn0(h0)[:, 0], b0, num_nodes=n),
                 softmax(self.attn1(h1)[:, 0], b1, num_nodes=m),
             )
-        c0 = torch.bincount(b0, minlength=n).float()  # nodes per poster graph
-        c1 = torch.bincount(b1, minlength=m).float()
-        out = torch.full((n, m), -1.0) if pool == "max" else torch.zeros(n, m)
         chunk = self.chunk
         if self.conf.local_edge == "mlp":  # the [rows x T1 x hidden] activation stays ~64 MB
             chunk = max(1, min(chunk, 2**24 // max(1, len(h1) * self.conf.edge_hidden)))
-        for s in range(0, len(h0), chunk):  # poster nodes s..e against all intro nodes
-            e = min(s + chunk, len(h0))
-            sim = self._edge(h0[s:e], h1)  # [c x T1]
-            if pool == "smoothmax":  # (1/beta) log mean exp(beta * sim), stable as sim <= 1
-                sim = torch.exp(beta * (sim - 1))
-            elif pool == "attn":
-                sim = sim * w1[None, :] * w0[s:e, None]
-            reduce = "max" if pool == "max" else "sum"
-            per_intro = scatter(sim, b1, dim=1, dim_size=m, reduce=reduce)  # [c x M]
-            per_pair = scatter(per_intro, b0[s:e], dim=0, dim_size=n, reduce=reduce)  # [N x M]
-            if pool == "max":  # only the posters with nodes in this chunk
-                rows = torch.unique(b0[s:e])
-                out[rows] = torch.maximum(out[rows], per_pair[rows])
-            else:
-                out = out + per_pair
-        pairs = c0[:, None] * c1[None, :]
-        if pool == "smoothmax":
-            out = 1 + torch.log(out / pairs.clamp(min=1) + 1e-30) / beta
-        elif pool == "mean":
-            out = out / pairs.clamp(min=1)
-        out = torch.where(pairs > 0, out, torch.zeros(()))  # a graph without nodes: no evidence
+        beta = self.log_sharpness.exp().clamp(max=SHARPNESS_MAX)
+        out = pool_pairs(self._edge, (h0, b0), (h1, b1), (n, m), pool, beta, chunk, weights)
         return self.log_scale.exp().clamp(max=100) * out
+
+
+def pool_pairs(edge, side0, side1, shape, pool: str, beta, chunk: int, weights=None):
+    """Pool the node-pair scores ``edge(h0 rows, h1)`` of every movie pair into one
+    score [N x M]: ``pool`` = smoothmax (sharpness ``beta``), max, mean, or attn
+    (``weights`` per node); poster nodes ``chunk`` at a time. A pair of graphs without
+    nodes scores 0 (no evidence). ``side*`` = (nodes [T x d], their movie [T])."""
+    (h0, b0), (h1, b1), (n, m) = side0, side1, shape
+    _, scatter, _ = _pyg()
+    c0 = torch.bincount(b0, minlength=n).float()  # nodes per poster graph
+    c1 = torch.bincount(b1, minlength=m).float()
+    out = torch.full((n, m), -1.0) if pool == "max" else torch.zeros(n, m)
+    for s in range(0, len(h0), chunk):  # poster nodes s..e against all intro nodes
+        e = min(s + chunk, len(h0))
+        sim = edge(h0[s:e], h1)  # [c x T1]
+        if pool == "smoothmax":  # (1/beta) log mean exp(beta * sim), stable as sim <= 1
+            sim = torch.exp(beta * (sim - 1))
+        elif pool == "attn":
+            sim = sim * weights[1][None, :] * weights[0][s:e, None]
+        reduce = "max" if pool == "max" else "sum"
+        per_intro = scatter(sim, b1, dim=1, dim_size=m, reduce=reduce)  # [c x M]
+        per_pair = scatter(per_intro, b0[s:e], dim=0, dim_size=n, reduce=reduce)  # [N x M]
+        if pool == "max":  # only the posters with nodes in this chunk
+            rows = torch.unique(b0[s:e])
+            out[rows] = torch.maximum(out[rows], per_pair[rows])
+        else:
+            out = out + per_pair
+    pairs = c0[:, None] * c1[None, :]
+    if pool == "smoothmax":
+        out = 1 + torch.log(out / pairs.clamp(min=1) + 1e-30) / beta
+    elif pool == "mean":
+        out = out / pairs.clamp(min=1)
+    return torch.where(pairs > 0, out, torch.zeros(()))
+
+
+def rerank_pairs(cross, S, share: float, beta, side0, side1, chunk: int) -> torch.Tensor:
+    """The re-ranking step (see the module doc): for each candidate pair of ``S`` (its
+    top ``share``), one cross-attention step ``cross`` between the pair's two graphs, and
+    the change of its smooth-max pooled node-pair cosine; [N x M], zero elsewhere."""
+    (h0, b0), (h1, b1) = side0, side1
+    n, m = S.shape
+    pi, pj = candidate_pairs(S, share)
+    _, scatter, _ = _pyg()
+    h0, h1 = cross.proj(h0), cross.proj(h1)
+    c0, c1 = torch.bincount(b0, minlength=n), torch.bincount(b1, minlength=m)
+    per_pair = max(1, int((c0[pi] * c1[pj]).float().mean().item())) if len(pi) else 1
+    step = max(1, chunk // per_pair)
+    g0, g1 = F.normalize(h0, dim=-1), F.normalize(h1, dim=-1)
+    projected = cross.project(h0, h1)  # once, not once per chunk
+    deltas = []
+    for s in range(0, len(pi), step):
+        ci, cj = pi[s : s + step], pj[s : s + step]
+        idx0, idx1, src, dst, pair_e = pair_edges(ci, cj, b0, b1, n, m)
+        before = (g0[idx0[src]] * g1[idx1[dst]]).sum(-1)
+        y0, y1 = cross(h0, h1, idx0, idx1, src, dst, projected)
+        after = (F.normalize(y0, dim=-1)[src] * F.normalize(y1, dim=-1)[dst]).sum(-1)
+        # smooth-max of each pair's node-pair cosines, after minus before
+        w = scatter(
+            torch.stack([torch.exp(beta * (after - 1)), torch.exp(beta * (before - 1))], 1),
+            pair_e,
+            dim=0,
+            dim_size=len(ci),
+        )
+        deltas.append((torch.log(w[:, 0] + 1e-30) - torch.log(w[:, 1] + 1e-30)) / beta)
+    delta = torch.cat(deltas) if deltas else torch.zeros(0)
+    flat = torch.zeros(n * m, dtype=delta.dtype).index_put((pi * m + pj,), delta)
+    return flat.view(n, m)

@@ -21,10 +21,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from gmatch.config import ConfigError, ModelConf, RuntimeConf
-from gmatch.models.attention import MatchLayer, topm_candidates
+from gmatch.models.attention import MatchLayer, candidate_edges
 from gmatch.models.edges import make_edge
 from gmatch.models.local import LocalStage
-from gmatch.priors import dense_pairs, dense_prior, log_weights, precomputed_pairs
+from gmatch.priors import (
+    check_prior_scores,
+    dense_pairs,
+    log_weights,
+    precomputed_pairs,
+    prior_logits,
+)
 
 __all__ = [
     "NodeEncoder",
@@ -126,23 +132,14 @@ class Matcher(nn.Module):
         tuned0=None,
         tuned1=None,
     ) -> dict:
-        """Match N posters against M intros.
+        """Match N posters against M intros: the inputs are the fields of
+        :class:`gmatch.models.inputs.MatchInput` (``model(**features.inputs(idx))``);
+        ``all_layers`` also scores the head after the encoders and every unit (deep
+        supervision).
 
-        Args:
-            views0 / views1: per view, features [N x D_v] / [M x D_v].
-            valid0 / valid1: per view, bool [N] / [M] (False = empty view).
-            lexical: per precomputed prior pair, its scores [N x M]
-                (``Features.inputs`` supplies them).
-            all_layers: also score the head after the encoders and every unit
-                (deep supervision).
-            sets0 / sets1: per set view, ``(values [T x D], batch [T])``: the local
-                nodes of each poster / intro graph (``Features.inputs`` supplies them).
-            tuned0 / tuned1: ``{view index: features}`` from fine-tuned towers
-                (:mod:`gmatch.finetune`): the node encoders read these instead of the
-                frozen view; the priors keep the frozen ones.
-        Returns:
-            ``logits`` [N x M] (larger = closer), ``dist`` = -logits, ``layer_logits``
-            (with ``all_layers``: one [N x M] per state, the last equal to ``logits``).
+        Returns ``logits`` [N x M] (larger = closer), ``dist`` = -logits, ``layer_logits``
+        (with ``all_layers``: one [N x M] per state, the last equal to ``logits``) and,
+        with a genre head, ``genre0`` / ``genre1``.
         """
         prior = self.prior_logits(views0, valid0, views1, valid1, lexical)
         guide = prior if self.conf.attn_prior else None
@@ -161,12 +158,6 @@ class Matcher(nn.Module):
             out["genre0"], out["genre1"] = self.genre_head(x0), self.genre_head(x1)
         return out
 
-    def embed(self, views0, valid0, views1, valid1, topm: int | None = None, prior=None) -> list:
-        """Node embeddings after the encoders and after every unit:
-        ``[(x0 [N x d], x1 [M x d]), ...]`` (``n_layers + 1`` states; the last feeds the head).
-        See :meth:`states` for the arguments."""
-        return list(self.states(views0, valid0, views1, valid1, topm, prior))
-
     def states(self, views0, valid0, views1, valid1, topm: int | None = None, prior=None):
         """Yield ``(x0, x1)`` after the encoders, then after each unit.
 
@@ -180,45 +171,27 @@ class Matcher(nn.Module):
         topm = self.conf.attn_topm if topm is None else topm
         cand = None
         if len(self.layers) and topm and topm < max(len(x0), len(x1)):
-            cand = self.candidates(x0, x1, topm)
+            cand = candidate_edges(x0, x1, topm, self.attn_chunk)
         for layer in self.layers:
             x0, x1 = layer(x0, x1, cand, self.attn_chunk, prior)
             yield x0, x1
 
-    def candidates(self, x0, x1, m: int) -> dict:
-        """Top-m candidate edges by cosine of the encoded nodes (fixed for all units)."""
-        with torch.no_grad():
-            ch = self.attn_chunk
-            return {
-                "00": topm_candidates(x0, x0, m, ch),
-                "11": topm_candidates(x1, x1, m, ch),
-                "01": topm_candidates(x0, x1, m, ch),
-                "10": topm_candidates(x1, x0, m, ch),
-            }
-
     def check_lexical(self, lexical, what: str) -> list:
         """``lexical`` as a list, one entry per precomputed prior pair of this model, or a ValueError."""
-        lexical = list(lexical or [])
-        if len(lexical) != len(self.lexical_log_weight):
-            raise ValueError(
-                f"this model has {len(self.lexical_log_weight)} lexical prior pair(s) "
-                f"but got {len(lexical)} {what}"
-            )
-        return lexical
+        return check_prior_scores(lexical, len(self.lexical_log_weight), what)
 
     def prior_logits(self, views0, valid0, views1, valid1, lexical=None):
         """Weighted prior scores [N x M]: dense pairs, then the precomputed ones."""
-        out = dense_prior(self.prior_pairs, self.prior_log_weight, views0, valid0, views1, valid1)
         lexical = self.check_lexical(
             lexical, "lexical score matrices; call model(**features.inputs(idx))"
         )
-        for sim, log_w in zip(lexical, self.lexical_log_weight):
-            if sim.shape != out.shape:
-                raise ValueError(
-                    f"lexical scores have shape {tuple(sim.shape)}, expected {tuple(out.shape)}"
-                )
-            out = out + log_w.exp() * sim
-        return out
+        return prior_logits(
+            self.prior_pairs,
+            self.prior_log_weight,
+            self.lexical_log_weight,
+            (views0, valid0, views1, valid1),
+            lexical,
+        )
 
 
 def replace_views(views: list, tuned: dict | None) -> list:

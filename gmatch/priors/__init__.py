@@ -5,17 +5,21 @@ character n-gram cosines (:mod:`.lexical`) and max-pooled cosines of set views
 
 from gmatch.priors.lexical import LexicalScorer, lexical_cosine
 from gmatch.priors.pairs import (
+    check_prior_scores,
     dense_pairs,
     dense_prior,
     dense_prior_factors,
     log_weights,
     parse_prior,
     precomputed_pairs,
+    prior_logits,
 )
 from gmatch.priors.pooled import PooledScorer, offsets_within, set_elements, set_starts
 from gmatch.priors.scorer import FULL_MATRIX_MAX, PriorScorer, as_index, make_scorer, pair_scores
 
 __all__ = [
+    "check_prior_scores",
+    "prior_logits",
     "as_index",
     "dense_pairs",
     "dense_prior",

@@ -29,6 +29,8 @@ __all__ = [
     "log_weights",
     "dense_prior",
     "dense_prior_factors",
+    "check_prior_scores",
+    "prior_logits",
 ]
 
 
@@ -119,3 +121,27 @@ def dense_prior_factors(pairs, log_w, views0, valid0, views1, valid1):
     return torch.cat([a * w for w, a, _ in blocks], dim=-1), torch.cat(
         [b for *_, b in blocks], dim=-1
     )
+
+
+def check_prior_scores(scores, expected: int, what: str) -> list:
+    """``scores`` as a list of ``expected`` entries (one per precomputed prior pair of a
+    model), or a ValueError naming what was passed."""
+    scores = list(scores or [])
+    if len(scores) != expected:
+        raise ValueError(
+            f"this model has {expected} lexical prior pair(s) but got {len(scores)} {what}"
+        )
+    return scores
+
+
+def prior_logits(pairs, dense_log_w, lexical_log_w, views, lexical) -> torch.Tensor:
+    """The weighted zero-shot priors [N x M] of a model: its dense pairs on ``views`` =
+    (views0, valid0, views1, valid1), then its precomputed pairs' scores ``lexical``."""
+    out = dense_prior(pairs, dense_log_w, *views)
+    for sim, log_w in zip(lexical, lexical_log_w):
+        if sim.shape != out.shape:
+            raise ValueError(
+                f"lexical scores have shape {tuple(sim.shape)}, expected {tuple(out.shape)}"
+            )
+        out = out + log_w.exp() * sim
+    return out

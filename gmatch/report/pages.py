@@ -99,10 +99,7 @@ def prior_only_dist(run_dir: Path, ms: MovieSet) -> torch.Tensor | None:
     model = members[0] if members is not None else model
     feats = checkpoint_features(run_dir / "model.pt", ckpt, conf, ms, progress=False)
     with torch.inference_mode():
-        inputs = feats.inputs()
-        S = model.prior_logits(
-            *(inputs[k] for k in ("views0", "valid0", "views1", "valid1", "lexical"))
-        )
+        S = model.prior_logits(*feats.inputs().prior_args())
     g = torch.Generator().manual_seed(0)
     return -S + 1e-6 * torch.rand(S.shape, generator=g)
 

@@ -26,13 +26,7 @@ def confusable(model, feats: Features, positions: np.ndarray, k: int) -> np.ndar
         )
     inputs = feats.inputs(positions)
     with torch.no_grad():
-        S = model.prior_logits(
-            inputs["views0"],
-            inputs["valid0"],
-            inputs["views1"],
-            inputs["valid1"],
-            inputs["lexical"],
-        )
+        S = model.prior_logits(*inputs.prior_args())
     sym = torch.maximum(S, S.T)
     sym.fill_diagonal_(-math.inf)  # a movie is not its own negative
     k_eff = min(k, len(positions) - 1)

@@ -52,14 +52,19 @@ def _train_step(conf: Config, feats: Features, state: TrainState) -> float:
     rt = conf.runtime
     for t in state.towers:  # the tuned views of this episode, one augmented view per poster
         x = t(episode, True, device_of(conf), rt.tower_chunk, rt.grad_checkpoint)
-        inputs.setdefault(f"tuned{t.side}", {})[t.index] = x
+        inputs.set_tuned(t.side, t.index, x)
     pred = state.model(**inputs, all_layers=deep)
-    loss = total_loss(pred, train_conf.loss, train_conf.deep_supervision, train_conf.sinkhorn_iters)
-    if train_conf.genre_weight > 0:  # the episode holds training positions only
-        y = torch.from_numpy(feats.genres[episode])
-        bce = torch.nn.functional.binary_cross_entropy_with_logits
-        loss["genre"] = (bce(pred["genre0"], y) + bce(pred["genre1"], y)) / 2
-        loss["total"] = loss["total"] + train_conf.genre_weight * loss["genre"]
+    genres = None  # the episode holds training positions only
+    if train_conf.genre_weight > 0:
+        genres = torch.from_numpy(feats.genres[episode])
+    loss = total_loss(
+        pred,
+        train_conf.loss,
+        train_conf.deep_supervision,
+        train_conf.sinkhorn_iters,
+        genres,
+        train_conf.genre_weight,
+    )
     state.opt.zero_grad(set_to_none=True)
     loss["total"].backward()
     params = [p for group in state.opt.param_groups for p in group["params"]]
