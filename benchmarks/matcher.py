@@ -23,16 +23,16 @@ def bench_matcher(repeat: int = 3) -> list[dict]:
     local = ["data.poster_sets=[ocrlines:mpnet]", "data.intro_sets=[sents:mpnet]"]
     variants = {
         "default (global head + priors, L = 0)": [],
-        "+ local graphs, L = 1": [*local, "model.local_layers=1"],
+        "+ local graphs, L = 1": [*local, "model.local.layers=1"],
         "+ local graphs with image regions, L = 1": [
             "data.poster_sets=[ocrlines:mpnet,regions:efficientnet_lite0]",
             "data.intro_sets=[sents:mpnet]",
-            "model.local_layers=1",
+            "model.local.layers=1",
         ],
         "+ local graphs, L = 1, re-ranking top 10 %": [
             *local,
-            "model.local_layers=1",
-            "model.rerank=0.1",
+            "model.local.layers=1",
+            "model.rerank.share=0.1",
         ],
     }
     models = {}

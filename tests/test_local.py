@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from conftest import scramble_
 
-from gmatch.config import ModelConf
+from gmatch.config import LocalConf, ModelConf, RerankConf
 from gmatch.models import Matcher
 from gmatch.models.local import LocalStage, candidate_pairs, complete_edges
 
@@ -22,9 +22,18 @@ def random_sets(n, dim, g, max_elems=4, empty=0.2):
     return torch.randn(len(batch), dim, generator=g), batch
 
 
-def local_conf(**kw):
-    base = dict(dim=16, local_dim=16, local_heads=2, dropout=0.0, feat_dropout=0.0, edge_hidden=8)
-    return ModelConf(**{**base, **kw})
+def local_conf(rerank=0.0, rerank_dim=32, **kw):
+    """A small ModelConf; ``local_<field>=`` keys set its LocalConf."""
+    local = {"dim": 16, "heads": 2}
+    for key in [k for k in kw if k.startswith("local_")]:
+        name = key.removeprefix("local_")
+        local["global_node" if name == "global" else name] = kw.pop(key)
+    base = dict(dim=16, dropout=0.0, feat_dropout=0.0, edge_hidden=8)
+    return ModelConf(
+        **{**base, **kw},
+        local=LocalConf(**local),
+        rerank=RerankConf(share=rerank, dim=rerank_dim),
+    )
 
 
 def test_complete_edges_join_exactly_the_nodes_of_one_graph():
@@ -143,8 +152,8 @@ def test_matcher_with_local_stage_trains_and_roundtrips(
             "data.intro_sets=[sents:minilm]",
             "model.prior=[]",
             "model.dim=16",
-            "model.local_dim=16",
-            "model.local_layers=1",
+            "model.local.dim=16",
+            "model.local.layers=1",
             f"model.rerank={rerank}",
             "train.steps=40",
             "train.folds=1",

@@ -3,6 +3,7 @@ a config's views are extracted into it (:func:`load_features`)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -116,6 +117,15 @@ class Features:
         """Widths of the node views (``sets``: of the set views) of both sides."""
         pick = self.sets if sets else self.nodes
         return [b.dim for b in pick(0)], [b.dim for b in pick(1)]
+
+    def with_tuned(self, blocks: dict, finetune: list | None = None) -> Features:
+        """These features with the node views ``blocks`` (``(side, view index) -> block``)
+        read through fine-tuned towers (``finetune``: their checkpoint entries); the
+        frozen views, and the prior scores kept for them, are shared."""
+        out = copy.copy(self)
+        out.tuned = {**self.tuned, **blocks}
+        out.finetune = self.finetune if finetune is None else finetune
+        return out
 
     def subset(self, idx) -> Features:
         def sub(blocks):

@@ -16,7 +16,7 @@ scores are computed chunk by chunk over poster nodes (never a node x node matrix
 all pairs at once). No score depends on node or movie order: the stage is
 permutation-equivariant (tested with an index-dependent negative control).
 
-Re-ranking (``model.rerank`` > 0, SuperGlue's cross step): cross-attention between a
+Re-ranking (``model.rerank.share`` > 0, SuperGlue's cross step): cross-attention between a
 poster graph and an intro graph depends on the pair, so it runs only on candidate
 pairs: each poster's top ``ceil(rerank * M)`` intros and each intro's top
 ``ceil(rerank * N)`` posters under the scores so far (global head + priors + local
@@ -142,7 +142,7 @@ class PairCrossAttention(nn.Module):
     ``y = h + W_o sum_e softmax_e(q . k / sqrt(d)) v``. Queries, keys and ``W_o v`` are
     linear in the node, so they are computed once per node and gathered per edge: the
     per-pair work is O(edges x width), no matrix product per copy; nodes are first
-    projected to the re-ranker's ``width`` (``model.rerank_dim``), which sets that cost.
+    projected to the re-ranker's ``width`` (``model.rerank.dim``), which sets that cost.
     ``W_o`` starts at zero (a fresh step is the identity)."""
 
     def __init__(self, dim: int, width: int):
@@ -184,9 +184,9 @@ class LocalStage(nn.Module):
         self, conf: ModelConf, set_dims0: list[int], set_dims1: list[int], chunk: int = 256
     ):
         super().__init__()
-        d = conf.local_dim
+        d = conf.local.dim
         self.conf, self.chunk = conf, chunk
-        self.with_global = conf.local_global
+        self.with_global = conf.local.global_node
         # Both sides' elements come from one sentence encoder: with ``local_tied`` one
         # projection serves both (a siamese map, so the node cosine starts as a random
         # projection of the encoder's cosine and stays a metric of one space); otherwise
@@ -195,7 +195,7 @@ class LocalStage(nn.Module):
         self.proj1 = nn.ModuleList([nn.Linear(k, d, bias=False) for k in set_dims1])
         for i, (p0, p1) in enumerate(zip(self.proj0, self.proj1)):
             if p0.weight.shape == p1.weight.shape:
-                if conf.local_tied:
+                if conf.local.tied:
                     self.proj1[i] = p0
                 else:
                     p1.weight.data.copy_(p0.weight.data)
@@ -203,23 +203,23 @@ class LocalStage(nn.Module):
         self.global0 = nn.Linear(conf.dim, d) if self.with_global else None
         self.global1 = nn.Linear(conf.dim, d) if self.with_global else None
         self.blocks0 = nn.ModuleList(
-            [GraphSelfBlock(d, conf.local_heads, conf.dropout) for _ in range(conf.local_layers)]
+            [GraphSelfBlock(d, conf.local.heads, conf.dropout) for _ in range(conf.local.layers)]
         )
         self.blocks1 = nn.ModuleList(
-            [GraphSelfBlock(d, conf.local_heads, conf.dropout) for _ in range(conf.local_layers)]
+            [GraphSelfBlock(d, conf.local.heads, conf.dropout) for _ in range(conf.local.layers)]
         )
-        if conf.local_edge == "mlp":
+        if conf.local.edge == "mlp":
             self.edge_a, self.edge_b = (
                 nn.Linear(d, conf.edge_hidden),
                 nn.Linear(d, conf.edge_hidden, bias=False),
             )
             self.edge_out = nn.Linear(conf.edge_hidden, 1)
-        if conf.local_pool == "attn":
+        if conf.local.pool == "attn":
             self.attn0, self.attn1 = nn.Linear(d, 1), nn.Linear(d, 1)
         # Smooth-max sharpness (learned, log-parametrised) and the stage's logit scale.
         self.log_sharpness = nn.Parameter(torch.tensor(math.log(10.0)))
         self.log_scale = nn.Parameter(torch.tensor(math.log(1 / conf.tau_init)))
-        self.cross = PairCrossAttention(d, conf.rerank_dim) if conf.rerank > 0 else None
+        self.cross = PairCrossAttention(d, conf.rerank.dim) if conf.rerank.share > 0 else None
         if self.cross is not None:  # the re-ranker's own pooling sharpness and scale
             self.log_sharpness_r = nn.Parameter(torch.tensor(math.log(10.0)))
             self.log_scale_r = nn.Parameter(torch.tensor(math.log(1 / conf.tau_init)))
@@ -241,7 +241,7 @@ class LocalStage(nn.Module):
 
     def _edge(self, h0: torch.Tensor, h1: torch.Tensor) -> torch.Tensor:
         """Node-pair scores in [-1, 1]: [t0 x t1]."""
-        if self.conf.local_edge == "mlp":
+        if self.conf.local.edge == "mlp":
             a, b = self.edge_a(h0), self.edge_b(h1)
             return torch.tanh(self.edge_out(F.relu(a[:, None, :] + b[None, :, :]))[..., 0])
         return F.normalize(h0, dim=-1) @ F.normalize(h1, dim=-1).T
@@ -266,12 +266,12 @@ class LocalStage(nn.Module):
         """Score changes [N x M] of the candidate pairs of ``S`` (zero elsewhere);
         ``chunk``: about this many node-pair edges at a time."""
         beta = self.log_sharpness_r.exp().clamp(max=SHARPNESS_MAX)
-        delta = rerank_pairs(self.cross, S, self.conf.rerank, beta, (h0, b0), (h1, b1), chunk)
+        delta = rerank_pairs(self.cross, S, self.conf.rerank.share, beta, (h0, b0), (h1, b1), chunk)
         return self.log_scale_r.exp().clamp(max=100) * delta
 
     def _pooled(self, h0, b0, h1, b1, n: int, m: int) -> torch.Tensor:
         """Every movie pair's pooled node-pair score [N x M] (the first stage)."""
-        pool = self.conf.local_pool
+        pool = self.conf.local.pool
         _, _, softmax = _pyg()
         weights = None
         if pool == "attn":  # query-independent weights: which line / sentence matters
@@ -280,7 +280,7 @@ class LocalStage(nn.Module):
                 softmax(self.attn1(h1)[:, 0], b1, num_nodes=m),
             )
         chunk = self.chunk
-        if self.conf.local_edge == "mlp":  # the [rows x T1 x hidden] activation stays ~64 MB
+        if self.conf.local.edge == "mlp":  # the [rows x T1 x hidden] activation stays ~64 MB
             chunk = max(1, min(chunk, 2**24 // max(1, len(h1) * self.conf.edge_hidden)))
         beta = self.log_sharpness.exp().clamp(max=SHARPNESS_MAX)
         out = pool_pairs(self._edge, (h0, b0), (h1, b1), (n, m), pool, beta, chunk, weights)

@@ -113,10 +113,10 @@ class Matcher(nn.Module):
         # Local-node graphs (OCR lines, intro sentences): a second score added to S.
         has_sets = bool(len(set_dims[0]) or len(set_dims[1]))
         self.local = LocalStage(conf, list(set_dims[0]), list(set_dims[1])) if has_sets else None
-        if conf.rerank > 0 and not has_sets:
+        if conf.rerank.share > 0 and not has_sets:
             raise ConfigError(
                 "model.rerank: re-ranking cross-attends local nodes; set data.poster_sets / "
-                "data.intro_sets (e.g. [ocrlines:mpnet] / [sents:mpnet]) or model.rerank=0"
+                "data.intro_sets (e.g. [ocrlines:mpnet] / [sents:mpnet]) or model.rerank.share=0"
             )
 
     def forward(
@@ -246,11 +246,11 @@ def build_matcher(
     an :class:`Ensemble` of ``conf.members`` of them when that is > 1."""
     if (
         (len(set_dims[0]) or len(set_dims[1]))
-        and not conf.local_global
+        and not conf.local.global_node
         and not (len(set_dims[0]) and len(set_dims[1]))
     ):
         raise ConfigError(
-            "model.local_global=false needs local nodes on both sides (data.poster_sets and data.intro_sets)"
+            "model.local.global_node=false needs local nodes on both sides (data.poster_sets and data.intro_sets)"
         )
     dense = dense_pairs(conf.prior, poster_views, intro_views)
     precomputed = precomputed_pairs(conf.prior)
