@@ -18,6 +18,28 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "movielens"
 
 
+# The tiny training config the tests share: MiniLM and EfficientNet views, two priors,
+# a 32-wide dual encoder, 20 steps, one model (no folds). tiny() changes keys of it.
+TINY = {
+    "data.poster_views": "[image:efficientnet_lite0,ocr:minilm]",
+    "data.intro_views": "[text:minilm,text:tfidf]",
+    "model.prior": "[ocr:minilm=text:minilm@2,ocr:chars=text:chars@4]",
+    "model.dim": "32",
+    "train.steps": "20",
+    "train.folds": "1",
+    "train.eval_every": "10",
+    "train.episode_sizes": "[16,32]",
+    "train.warmup": "5",
+}
+
+
+def tiny(changes: dict | None = None, drop: tuple = ()) -> list[str]:
+    """``key=value`` overrides of the tiny config, with ``changes`` (a value of None
+    drops that key) and the keys in ``drop`` left out."""
+    merged = {**TINY, **(changes or {})}
+    return [f"{k}={v}" for k, v in merged.items() if v is not None and k not in drop]
+
+
 def make_folder(
     dst: Path, n: int = 48, n_train: int = 32, train: bool = True, start: int = 0
 ) -> Path:

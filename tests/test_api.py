@@ -5,20 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import tiny
 
 import gmatch
 
-FAST = [
-    "data.poster_views=[image:efficientnet_lite0,ocr:minilm]",
-    "data.intro_views=[text:minilm,text:tfidf]",
-    "model.prior=[ocr:minilm=text:minilm@2,ocr:chars=text:chars@4]",
-    "model.dim=32",
-    "train.steps=20",
-    "train.folds=1",
-    "train.eval_every=10",
-    "train.episode_sizes=[16,32]",
-    "train.warmup=5",
-]
+FAST = tiny()
 
 
 @pytest.fixture(scope="module")

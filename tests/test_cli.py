@@ -5,23 +5,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import tiny
 
 from gmatch.checkpoint import CheckpointError, load_checkpoint
 from gmatch.cli import main
 
-FAST = [
-    "data.poster_views=[image:efficientnet_lite0,ocr:minilm]",
-    "data.intro_views=[text:minilm,text:tfidf]",
-    "model.prior=[ocr:minilm=text:minilm@2,ocr:chars=text:chars@4]",
-    "model.dim=32",
-    "model.n_layers=1",
-    "model.edge=mlp",
-    "train.steps=30",
-    "train.folds=1",
-    "train.eval_every=10",
-    "train.episode_sizes=[16,32]",
-    "train.warmup=5",
-]
+FAST = tiny({"model.n_layers": 1, "model.edge": "mlp", "train.steps": 30})
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import make_folder
+from conftest import make_folder, tiny
 
 from gmatch.cli import main
 from gmatch.config import ConfigError, load_config
@@ -18,16 +18,7 @@ from gmatch.models import Ensemble, Matcher
 from gmatch.training import fold_split
 from gmatch.training import loop as train_mod
 
-FAST = [
-    "data.poster_views=[image:efficientnet_lite0,ocr:minilm]",
-    "data.intro_views=[text:minilm,text:tfidf]",
-    "model.prior=[ocr:minilm=text:minilm@2,ocr:chars=text:chars@4]",
-    "model.dim=32",
-    "train.steps=20",
-    "train.eval_every=10",
-    "train.episode_sizes=[32,64]",
-    "train.warmup=5",
-]
+FAST = tiny({"train.episode_sizes": "[32,64]"}, drop=("train.folds",))
 
 
 def test_folds_partition_the_positions_whatever_their_order():

@@ -1,4 +1,4 @@
-"""Reliability, round two: one run per folder, resume that checks its config, a failed
+"""Run folders: one run per folder, resume that checks its config, a failed
 --overwrite keeps the finished run, csv-module record rules, one-line errors."""
 
 import csv

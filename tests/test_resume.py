@@ -9,25 +9,22 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT, make_folder
+from conftest import ROOT, make_folder, tiny
 
 from gmatch.cli import main
 
-ARGS = [
-    "data.poster_views=[image:efficientnet_lite0]",
-    "data.intro_views=[text:minilm]",
-    "model.prior=[ocr:chars=text:chars@4]",
-    "model.dim=32",
-    "model.n_layers=1",
-    "train.steps=400",
-    "train.folds=1",
-    "train.eval_every=10",
-    "train.episode_sizes=[16,32]",
-    "train.warmup=5",
-    "train.val_fraction=0.25",
-    "train.patience=1000",
-    "runtime.threads=1",
-]
+ARGS = tiny(
+    {
+        "data.poster_views": "[image:efficientnet_lite0]",
+        "data.intro_views": "[text:minilm]",
+        "model.prior": "[ocr:chars=text:chars@4]",
+        "model.n_layers": 1,
+        "train.steps": 400,
+        "train.val_fraction": 0.25,
+        "train.patience": 1000,
+        "runtime.threads": 1,
+    }
+)
 
 
 @pytest.fixture(scope="module")
