@@ -23,6 +23,7 @@ from gmatch.features import load_features
 from gmatch.losses import total_loss
 from gmatch.metrics import evaluate_distance
 from gmatch.models import Matcher, build_matcher
+from gmatch.models.inputs import FeatureLayout
 from gmatch.priors import pair_scores, parse_prior
 from gmatch.stream import streamed_metrics, streamed_ranks
 
@@ -111,13 +112,7 @@ def one_inference(n: int, mode: str) -> dict:
     if changes:
         conf = merge(conf, {"model": changes})
         torch.manual_seed(0)
-        model = build_matcher(
-            conf.model,
-            ckpt["poster_views"],
-            ckpt["intro_views"],
-            ckpt["poster_dims"],
-            ckpt["intro_dims"],
-        ).eval()
+        model = build_matcher(conf.model, FeatureLayout.from_checkpoint(ckpt)).eval()
         model.load_state_dict(
             {k: v for k, v in trained.state_dict().items() if k != "lexical_log_weight"},
             strict=False,

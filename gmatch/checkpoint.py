@@ -16,6 +16,7 @@ from gmatch.features import Features, extract_features, ocr_config
 from gmatch.finetune import tuned_features
 from gmatch.io import atomic_torch_save
 from gmatch.models import Ensemble, Matcher, build_matcher
+from gmatch.models.inputs import FeatureLayout
 
 __all__ = [
     "CheckpointError",
@@ -38,22 +39,15 @@ def checkpoint_dict(
 ) -> dict:
     """Config + weights + encoder specs, dims and fitted states: what a checkpoint holds
     (:func:`save_checkpoint` writes it; :func:`gmatch.api.fit` keeps it in memory)."""
-    poster_dims, intro_dims = feats.dims()
     return {
         "format": FORMAT,
         "config": to_dict(conf),
         "state_dict": model.state_dict(),
-        "poster_views": [b.spec for b in feats.poster],
-        "intro_views": [b.spec for b in feats.intro],
-        "poster_dims": poster_dims,
+        **feats.layout().to_checkpoint(),
         "encoder_states": feats.states(),
-        "intro_dims": intro_dims,
         "genre_names": feats.genre_names if model.genre_head is not None else [],
         "best_step": best_step,
         "history": history or [],
-        "poster_sets": feats.specs(sets=True)[0],
-        "intro_sets": feats.specs(sets=True)[1],
-        "set_dims": list(feats.dims(sets=True)),
         "finetune": feats.finetune,
         # models averaged (model.members, or a K-fold run's bag of fold models)
         "members": len(model.members) if isinstance(model, Ensemble) else 1,
@@ -105,13 +99,9 @@ def load_checkpoint(path: str | Path) -> tuple[Matcher | Ensemble, Config, dict]
             model_conf = dataclasses.replace(conf.model, members=ckpt["members"])
         model = build_matcher(
             model_conf,
-            ckpt["poster_views"],
-            ckpt["intro_views"],
-            ckpt["poster_dims"],
-            ckpt["intro_dims"],
+            FeatureLayout.from_checkpoint(ckpt),
             len(ckpt.get("genre_names", [])),
             conf.runtime,
-            tuple(ckpt.get("set_dims", ([], []))),
         )
     except ConfigError as e:
         raise CheckpointError(f"{path}: {e}") from None
@@ -149,10 +139,12 @@ def checkpoint_features(
         feats = tuned_features(
             feats, ms, ckpt["finetune"], cache_dir or conf.data.cache_dir, progress
         )
-    if feats.dims() != (ckpt["poster_dims"], ckpt["intro_dims"]):
+    layout = feats.layout()
+    got = (list(layout.poster_dims), list(layout.intro_dims))
+    if got != (ckpt["poster_dims"], ckpt["intro_dims"]):
         raise CheckpointError(
             f"{path}: built for feature dims {ckpt['poster_dims']}/{ckpt['intro_dims']} "
-            f"but the encoders give {feats.dims()}; re-train or use the same encoders"
+            f"but the encoders give {got}; re-train or use the same encoders"
         )
     return feats
 

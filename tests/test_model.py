@@ -527,3 +527,21 @@ def test_hard_episodes_hold_prior_confusers_from_training_movies_only(tiny_dir, 
     bare = new_model(conf, feats)
     with pytest.raises(ConfigError, match="hard_negatives"):
         confusable(bare, feats, pos, 4)
+
+
+def test_match_input_fields_are_the_models_input_parameters():
+    """The contract: MatchInput declares exactly what Matcher.forward reads (all_layers
+    is a call option), and a mapping of it passes only what is there."""
+    import dataclasses
+    import inspect
+
+    from gmatch.models.inputs import MatchInput
+
+    params = set(inspect.signature(Matcher.forward).parameters) - {"self", "all_layers"}
+    assert {f.name for f in dataclasses.fields(MatchInput)} == params
+    views = [torch.zeros(3, 4)]
+    valid = [torch.ones(3, dtype=torch.bool)]
+    inp = MatchInput(views, valid, views, valid)
+    assert set(inp) == {"views0", "valid0", "views1", "valid1", "lexical"}
+    inp.set_tuned(1, 0, torch.ones(3, 4))
+    assert "tuned1" in inp and "tuned0" not in inp and inp["tuned1"][0].sum() == 12

@@ -27,7 +27,9 @@ the others can be node features.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from gmatch.config import ConfigError
 
@@ -37,6 +39,7 @@ __all__ = [
     "SET_VIEWS",
     "VIEWS",
     "parse_spec",
+    "View",
     "build_encoder",
     "is_sparse_spec",
     "is_set_spec",
@@ -115,6 +118,40 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
     return view, name, arg or None
 
 
+@dataclass(frozen=True)
+class View:
+    """A feature spec parsed once: ``kind`` (image, text, ocr, ocrseg, ocrlines, sents,
+    regions), ``encoder`` (a registry name), its optional ``arg``, and what the spec is:
+    ``sparse`` (a lexical view, prior pairs only), ``is_set`` (a set view: prior pairs or
+    local nodes), ``fitted`` (TF-IDF, fitted per data set), ``prior_only`` (never a node
+    feature)."""
+
+    spec: str
+    kind: str
+    encoder: str
+    arg: str | None
+    sparse: bool
+    is_set: bool
+    fitted: bool
+
+    @property
+    def prior_only(self) -> bool:
+        return self.sparse or self.is_set
+
+    @property
+    def text_spec(self) -> str:
+        """The ``text:`` spec of this view's encoder (``ocr:mpnet`` -> ``text:mpnet``)."""
+        return "text:" + self.spec.split(":", 1)[1]
+
+    @staticmethod
+    @functools.lru_cache(maxsize=512)
+    def parse(spec: str) -> View:
+        """The View of ``spec``; a ConfigError names what is wrong."""
+        kind, name, arg = parse_spec(spec)
+        sparse = name in SPARSE_ENCODERS
+        return View(spec, kind, name, arg, sparse, kind in SET_VIEWS, sparse or name == "tfidf")
+
+
 def build_encoder(spec: str, **kw):
     """The encoder a spec names (its weights load lazily where the encoder allows)."""
     view, name, arg = parse_spec(spec)
@@ -125,13 +162,13 @@ def build_encoder(spec: str, **kw):
 
 
 def is_sparse_spec(spec: str) -> bool:
-    return parse_spec(spec)[1] in SPARSE_ENCODERS
+    return View.parse(spec).sparse
 
 
 def is_set_spec(spec: str) -> bool:
-    return parse_spec(spec)[0] in SET_VIEWS
+    return View.parse(spec).is_set
 
 
 def is_prior_only_spec(spec: str) -> bool:
     """Sparse lexical and set views: usable in prior pairs, never as node features."""
-    return is_sparse_spec(spec) or is_set_spec(spec)
+    return View.parse(spec).prior_only

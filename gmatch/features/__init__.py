@@ -1,7 +1,8 @@
 """Features: extraction per view, the on-disk cache, and the container the model reads.
 
 - :mod:`.views`: a feature spec (``<view>:<encoder>``, see :mod:`gmatch.encoders.registry`)
-  parsed once into a :class:`View`; :func:`extract` gives its :class:`FeatureBlock`.
+  parsed once into a :class:`View` (gmatch.encoders.registry); :func:`extract` gives
+  its :class:`FeatureBlock`.
 - :mod:`.reading`: the poster text of the OCR views (the configured reader, cached).
 - :mod:`.cache`: the one cache API (rows keyed by content hash, checksummed, shipped
   seeds first), used by every writer, fine-tuning included.
@@ -14,6 +15,7 @@ scored by max-pooled cosine (``ocrlines:mpnet=sents:mpnet``, see :mod:`gmatch.pr
 or as local nodes.
 """
 
+from gmatch.encoders.registry import View
 from gmatch.features.blocks import FeatureBlock
 from gmatch.features.cache import FeatureCache, distributed, write_seed
 from gmatch.features.container import Features, extract_features, load_features
@@ -24,7 +26,7 @@ from gmatch.features.reading import (
     poster_ocr,
     poster_texts,
 )
-from gmatch.features.views import View, extract, feature_seeds, text_cache_key
+from gmatch.features.views import extract, feature_seeds, text_cache_key
 
 __all__ = [
     "FeatureBlock",

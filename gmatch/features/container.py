@@ -13,11 +13,11 @@ import torch
 from gmatch.config import Config, ConfigError
 from gmatch.data import MovieSet, training_positions
 from gmatch.encoders.ocr import OCRConfig
-from gmatch.encoders.registry import is_prior_only_spec, is_set_spec
+from gmatch.encoders.registry import View
 from gmatch.features.blocks import FeatureBlock
 from gmatch.features.reading import ocr_config
 from gmatch.features.views import extract
-from gmatch.models.inputs import MatchInput
+from gmatch.models.inputs import FeatureLayout, MatchInput
 from gmatch.priors import PriorScorer, as_index, precomputed_pairs
 
 __all__ = ["Features", "load_features", "extract_features", "genre_targets"]
@@ -108,15 +108,19 @@ class Features:
             tuned1=self.tuned_views(idx1, 1) or None,
         )
 
-    def specs(self, sets: bool = False) -> tuple[list[str], list[str]]:
-        """Specs of the node views (``sets``: of the set views) of both sides."""
-        pick = self.sets if sets else self.nodes
-        return [b.spec for b in pick(0)], [b.spec for b in pick(1)]
+    def layout(self) -> FeatureLayout:
+        """The views a matcher for these features is built for (specs and widths)."""
 
-    def dims(self, sets: bool = False) -> tuple[list[int], list[int]]:
-        """Widths of the node views (``sets``: of the set views) of both sides."""
-        pick = self.sets if sets else self.nodes
-        return [b.dim for b in pick(0)], [b.dim for b in pick(1)]
+        def specs(blocks):
+            return tuple(b.spec for b in blocks)
+
+        def dims(blocks):
+            return tuple(b.dim for b in blocks)
+
+        n0, n1, s0, s1 = self.poster, self.intro, self.poster_sets, self.intro_sets
+        return FeatureLayout(
+            specs(n0), specs(n1), dims(n0), dims(n1), specs(s0), specs(s1), (dims(s0), dims(s1))
+        )
 
     def with_tuned(self, blocks: dict, finetune: list | None = None) -> Features:
         """These features with the node views ``blocks`` (``(side, view index) -> block``)
@@ -147,7 +151,7 @@ class Features:
 def check_views(poster_specs, intro_specs, poster_sets=(), intro_sets=()) -> None:
     """A ConfigError / ValueError naming the fix for a view in the wrong place."""
     for spec in list(poster_specs) + list(intro_specs):
-        if is_prior_only_spec(spec):
+        if View.parse(spec).prior_only:
             a, b = ("", spec) if spec in intro_specs else (spec, "")
             raise ValueError(
                 f"{spec} is a sparse lexical or set view: it cannot be a node feature; "
@@ -157,7 +161,7 @@ def check_views(poster_specs, intro_specs, poster_sets=(), intro_sets=()) -> Non
     for spec, key in [(s, "data.poster_sets") for s in poster_sets] + [
         (s, "data.intro_sets") for s in intro_sets
     ]:
-        if not is_set_spec(spec):
+        if not View.parse(spec).is_set:
             raise ConfigError(
                 f"{key}: {spec} is not a set view (ocrlines:<encoder>, sents:<encoder>, "
                 "regions:efficientnet_lite0)"

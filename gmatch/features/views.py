@@ -1,6 +1,6 @@
-"""Extraction per view: a feature spec (``<view>:<encoder>``, see
-:mod:`gmatch.encoders.registry`) is parsed once into a :class:`View`, which knows its
-encoder, its cache key and how it is extracted (:data:`EXTRACTORS`, by view kind)."""
+"""Extraction per view: a feature spec (``<view>:<encoder>``) is parsed once into a
+:class:`gmatch.encoders.registry.View`; its kind picks how it is extracted
+(:data:`EXTRACTORS`), its encoder and settings name its cache file."""
 
 from __future__ import annotations
 
@@ -15,39 +15,13 @@ from gmatch.config import ConfigError
 from gmatch.data import DataError, MovieSet, load_image
 from gmatch.encoders.image import REGION_GRID, EfficientNetLite0Encoder
 from gmatch.encoders.ocr import OCRConfig
-from gmatch.encoders.registry import SET_VIEWS, SPARSE_ENCODERS, build_encoder, parse_spec
+from gmatch.encoders.registry import SET_VIEWS, View, build_encoder
 from gmatch.features.blocks import FeatureBlock
 from gmatch.features.cache import cached_encode, settings_hash
 from gmatch.features.reading import poster_lines, poster_texts
 from gmatch.text import TrainOnlyTfidf, split_sentences, strip_boilerplate
 
-__all__ = ["View", "EXTRACTORS", "extract", "encoder_cache_key", "text_cache_key", "feature_seeds"]
-
-
-@dataclass(frozen=True)
-class View:
-    """A parsed feature spec: ``kind`` (image, text, ocr, ocrseg, ocrlines, sents,
-    regions), ``encoder`` (a registry name) and its optional ``arg``."""
-
-    spec: str
-    kind: str
-    encoder: str
-    arg: str | None = None
-
-    @staticmethod
-    @functools.lru_cache(maxsize=256)
-    def parse(spec: str) -> View:
-        return View(spec, *parse_spec(spec))
-
-    @property
-    def fitted(self) -> bool:
-        """TF-IDF views: fitted per data set on the training intros, not built."""
-        return self.encoder in SPARSE_ENCODERS or self.encoder == "tfidf"
-
-    @property
-    def text_spec(self) -> str:
-        """The ``text:`` spec of this view's encoder (``ocr:mpnet`` -> ``text:mpnet``)."""
-        return "text:" + self.spec.split(":", 1)[1]
+__all__ = ["EXTRACTORS", "extract", "encoder_cache_key", "text_cache_key", "feature_seeds"]
 
 
 def encoder_cache_key(spec: str, enc) -> str:
@@ -195,7 +169,7 @@ def fitted_block(view: View, ms: MovieSet, texts, valid, tfidf_state) -> Feature
         kind = "char_wb" if view.encoder == "chars" else "word"
         tfidf = fit_tfidf(tuple(ms.intros[i] for i in ms.train_idx), kind)
     state = tfidf.state_dict()
-    if view.encoder in SPARSE_ENCODERS:
+    if view.sparse:
         return FeatureBlock(view.spec, tfidf.transform_sparse(texts), valid, state)
     values = tfidf.transform(texts)
     values[~valid] = 0

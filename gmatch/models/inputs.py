@@ -13,7 +13,47 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
-__all__ = ["MatchInput"]
+__all__ = ["MatchInput", "FeatureLayout"]
+
+
+@dataclass(frozen=True)
+class FeatureLayout:
+    """The views a matcher is built for: per side, the node views' specs and widths, and
+    the set views (local nodes) with theirs. ``Features.layout()`` gives it; a checkpoint
+    stores it under the same keys (:meth:`to_checkpoint` / :meth:`from_checkpoint`)."""
+
+    poster_views: tuple[str, ...]
+    intro_views: tuple[str, ...]
+    poster_dims: tuple[int, ...]
+    intro_dims: tuple[int, ...]
+    poster_sets: tuple[str, ...] = ()
+    intro_sets: tuple[str, ...] = ()
+    set_dims: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
+
+    def to_checkpoint(self) -> dict:
+        return {
+            "poster_views": list(self.poster_views),
+            "intro_views": list(self.intro_views),
+            "poster_dims": list(self.poster_dims),
+            "intro_dims": list(self.intro_dims),
+            "poster_sets": list(self.poster_sets),
+            "intro_sets": list(self.intro_sets),
+            "set_dims": [list(d) for d in self.set_dims],
+        }
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> FeatureLayout:
+        """The layout a checkpoint was trained on (the set views only where it has any)."""
+        set_dims = ckpt.get("set_dims", ([], []))
+        return cls(
+            tuple(ckpt["poster_views"]),
+            tuple(ckpt["intro_views"]),
+            tuple(ckpt["poster_dims"]),
+            tuple(ckpt["intro_dims"]),
+            tuple(ckpt.get("poster_sets", ())),
+            tuple(ckpt.get("intro_sets", ())),
+            (tuple(set_dims[0]), tuple(set_dims[1])),
+        )
 
 
 @dataclass

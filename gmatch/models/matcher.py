@@ -23,6 +23,7 @@ from torch import nn
 from gmatch.config import ConfigError, ModelConf, RuntimeConf
 from gmatch.models.attention import MatchLayer, candidate_edges
 from gmatch.models.edges import make_edge
+from gmatch.models.inputs import FeatureLayout
 from gmatch.models.local import LocalStage
 from gmatch.priors import (
     check_prior_scores,
@@ -234,16 +235,14 @@ class Ensemble(nn.Module):
 
 def build_matcher(
     conf: ModelConf,
-    poster_views: list[str],
-    intro_views: list[str],
-    poster_dims: list[int],
-    intro_dims: list[int],
+    layout: FeatureLayout,
     n_genres: int = 0,
     runtime: RuntimeConf | None = None,
-    set_dims: tuple[list[int], list[int]] = ((), ()),
 ) -> Matcher | Ensemble:
-    """A Matcher for views named by feature spec (prior pairs resolved by name);
-    an :class:`Ensemble` of ``conf.members`` of them when that is > 1."""
+    """A Matcher for the views of ``layout`` (prior pairs resolved by spec name); an
+    :class:`Ensemble` of ``conf.members`` of them when that is > 1."""
+    poster_dims, intro_dims = list(layout.poster_dims), list(layout.intro_dims)
+    set_dims = tuple(list(d) for d in layout.set_dims)
     if (
         (len(set_dims[0]) or len(set_dims[1]))
         and not conf.local.global_node
@@ -252,7 +251,7 @@ def build_matcher(
         raise ConfigError(
             "model.local.global_node=false needs local nodes on both sides (data.poster_sets and data.intro_sets)"
         )
-    dense = dense_pairs(conf.prior, poster_views, intro_views)
+    dense = dense_pairs(conf.prior, list(layout.poster_views), list(layout.intro_views))
     precomputed = precomputed_pairs(conf.prior)
 
     def one():

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from gmatch.config import ConfigError
-from gmatch.encoders.registry import is_prior_only_spec, is_set_spec, is_sparse_spec
+from gmatch.encoders.registry import View
 
 __all__ = [
     "parse_prior",
@@ -60,7 +60,7 @@ def dense_pairs(prior: list[str], poster_views: list[str], intro_views: list[str
     pairs = []
     for item in prior:
         a, b, w = parse_prior(item)
-        if is_prior_only_spec(a) or is_prior_only_spec(b):
+        if View.parse(a).prior_only or View.parse(b).prior_only:
             continue  # precomputed outside the model, see precomputed_pairs
         for spec, views, key in (
             (a, poster_views, "data.poster_views"),
@@ -83,9 +83,10 @@ def precomputed_pairs(prior: list[str]) -> list[tuple[str, str, float | None]]:
     out = []
     for item in prior:
         a, b, w = parse_prior(item)
-        if is_sparse_spec(a) != is_sparse_spec(b):
+        va, vb = View.parse(a), View.parse(b)
+        if va.sparse != vb.sparse:
             raise ConfigError(f"prior entry {item!r}: both views must be sparse (chars) or neither")
-        if is_sparse_spec(a) or is_set_spec(a) or is_set_spec(b):
+        if va.sparse or va.is_set or vb.is_set:
             out.append((a, b, w))
     return out
 
