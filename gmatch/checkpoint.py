@@ -43,12 +43,10 @@ def checkpoint_dict(
         "format": FORMAT,
         "config": to_dict(conf),
         "state_dict": model.state_dict(),
-        **feats.layout().to_checkpoint(),
-        "encoder_states": feats.states(),
+        **feats.checkpoint_entries(),
         "genre_names": feats.genre_names if model.genre_head is not None else [],
         "best_step": best_step,
         "history": history or [],
-        "finetune": feats.finetune,
         # models averaged (model.members, or a K-fold run's bag of fold models)
         "members": len(model.members) if isinstance(model, Ensemble) else 1,
     }

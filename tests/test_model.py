@@ -531,17 +531,16 @@ def test_hard_episodes_hold_prior_confusers_from_training_movies_only(tiny_dir, 
 
 def test_match_input_fields_are_the_models_input_parameters():
     """The contract: MatchInput declares exactly what Matcher.forward reads (all_layers
-    is a call option), and a mapping of it passes only what is there."""
-    import dataclasses
+    is a call option); views, validity and prior scores are required."""
     import inspect
+    import typing
 
-    from gmatch.models.inputs import MatchInput
+    from gmatch.models.inputs import MatchInput, set_tuned
 
     params = set(inspect.signature(Matcher.forward).parameters) - {"self", "all_layers"}
-    assert {f.name for f in dataclasses.fields(MatchInput)} == params
-    views = [torch.zeros(3, 4)]
-    valid = [torch.ones(3, dtype=torch.bool)]
-    inp = MatchInput(views, valid, views, valid)
-    assert set(inp) == {"views0", "valid0", "views1", "valid1", "lexical"}
-    inp.set_tuned(1, 0, torch.ones(3, 4))
+    assert set(typing.get_type_hints(MatchInput)) == params
+    assert MatchInput.__required_keys__ == {"views0", "valid0", "views1", "valid1", "lexical"}
+    views, valid = [torch.zeros(3, 4)], [torch.ones(3, dtype=torch.bool)]
+    inp = MatchInput(views0=views, valid0=valid, views1=views, valid1=valid, lexical=[])
+    set_tuned(inp, 1, 0, torch.ones(3, 4))
     assert "tuned1" in inp and "tuned0" not in inp and inp["tuned1"][0].sum() == 12

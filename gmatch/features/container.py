@@ -17,13 +17,12 @@ from gmatch.encoders.registry import View
 from gmatch.features.blocks import FeatureBlock
 from gmatch.features.reading import ocr_config
 from gmatch.features.views import extract
-from gmatch.models.inputs import FeatureLayout, MatchInput
+from gmatch.models.inputs import TUNED, FeatureLayout, MatchInput
 from gmatch.priors import PriorScorer, as_index, precomputed_pairs
 
 __all__ = ["Features", "load_features", "extract_features", "genre_targets"]
 
 _SAME = object()  # Features.inputs: intros default to the posters' movies
-SIDES = ("poster", "intro")
 
 
 @dataclass
@@ -37,9 +36,8 @@ class Features:
     which enter the model only as prior scores (:mod:`gmatch.priors`, served by ``priors``).
     ``poster_sets`` / ``intro_sets``: set views whose elements are the local nodes of
     each movie's graph (:mod:`gmatch.models.local`).
-    ``tuned``: ``(side, view index) -> block`` of node views read through a fine-tuned
-    tower (:mod:`gmatch.finetune`); the node encoders read these, the priors the frozen
-    ``poster`` / ``intro`` blocks. ``finetune``: the checkpoint entries they came from.
+    ``tuned``: ``(side, view index) -> block`` of node views read through fine-tuned
+    towers (the priors keep the frozen blocks); ``finetune``: their checkpoint entries.
     """
 
     poster: list[FeatureBlock]
@@ -62,13 +60,21 @@ class Features:
     def sets(self, side: int) -> list[FeatureBlock]:
         return self.intro_sets if side else self.poster_sets
 
+    def checkpoint_entries(self) -> dict:
+        """What a checkpoint stores of them: layout, fitted encoder states, fine-tuning."""
+        return {
+            **self.layout().to_checkpoint(),
+            "encoder_states": self.states(),
+            "finetune": self.finetune,
+        }
+
     def states(self) -> dict:
         """Fitted encoder states by spec (saved with checkpoints)."""
         blocks = self.poster + self.intro + [b for pair in self.prior_blocks for b in pair]
         return {b.spec: b.state for b in blocks if b.state is not None}
 
     def tensors(self, idx=None, side: int = 0):
-        """Per node view of one side: features and validity of movies ``idx`` (None = all)."""
+        """Per node view of ``side``: features and validity of movies ``idx`` (None = all)."""
         sel = as_index(idx)
         blocks = self.nodes(side)
         views = [torch.from_numpy(b.values)[sel] for b in blocks]
@@ -96,36 +102,25 @@ class Features:
         movies; None = all): ``model(**feats.inputs(idx))``."""
         idx1 = idx0 if idx1 is _SAME else idx1
         (v0, m0), (v1, m1) = self.tensors(idx0, 0), self.tensors(idx1, 1)
-        return MatchInput(
-            v0,
-            m0,
-            v1,
-            m1,
-            lexical=self.priors.full(idx0, idx1),
-            sets0=self.local_sets(idx0, 0),
-            sets1=self.local_sets(idx1, 1),
-            tuned0=self.tuned_views(idx0, 0) or None,
-            tuned1=self.tuned_views(idx1, 1) or None,
-        )
+        lexical = self.priors.full(idx0, idx1)
+        out = MatchInput(views0=v0, valid0=m0, views1=v1, valid1=m1, lexical=lexical)
+        for side, idx in ((0, idx0), (1, idx1)):
+            tuned = self.tuned_views(idx, side)
+            if tuned:
+                out[TUNED[side]] = tuned
+        if self.poster_sets or self.intro_sets:
+            out["sets0"], out["sets1"] = self.local_sets(idx0, 0), self.local_sets(idx1, 1)
+        return out
 
     def layout(self) -> FeatureLayout:
         """The views a matcher for these features is built for (specs and widths)."""
-
-        def specs(blocks):
-            return tuple(b.spec for b in blocks)
-
-        def dims(blocks):
-            return tuple(b.dim for b in blocks)
-
-        n0, n1, s0, s1 = self.poster, self.intro, self.poster_sets, self.intro_sets
-        return FeatureLayout(
-            specs(n0), specs(n1), dims(n0), dims(n1), specs(s0), specs(s1), (dims(s0), dims(s1))
-        )
+        nodes, sets = (self.poster, self.intro), (self.poster_sets, self.intro_sets)
+        specs = [_specs(b) for b in nodes + sets]
+        return FeatureLayout(*specs[:2], *map(_dims, nodes), *specs[2:], tuple(map(_dims, sets)))
 
     def with_tuned(self, blocks: dict, finetune: list | None = None) -> Features:
-        """These features with the node views ``blocks`` (``(side, view index) -> block``)
-        read through fine-tuned towers (``finetune``: their checkpoint entries); the
-        frozen views, and the prior scores kept for them, are shared."""
+        """These features with node views ``blocks`` (``(side, index) -> block``) read
+        through fine-tuned towers; frozen views and kept prior scores are shared."""
         out = copy.copy(self)
         out.tuned = {**self.tuned, **blocks}
         out.finetune = self.finetune if finetune is None else finetune
@@ -146,6 +141,14 @@ class Features:
             {k: b.subset(idx) for k, b in self.tuned.items()},
             self.finetune,
         )
+
+
+def _specs(blocks) -> tuple[str, ...]:
+    return tuple(b.spec for b in blocks)
+
+
+def _dims(blocks) -> tuple[int, ...]:
+    return tuple(b.dim for b in blocks)
 
 
 def check_views(poster_specs, intro_specs, poster_sets=(), intro_sets=()) -> None:

@@ -6,14 +6,12 @@ x M intros, one declared field per input (LightGlue's ``required_data_keys`` ide
 exactly the model's input parameters (tested).
 """
 
-from __future__ import annotations
-
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
+from typing import NotRequired, TypedDict
 
 import torch
 
-__all__ = ["MatchInput", "FeatureLayout"]
+__all__ = ["MatchInput", "FeatureLayout", "TUNED", "set_tuned", "prior_args"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +40,7 @@ class FeatureLayout:
         }
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict) -> FeatureLayout:
+    def from_checkpoint(cls, ckpt: dict) -> "FeatureLayout":
         """The layout a checkpoint was trained on (the set views only where it has any)."""
         set_dims = ckpt.get("set_dims", ([], []))
         return cls(
@@ -56,16 +54,15 @@ class FeatureLayout:
         )
 
 
-@dataclass
-class MatchInput(Mapping):
+class MatchInput(TypedDict):
     """Per side (0 posters, 1 intros):
 
     - ``views*`` / ``valid*``: per node view, features [N x D_v] and bool [N] (False =
       empty view: the node encoder uses a learned vector);
-    - ``tuned*``: ``{view index: features}`` from fine-tuned towers, read by the node
-      encoders instead of the frozen view (the priors keep the frozen one); None = none;
-    - ``sets*``: per set view, ``(values [T x D], batch [T])``, the local nodes of each
-      movie's graph (``batch[t]``: the position of element t's movie).
+    - ``tuned*`` (only where a tower is fine-tuned): ``{view index: features}`` read by
+      the node encoders instead of the frozen view (the priors keep the frozen one);
+    - ``sets*`` (only with local nodes): per set view, ``(values [T x D], batch [T])``,
+      the local nodes of each movie's graph (``batch[t]``: the position of t's movie).
 
     ``lexical``: per precomputed prior pair (lexical or pooled), its scores [N x M].
     """
@@ -74,34 +71,21 @@ class MatchInput(Mapping):
     valid0: list[torch.Tensor]
     views1: list[torch.Tensor]
     valid1: list[torch.Tensor]
-    lexical: list[torch.Tensor] = field(default_factory=list)
-    sets0: list = field(default_factory=list)
-    sets1: list = field(default_factory=list)
-    tuned0: dict[int, torch.Tensor] | None = None
-    tuned1: dict[int, torch.Tensor] | None = None
+    lexical: list[torch.Tensor]
+    sets0: NotRequired[list]
+    sets1: NotRequired[list]
+    tuned0: NotRequired[dict[int, torch.Tensor]]
+    tuned1: NotRequired[dict[int, torch.Tensor]]
 
-    def set_tuned(self, side: int, index: int, x: torch.Tensor) -> None:
-        """Node view ``index`` of ``side`` read through a fine-tuned tower: ``x``."""
-        name = ("tuned0", "tuned1")[side]
-        setattr(self, name, {**(getattr(self, name) or {}), index: x})
 
-    def prior_args(self) -> tuple:
-        """The arguments of ``model.prior_logits``: the zero-shot priors of these pairs."""
-        return self.views0, self.valid0, self.views1, self.valid1, self.lexical
+TUNED = ("tuned0", "tuned1")  # the fine-tuned views' key of side 0 / 1
 
-    def _present(self) -> list[str]:
-        """The fields a call passes: views, validity and prior scores always; fine-tuned
-        views and local nodes where there are any."""
-        always = ("views0", "valid0", "views1", "valid1", "lexical")
-        return [f.name for f in fields(self) if f.name in always or getattr(self, f.name)]
 
-    def __getitem__(self, key: str):
-        if key not in self._present():
-            raise KeyError(key)
-        return getattr(self, key)
+def set_tuned(inputs: MatchInput, side: int, index: int, x: torch.Tensor) -> None:
+    """Node view ``index`` of ``side`` read through a fine-tuned tower: ``x``."""
+    inputs.setdefault(TUNED[side], {})[index] = x
 
-    def __iter__(self):
-        return iter(self._present())
 
-    def __len__(self) -> int:
-        return len(self._present())
+def prior_args(inputs: MatchInput) -> tuple:
+    """The arguments of ``model.prior_logits``: the zero-shot priors of these pairs."""
+    return inputs["views0"], inputs["valid0"], inputs["views1"], inputs["valid1"], inputs["lexical"]

@@ -27,10 +27,9 @@ from gmatch.models.inputs import FeatureLayout
 from gmatch.models.local import LocalStage
 from gmatch.priors import (
     check_prior_scores,
-    dense_pairs,
     log_weights,
-    precomputed_pairs,
     prior_logits,
+    prior_plan,
 )
 
 __all__ = [
@@ -183,15 +182,13 @@ class Matcher(nn.Module):
 
     def prior_logits(self, views0, valid0, views1, valid1, lexical=None):
         """Weighted prior scores [N x M]: dense pairs, then the precomputed ones."""
-        lexical = self.check_lexical(
-            lexical, "lexical score matrices; call model(**features.inputs(idx))"
-        )
         return prior_logits(
             self.prior_pairs,
             self.prior_log_weight,
             self.lexical_log_weight,
             (views0, valid0, views1, valid1),
             lexical,
+            "lexical score matrices; call model(**features.inputs(idx))",
         )
 
 
@@ -251,17 +248,14 @@ def build_matcher(
         raise ConfigError(
             "model.local.global_node=false needs local nodes on both sides (data.poster_sets and data.intro_sets)"
         )
-    dense = dense_pairs(conf.prior, list(layout.poster_views), list(layout.intro_views))
-    precomputed = precomputed_pairs(conf.prior)
+    plan = prior_plan(conf.prior, conf.prior_weight, layout.poster_views, layout.intro_views)
 
     def one():
         return Matcher(
             poster_dims,
             intro_dims,
             conf,
-            [(i, j) for i, j, _ in dense],
-            [w or conf.prior_weight for *_, w in dense],
-            [w or conf.prior_weight for *_, w in precomputed],
+            *plan,
             n_genres,
             runtime,
             set_dims,

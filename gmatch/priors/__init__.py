@@ -13,6 +13,7 @@ from gmatch.priors.pairs import (
     parse_prior,
     precomputed_pairs,
     prior_logits,
+    prior_plan,
 )
 from gmatch.priors.pooled import PooledScorer, offsets_within, set_elements, set_starts
 from gmatch.priors.scorer import FULL_MATRIX_MAX, PriorScorer, as_index, make_scorer, pair_scores
@@ -20,6 +21,7 @@ from gmatch.priors.scorer import FULL_MATRIX_MAX, PriorScorer, as_index, make_sc
 __all__ = [
     "check_prior_scores",
     "prior_logits",
+    "prior_plan",
     "as_index",
     "dense_pairs",
     "dense_prior",

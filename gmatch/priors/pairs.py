@@ -31,6 +31,7 @@ __all__ = [
     "dense_prior_factors",
     "check_prior_scores",
     "prior_logits",
+    "prior_plan",
 ]
 
 
@@ -135,9 +136,23 @@ def check_prior_scores(scores, expected: int, what: str) -> list:
     return scores
 
 
-def prior_logits(pairs, dense_log_w, lexical_log_w, views, lexical) -> torch.Tensor:
+def prior_plan(prior: list[str], default_weight: float, poster_views, intro_views):
+    """What a model built for these node views needs of ``model.prior``: the dense pairs
+    as (poster view index, intro view index), their weights, and the weights of the
+    precomputed pairs (in order); an entry without ``@w`` weighs ``default_weight``."""
+    dense = dense_pairs(prior, list(poster_views), list(intro_views))
+    return (
+        [(i, j) for i, j, _ in dense],
+        [w or default_weight for *_, w in dense],
+        [w or default_weight for *_, w in precomputed_pairs(prior)],
+    )
+
+
+def prior_logits(pairs, dense_log_w, lexical_log_w, views, lexical, what: str) -> torch.Tensor:
     """The weighted zero-shot priors [N x M] of a model: its dense pairs on ``views`` =
-    (views0, valid0, views1, valid1), then its precomputed pairs' scores ``lexical``."""
+    (views0, valid0, views1, valid1), then its precomputed pairs' scores ``lexical``
+    (checked against the model's pairs; ``what`` names what was passed)."""
+    lexical = check_prior_scores(lexical, len(lexical_log_w), what)
     out = dense_prior(pairs, dense_log_w, *views)
     for sim, log_w in zip(lexical, lexical_log_w):
         if sim.shape != out.shape:

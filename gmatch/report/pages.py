@@ -21,6 +21,7 @@ from gmatch.encoders.ocr import OCRConfig, clean_ocr
 from gmatch.features import ocr_config
 from gmatch.io import atomic_write_text
 from gmatch.metrics import bootstrap_acc, evaluate_distance, true_ranks
+from gmatch.models.inputs import prior_args
 from gmatch.report.figures import curves, heatmap, ratio_curve, recall_curve
 from gmatch.report.markup import (
     STYLE,
@@ -99,7 +100,7 @@ def prior_only_dist(run_dir: Path, ms: MovieSet) -> torch.Tensor | None:
     model = members[0] if members is not None else model
     feats = checkpoint_features(run_dir / "model.pt", ckpt, conf, ms, progress=False)
     with torch.inference_mode():
-        S = model.prior_logits(*feats.inputs().prior_args())
+        S = model.prior_logits(*prior_args(feats.inputs()))
     g = torch.Generator().manual_seed(0)
     return -S + 1e-6 * torch.rand(S.shape, generator=g)
 

@@ -12,6 +12,7 @@ import torch
 
 from gmatch.config import ConfigError
 from gmatch.features import Features
+from gmatch.models.inputs import prior_args
 
 
 def confusable(model, feats: Features, positions: np.ndarray, k: int) -> np.ndarray:
@@ -26,7 +27,7 @@ def confusable(model, feats: Features, positions: np.ndarray, k: int) -> np.ndar
         )
     inputs = feats.inputs(positions)
     with torch.no_grad():
-        S = model.prior_logits(*inputs.prior_args())
+        S = model.prior_logits(*prior_args(inputs))
     sym = torch.maximum(S, S.T)
     sym.fill_diagonal_(-math.inf)  # a movie is not its own negative
     k_eff = min(k, len(positions) - 1)

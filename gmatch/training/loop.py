@@ -22,6 +22,7 @@ from gmatch.finetune import build_towers, device_of, tail_features, tower_entrie
 from gmatch.losses import total_loss
 from gmatch.metrics import evaluate_distance
 from gmatch.models import Ensemble, Matcher
+from gmatch.models.inputs import set_tuned
 from gmatch.threads import available_cores
 from gmatch.training.episodes import fold_split
 from gmatch.training.state import Phase, TrainState, new_state
@@ -52,7 +53,7 @@ def _train_step(conf: Config, feats: Features, state: TrainState) -> float:
     rt = conf.runtime
     for t in state.towers:  # the tuned views of this episode, one augmented view per poster
         x = t(episode, True, device_of(conf), rt.tower_chunk, rt.grad_checkpoint)
-        inputs.set_tuned(t.side, t.index, x)
+        set_tuned(inputs, t.side, t.index, x)
     pred = state.model(**inputs, all_layers=deep)
     genres = None  # the episode holds training positions only
     if train_conf.genre_weight > 0:
