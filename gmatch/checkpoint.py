@@ -137,7 +137,7 @@ def checkpoint_features(
         feats = tuned_features(
             feats, ms, ckpt["finetune"], cache_dir or conf.data.cache_dir, progress
         )
-    layout = feats.layout()
+    layout = feats.layout
     got = (list(layout.poster_dims), list(layout.intro_dims))
     if got != (ckpt["poster_dims"], ckpt["intro_dims"]):
         raise CheckpointError(

@@ -134,8 +134,12 @@ class TrainOnlyTfidf:
         """Raw TF-IDF rows (scipy CSR, float32, L2-normalised; an empty text is a zero row)."""
         return self.vectorizer.transform(self._docs(texts)).tocsr()
 
-    def transform(self, texts: list[str]) -> np.ndarray:
+    def transform(self, texts: list[str], sparse: bool = False):
+        """Rows of ``texts``: the SVD-reduced dense rows [N x dim] (float32), or with
+        ``sparse`` the raw TF-IDF rows (:meth:`transform_sparse`)."""
         X = self.transform_sparse(texts)
+        if sparse:
+            return X
         out = X @ self.components.T if self.components is not None else X.toarray()
         return np.asarray(out, dtype=np.float32)
 

@@ -257,8 +257,9 @@ def read_posters(
     Args:
         paths: poster files.
         hashes: their content hashes (cache keys).
-        cache_file: JSON cache; written atomically after every 200 posters, so
-            an interrupted run keeps what it read.
+        cache_file: JSON cache, or a folder: ``<folder>/ocr_rapidocr_<settings key>.json``;
+            written atomically after every 200 posters, so an interrupted run keeps
+            what it read.
         workers: processes (default: all cores).
         seeds: read-only caches (e.g. the one shipped with the course data) whose
             entries are used for posters the cache lacks, if their settings match.
@@ -266,6 +267,8 @@ def read_posters(
             its cluster instead of a local process pool (same lines, same cache).
     """
     cache_file = Path(cache_file)
+    if cache_file.is_dir():
+        cache_file = cache_file / f"ocr_rapidocr_{conf.key()}.json"
     clean_stale_temp_files(cache_file)
     cache: dict = {}
     if cache_file.exists():

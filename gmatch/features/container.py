@@ -50,9 +50,16 @@ class Features:
     tuned: dict = field(default_factory=dict)
     finetune: list = field(default_factory=list)
     priors: PriorScorer = field(init=False, repr=False, compare=False)
+    layout: FeatureLayout = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
+        """The prior scorer and the layout (specs and widths a matcher is built for)."""
         self.priors = PriorScorer(self.prior_blocks)
+        nodes, sets = (self.poster, self.intro), (self.poster_sets, self.intro_sets)
+        specs = [_specs(b) for b in nodes + sets]
+        self.layout = FeatureLayout(
+            *specs[:2], *map(_dims, nodes), *specs[2:], tuple(map(_dims, sets))
+        )
 
     def nodes(self, side: int) -> list[FeatureBlock]:
         return self.intro if side else self.poster
@@ -63,7 +70,7 @@ class Features:
     def checkpoint_entries(self) -> dict:
         """What a checkpoint stores of them: layout, fitted encoder states, fine-tuning."""
         return {
-            **self.layout().to_checkpoint(),
+            **self.layout.to_checkpoint(),
             "encoder_states": self.states(),
             "finetune": self.finetune,
         }
@@ -111,12 +118,6 @@ class Features:
         if self.poster_sets or self.intro_sets:
             out["sets0"], out["sets1"] = self.local_sets(idx0, 0), self.local_sets(idx1, 1)
         return out
-
-    def layout(self) -> FeatureLayout:
-        """The views a matcher for these features is built for (specs and widths)."""
-        nodes, sets = (self.poster, self.intro), (self.poster_sets, self.intro_sets)
-        specs = [_specs(b) for b in nodes + sets]
-        return FeatureLayout(*specs[:2], *map(_dims, nodes), *specs[2:], tuple(map(_dims, sets)))
 
     def with_tuned(self, blocks: dict, finetune: list | None = None) -> Features:
         """These features with node views ``blocks`` (``(side, index) -> block``) read

@@ -35,14 +35,14 @@ def poster_ocr(
     ``conf`` (read once, cached in ``cache_dir`` by setting; the cache shipped beside the
     course data is used where its settings match), and the settings."""
     conf = conf or OCRConfig()
-    cache_file = Path(cache_dir) / f"ocr_rapidocr_{conf.key()}.json"
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
     # The OCR caches shipped beside the course data (data/ocr/movielens_rapidocr*.json,
     # one per reader; each is used only where its settings key matches).
     seeds = sorted((Path(ms.root).parent / "ocr").glob(f"{Path(ms.root).name}_rapidocr*.json"))
     lines = read_posters(
         ms.poster_paths,
         ms.poster_hashes(),
-        cache_file,
+        Path(cache_dir),  # the cache file is named by the settings' key there
         conf,
         progress=progress,
         seeds=tuple(seeds),

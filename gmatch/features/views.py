@@ -168,12 +168,10 @@ def fitted_block(view: View, ms: MovieSet, texts, valid, tfidf_state) -> Feature
     else:
         kind = "char_wb" if view.encoder == "chars" else "word"
         tfidf = fit_tfidf(tuple(ms.intros[i] for i in ms.train_idx), kind)
-    state = tfidf.state_dict()
-    if view.sparse:
-        return FeatureBlock(view.spec, tfidf.transform_sparse(texts), valid, state)
-    values = tfidf.transform(texts)
-    values[~valid] = 0
-    return FeatureBlock(view.spec, values, valid, state)
+    values = tfidf.transform(texts, sparse=view.sparse)
+    if not view.sparse:
+        values[~valid] = 0
+    return FeatureBlock(view.spec, values, valid, tfidf.state_dict())
 
 
 @functools.lru_cache(maxsize=4)

@@ -17,7 +17,7 @@ __all__ = ["MatchInput", "FeatureLayout", "TUNED", "set_tuned", "prior_args"]
 @dataclass(frozen=True)
 class FeatureLayout:
     """The views a matcher is built for: per side, the node views' specs and widths, and
-    the set views (local nodes) with theirs. ``Features.layout()`` gives it; a checkpoint
+    the set views (local nodes) with theirs. ``Features.layout`` gives it; a checkpoint
     stores it under the same keys (:meth:`to_checkpoint` / :meth:`from_checkpoint`)."""
 
     poster_views: tuple[str, ...]

@@ -16,6 +16,8 @@ Modules: :mod:`gmatch.models.edges` (scorers), :mod:`gmatch.models.attention`
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,7 +29,6 @@ from gmatch.models.inputs import FeatureLayout
 from gmatch.models.local import LocalStage
 from gmatch.priors import (
     check_prior_scores,
-    log_weights,
     prior_logits,
     prior_plan,
 )
@@ -40,6 +41,11 @@ __all__ = [
     "logits_to_dist",
     "replace_views",
 ]
+
+
+def log_weights(weights: list[float], tau_init: float) -> torch.Tensor:
+    """Prior weights in units of ``1 / tau_init``, as the log-scales the model stores."""
+    return torch.tensor([math.log(w / tau_init) for w in weights], dtype=torch.float32)
 
 
 def logits_to_dist(logits: torch.Tensor) -> torch.Tensor:

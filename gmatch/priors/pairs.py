@@ -13,7 +13,6 @@ the pair logits S, with ``sim``:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import torch
@@ -26,7 +25,6 @@ __all__ = [
     "parse_prior",
     "dense_pairs",
     "precomputed_pairs",
-    "log_weights",
     "dense_prior",
     "dense_prior_factors",
     "check_prior_scores",
@@ -90,11 +88,6 @@ def precomputed_pairs(prior: list[str]) -> list[tuple[str, str, float | None]]:
         if va.sparse or va.is_set or vb.is_set:
             out.append((a, b, w))
     return out
-
-
-def log_weights(weights: list[float], tau_init: float) -> torch.Tensor:
-    """Prior weights in units of ``1 / tau_init``, as the log-scales the model stores."""
-    return torch.tensor([math.log(w / tau_init) for w in weights], dtype=torch.float32)
 
 
 def _dense_blocks(pairs, log_w, views0, valid0, views1, valid1) -> Iterator:

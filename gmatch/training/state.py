@@ -32,7 +32,7 @@ def seed_everything(seed: int) -> None:
 def new_model(conf: Config, feats: Features) -> Matcher | Ensemble:
     """A fresh matcher for these features' views (prior pairs resolved by spec name)."""
     n_genres = len(feats.genre_names) if conf.train.genre_weight > 0 else 0
-    return build_matcher(conf.model, feats.layout(), n_genres, conf.runtime)
+    return build_matcher(conf.model, feats.layout, n_genres, conf.runtime)
 
 
 class TrainStateError(ValueError):
