@@ -97,6 +97,13 @@ SUITES = {
         "reading quality of the OCR readers",
         "the OCR readers' title-word recall and speed",
     ),
+    "new-posters": Suite(
+        "new_posters",
+        "bench_new_posters",
+        "NEW_POSTERS.md",
+        "new posters end to end",
+        "a cold `gmatch features` of 400 new movies, per stage, vs the torch text encoders",
+    ),
     "load": Suite(
         "load",
         "bench_load",

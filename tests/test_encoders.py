@@ -2,10 +2,12 @@
 
 import numpy as np
 import pytest
+import torch
 from conftest import DATA
 
 from gmatch.data import load_movielens
 from gmatch.encoders.image import EfficientNetLite0Encoder, load_image
+from gmatch.encoders.registry import build_encoder
 from gmatch.features import extract, poster_texts, text_cache_key
 
 # ImageNet classes a movie poster plausibly looks like.
@@ -337,3 +339,37 @@ def test_region_elements_are_the_pooled_feature_map_cells(tmp_path):
     assert torch.allclose(got, want, atol=1e-4)
     other = torch.from_numpy(block.values[:cells, :1280])
     assert not torch.allclose(other, want, atol=1e-2)
+
+
+def test_onnx_text_backend_gives_torchs_embeddings():
+    """mpnet and MiniLM through ONNX Runtime (the default of the shipped encoders) embed
+    real intros and short OCR-like strings as sentence-transformers does in torch.
+    Control: the same export with CLS instead of mean pooling is far off, so the
+    comparison sees a wrong pipeline."""
+    from gmatch.data import load_movielens
+    from gmatch.encoders.text import SentenceTransformerEncoder, minilm_path, onnx_text_session
+    from gmatch.text import strip_boilerplate
+
+    ms = load_movielens(DATA)
+    texts = [strip_boilerplate(t) for t in ms.intros[:40]] + ["DARK", "the long kiss goodnight"]
+    torch_enc = SentenceTransformerEncoder(minilm_path, name="minilm")
+    onnx_enc = SentenceTransformerEncoder(minilm_path, name="minilm", backend="onnx")
+    onnx_enc._model = torch_enc.model  # one set of weights
+    ref, got = torch_enc.encode(texts), onnx_enc.encode(texts)
+    assert got.shape == ref.shape and np.abs(got - ref).max() < 1e-5
+    assert build_encoder("text:mpnet").backend == "onnx"  # the shipped encoders' default
+    assert SentenceTransformerEncoder(minilm_path).backend == "torch"  # any other model's
+
+    class CLS(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask):
+            return self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[
+                :, 0
+            ]
+
+    onnx_enc._session = onnx_text_session(CLS(torch_enc.model[0].auto_model))
+    wrong = onnx_enc.encode(texts)
+    assert np.abs(wrong / np.linalg.norm(wrong, axis=1, keepdims=True) - ref).max() > 0.1
