@@ -34,6 +34,7 @@ from gmatch.runs import (
     summary_line,
     train_and_record,
 )
+from gmatch.stream import StreamError
 from gmatch.sweep import build_table, run_sweep
 from gmatch.training import TrainStateError
 
@@ -51,6 +52,7 @@ USER_ERRORS = (
     DegenerateDistanceError,
     ReportError,
     PDFError,
+    StreamError,
     OSError,
 )
 

@@ -16,7 +16,18 @@ from gmatch.models import Ensemble
 from gmatch.models.matcher import replace_views
 from gmatch.priors import dense_prior_factors, make_scorer
 
-__all__ = ["node_embeddings", "BlockScorer", "local_map", "streamed_ranks", "streamed_metrics"]
+__all__ = [
+    "StreamError",
+    "node_embeddings",
+    "BlockScorer",
+    "local_map",
+    "streamed_ranks",
+    "streamed_metrics",
+]
+
+
+class StreamError(ValueError):
+    """A model that large-N mode cannot score; the message says what to do instead."""
 
 
 # Above this many nodes, attention units must be sparse (an N x N logit matrix per head).
@@ -30,23 +41,21 @@ def node_embeddings(
     """Inputs of the final head; attention units run sparse with ``topm`` candidates
     (default the model's ``attn_topm``); ``tuned0/1``: fine-tuned node views by index."""
     if getattr(model, "local", None) is not None:
-        raise ValueError(
+        raise StreamError(
             "large-N mode does not score the local-node stage (data.poster_sets / intro_sets) yet; "
             "score such a model densely (gmatch evaluate)"
         )
-    if isinstance(model, Ensemble):
-        raise ValueError("large-N mode scores one matcher, not an ensemble (model.members > 1)")
     model.eval()
     views0, views1 = replace_views(views0, tuned0), replace_views(views1, tuned1)
     m = model.conf.attn_topm if topm is None else topm
     n = max(len(views0[0]), len(views1[0]))
     if len(model.layers) and model.conf.attn_prior:
-        raise ValueError(
+        raise StreamError(
             "large-N mode does not run prior-guided attention (model.attn_prior > 0); "
             "score such a model densely"
         )
     if len(model.layers) and not m and n > DENSE_ATTENTION_MAX:
-        raise ValueError(
+        raise StreamError(
             f"{n} nodes: dense attention would build {n}x{n} logits per head; "
             "pass topm (e.g. 64) for sparse top-m attention"
         )
@@ -57,33 +66,47 @@ def node_embeddings(
 class BlockScorer:
     """The final scores ``head(x0, x1) + prior`` of a model as row blocks, from node
     embeddings and prior factors computed once: a small, picklable object, so the
-    blocks can be scored anywhere (this process, or Ray workers: ``gmatch.distributed``)."""
+    blocks can be scored anywhere (this process, or Ray workers: ``gmatch.distributed``).
+
+    An :class:`gmatch.models.Ensemble` (``model.members``, a K-fold bag) is scored as it
+    forwards: each member's ``head + prior``, averaged; the priors (the same buffers in
+    every member) are computed once per block."""
 
     def __init__(
         self, model, views0, valid0, views1, valid1, lexical=(), topm=None, tuned0=None, tuned1=None
     ):
-        self.x0, self.x1 = node_embeddings(
-            model, views0, valid0, views1, valid1, topm, tuned0, tuned1
-        )
+        members = list(model.members) if isinstance(model, Ensemble) else [model]
+        self.states = [
+            node_embeddings(m, views0, valid0, views1, valid1, topm, tuned0, tuned1)
+            for m in members
+        ]
+        self.heads = [m.head for m in members]
+        first = members[0]
         self.p0, self.p1 = dense_prior_factors(
-            model.prior_pairs, model.prior_log_weight, views0, valid0, views1, valid1
+            first.prior_pairs, first.prior_log_weight, views0, valid0, views1, valid1
         )
-        lexical = model.check_lexical(
+        lexical = first.check_lexical(
             lexical, "(poster, intro) matrix pairs; pass lexical=[(A, B), ...]"
         )
-        self.lex_w = [w.exp().item() for w in model.lexical_log_weight]
+        self.lex_w = [w.exp().item() for w in first.lexical_log_weight]
         self.scorers = [make_scorer(A, B) for A, B in lexical]
-        self.head = model.head
-        self.n = len(self.x0)
+        self.n = len(self.states[0][0])
 
     @torch.inference_mode()
     def logits(self, s: int, e: int, cols=slice(None)) -> torch.Tensor:
-        out = self.head(self.x0[s:e], self.x1[cols])
-        if self.p0 is not None:
-            out = out + self.p0[s:e] @ self.p1[cols].T
-        for scorer, w in zip(self.scorers, self.lex_w):
-            out = out + w * scorer.scores(slice(s, e), cols)
-        return out
+        dense = self.p0[s:e] @ self.p1[cols].T if self.p0 is not None else None
+        lexical = [
+            w * scorer.scores(slice(s, e), cols) for scorer, w in zip(self.scorers, self.lex_w)
+        ]
+        per_member = []
+        for head, (x0, x1) in zip(self.heads, self.states):
+            out = head(x0[s:e], x1[cols])  # the member's head, then its priors, in that order
+            if dense is not None:
+                out = out + dense
+            for part in lexical:
+                out = out + part
+            per_member.append(out)
+        return per_member[0] if len(per_member) == 1 else torch.stack(per_member).mean(0)
 
     def diagonal(self, block: tuple[int, int]) -> torch.Tensor:
         """The true pairs' logits of rows ``s..e`` (their diagonal block only)."""

@@ -544,3 +544,35 @@ def test_match_input_fields_are_the_models_input_parameters():
     inp = MatchInput(views0=views, valid0=valid, views1=views, valid1=valid, lexical=[])
     set_tuned(inp, 1, 0, torch.ones(3, 4))
     assert "tuned1" in inp and "tuned0" not in inp and inp["tuned1"][0].sum() == 12
+
+
+def test_streamed_ranks_of_an_ensemble_equal_dense():
+    """A bag of members (the shipped default is one) streams as it forwards: the members'
+    head + prior averaged. Control: streaming only the first member gives other ranks."""
+    from scipy import sparse
+
+    from gmatch.metrics import evaluate_distance
+    from gmatch.models import Ensemble, Matcher
+    from gmatch.priors import lexical_cosine
+    from gmatch.stream import streamed_metrics, streamed_ranks
+
+    g = torch.Generator().manual_seed(8)
+    conf = ModelConf(dim=16, n_layers=0, edge="cosine", members=3)
+    members = [Matcher([20], [16], conf, lexical_weights=[4.0]) for _ in range(3)]
+    for m in members:
+        for p in m.encode0.parameters():
+            torch.nn.init.normal_(p, std=0.3, generator=g)
+    model = Ensemble(members, conf).eval()
+    n = 150
+    v0, m0 = rand_views(n, [20], g, empty=0)
+    v1, m1 = rand_views(n, [16], g, empty=0)
+    A = sparse.random(n, 300, density=0.05, format="csr", random_state=3, dtype=np.float32)
+    B = sparse.random(n, 300, density=0.05, format="csr", random_state=4, dtype=np.float32)
+    with torch.no_grad():
+        D = model(v0, m0, v1, m1, lexical=[lexical_cosine(A, B)])["dist"]
+    dense = evaluate_distance(D)
+    stream = streamed_metrics(streamed_ranks(model, v0, m0, v1, m1, chunk=29, lexical=[(A, B)]))
+    for key, value in dense.items():
+        assert stream[key] == pytest.approx(value, abs=1e-6), key
+    first = streamed_metrics(streamed_ranks(members[0], v0, m0, v1, m1, lexical=[(A, B)]))
+    assert first["poster_to_intro/mean_rank"] != pytest.approx(dense["poster_to_intro/mean_rank"])
