@@ -18,6 +18,7 @@ ANALYSES = (
     "assignment",
     "grouped",
     "zero_shot",
+    "prior_weights",
     "zero_shot_ocr320",
     "transfer_paired",
     "local_nodes_paired",
