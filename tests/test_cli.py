@@ -350,3 +350,19 @@ def test_sweep_cases_cross_the_grid():
     ]
     assert pts[3][1] == ["seed=1"]
     assert grid_points({"sweep": {"seed": [3]}}) == [(["seed=3"], ["seed=3"])]
+
+
+def test_stream_refusal_is_a_one_line_error(tiny_dir, cache_dir, tmp_path, capsys):
+    """Large-N mode cannot run prior-guided attention: `gmatch evaluate --stream` says so in
+    one line (exit 2, no traceback); the same checkpoint evaluates densely."""
+    out = tmp_path / "guided"
+    overrides = tiny({"model.n_layers": 1, "model.attn_prior": 1.0, "train.steps": 5})
+    base = ["--data", str(tiny_dir), "--quiet"]
+    assert main(["train", *base, "--out", str(out), f"data.cache_dir={cache_dir}", *overrides]) == 0
+    capsys.readouterr()
+    ckpt = str(out / "model.pt")
+    rc = main(["evaluate", "--checkpoint", ckpt, "--stream", "--out", str(tmp_path / "s"), *base])
+    err = capsys.readouterr().err
+    assert rc == 2 and "prior-guided attention" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert main(["evaluate", "--checkpoint", ckpt, "--out", str(tmp_path / "d"), *base]) == 0
