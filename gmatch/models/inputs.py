@@ -1,9 +1,8 @@
 """The matcher's input contract: what :class:`gmatch.models.Matcher` reads for N posters
 x M intros, one declared field per input (LightGlue's ``required_data_keys`` idea).
 
-:meth:`gmatch.features.Features.inputs` builds it. It is a mapping too, so
-``model(**inputs)`` calls the model and ``inputs["views0"]`` reads a field; its keys are
-exactly the model's input parameters (tested).
+:meth:`gmatch.features.Features.inputs` builds it: a typed dict, so ``model(**inputs)``
+calls the model; its keys are exactly the model's input parameters (tested).
 """
 
 from dataclasses import dataclass

@@ -49,15 +49,12 @@ class PriorScorer:
 
     :meth:`full` gives the score matrices of posters ``idx0`` x intros ``idx1``; up to
     ``FULL_MATRIX_MAX`` movies each pair's full matrix is computed once and indexed.
-    :meth:`scorers` gives the per-pair row-block scorers of the streamed path."""
+    (The streamed path scores row blocks with :func:`make_scorer` directly.)"""
 
     def __init__(self, pairs: list[tuple], full_max: int = FULL_MATRIX_MAX):
         self.pairs = list(pairs)
         self.full_max = full_max
         self._full: list[torch.Tensor] | None = None
-
-    def __len__(self) -> int:
-        return len(self.pairs)
 
     def n_movies(self) -> int:
         return max(len(self.pairs[0][0].valid), len(self.pairs[0][1].valid)) if self.pairs else 0
@@ -74,7 +71,3 @@ class PriorScorer:
             i0, i1 = as_index(idx0), as_index(idx1)
             return [full[i0][:, i1] for full in self._full]
         return [pair_scores(a, b, idx0, idx1) for a, b in self.pairs]
-
-    def scorers(self) -> list:
-        """Per pair, an object with ``scores(rows, cols)`` (row blocks, never N x M)."""
-        return [make_scorer(a, b) for a, b in self.pairs]
