@@ -43,7 +43,7 @@ from gmatch.config import Config, ConfigError
 from gmatch.data import MovieSet, load_image
 from gmatch.encoders.registry import build_encoder, parse_spec
 from gmatch.features import FeatureBlock, Features, extract
-from gmatch.features.cache import FeatureCache, read_ragged, settings_hash, write_ragged
+from gmatch.features.cache import FeatureCache, read_rows, settings_hash, write_ragged
 from gmatch.text import strip_boilerplate
 
 __all__ = [
@@ -301,7 +301,7 @@ def _image_acts(ms, enc, tail: ImageTail, views, cache_dir, progress) -> torch.T
 def _text_acts(texts: list[str], tail: TextTail, name: str, cache_dir, progress) -> list:
     """Trunk hidden states of every text, cached per text hash in one flat file."""
     path = Path(cache_dir) / f"trunk-{name}-{settings_hash({'cut': tail.cut, 'v': 1})}.npz"
-    rows = read_ragged(path)
+    rows = read_rows(path)
     keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
     todo = {k: t for k, t in zip(keys, texts) if k not in rows}
     items = list(todo.items())

@@ -20,3 +20,20 @@ def test_seed_keeps_earlier_rows_when_asked(tmp_path):
     assert np.array_equal(got["c"], np.full(4, 3.0, dtype=np.float16))
     write_seed(cache, "enc", ["c"], seeds)  # control: without keep the seed holds only c
     assert sorted(FeatureCache(tmp_path / "empty", "enc", seeds=(seeds,)).seed_rows) == ["c"]
+
+
+def test_ragged_rows_read_back_and_a_changed_file_is_refused(tmp_path):
+    """The text trunk cache (rows of different lengths) goes through the one reader;
+    a file whose rows were changed after writing is rebuilt, not trusted."""
+    from gmatch.features.cache import read_rows, write_ragged
+
+    rows = {"a": np.ones((3, 2), np.float16), "b": np.full((1, 2), 2.0, np.float16)}
+    path = tmp_path / "trunk.npz"
+    write_ragged(path, rows)
+    got = read_rows(path)
+    assert sorted(got) == ["a", "b"] and all(np.array_equal(got[k], rows[k]) for k in rows)
+    with np.load(path) as z:
+        parts = dict(z)
+    parts["lengths"] = np.array([2, 2])  # the same bytes, split differently
+    np.savez(path, **parts)
+    assert read_rows(path) == {}

@@ -28,7 +28,6 @@ __all__ = [
     "write_rows",
     "read_rows",
     "write_ragged",
-    "read_ragged",
     "cached_encode",
     "write_seed",
     "distributed",
@@ -59,15 +58,19 @@ def write_rows(path: Path, keys, rows, dtype=np.float32) -> None:
 
 
 def read_rows(path: Path) -> dict[str, np.ndarray]:
-    """The rows of a cache file by key; {} for a missing, unreadable or stale file."""
+    """The rows of a cache file by key (:func:`write_rows`' fixed-width rows, or
+    :func:`write_ragged`'s rows of different lengths); {} for a missing, unreadable or
+    stale file."""
     if not path.exists():
         return {}
     try:
         with np.load(path, allow_pickle=False) as z:
             keys, values, stored = z["keys"], z["values"], str(z["checksum"])
-        if checksum(keys, values) != stored:
+            lengths = z["lengths"] if "lengths" in z.files else None
+        if checksum(keys, values, lengths) != stored:
             raise ValueError("checksum mismatch")
-        return dict(zip(keys.tolist(), values))
+        rows = values if lengths is None else np.split(values, np.cumsum(lengths)[:-1])
+        return dict(zip(keys.tolist(), rows))
     except Exception as e:  # noqa: BLE001 - any unreadable cache is rebuilt
         log.warning("feature cache %s is corrupt or stale (%s); rebuilding", path, e)
         return {}
@@ -75,27 +78,13 @@ def read_rows(path: Path) -> dict[str, np.ndarray]:
 
 def write_ragged(path: Path, rows: dict[str, np.ndarray]) -> None:
     """Rows of different lengths (one [L_k x D] array per key, float16) in one file with a
-    checksum, written atomically (the text trunk cache of :mod:`gmatch.finetune`)."""
+    checksum, written atomically (the text trunk cache of :mod:`gmatch.finetune`); read
+    back with :func:`read_rows`."""
     keys = np.array(list(rows), dtype="U64")
     flat = np.concatenate([rows[k] for k in rows]).astype(np.float16)
     lengths = np.array([len(rows[k]) for k in rows])
     stored = checksum(keys, flat, lengths)
     atomic_savez(path, keys=keys, values=flat, lengths=lengths, checksum=np.array(stored))
-
-
-def read_ragged(path: Path) -> dict[str, np.ndarray]:
-    """The rows :func:`write_ragged` wrote; {} for a missing, unreadable or stale file."""
-    if not path.exists():
-        return {}
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            keys, flat, lengths, stored = z["keys"], z["values"], z["lengths"], str(z["checksum"])
-        if checksum(keys, flat, lengths) != stored:
-            raise ValueError("checksum mismatch")
-        return dict(zip(keys.tolist(), np.split(flat, np.cumsum(lengths)[:-1])))
-    except Exception as e:  # noqa: BLE001 - any unreadable cache is rebuilt
-        log.warning("feature cache %s is corrupt or stale (%s); rebuilding", path, e)
-        return {}
 
 
 class FeatureCache:
