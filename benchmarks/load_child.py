@@ -13,16 +13,15 @@ if POLICY == "before":
     import torch  # noqa: F401 - OpenMP starts with its default wait policy
 
 # isort: off
-import gmatch.encoders.image as image  # noqa: E402 - after the policy above
+import gmatch.encoders.exported as exported  # noqa: E402 - after the policy above
 import gmatch.encoders.ocr as ocr  # noqa: E402
-import gmatch.encoders.text as text  # noqa: E402
 import gmatch.threads as threads  # noqa: E402
 from benchmarks.load_stages import run_stage  # noqa: E402
 
 # isort: on
 
 if POLICY == "before":  # nor ONNX Runtime's no-spin options
-    threads.ort_no_spin = image.ort_no_spin = ocr.ort_no_spin = text.ort_no_spin = lambda opts: None
+    threads.ort_no_spin = exported.ort_no_spin = ocr.ort_no_spin = lambda opts: None
 
 
 def main(argv: list[str]) -> int:

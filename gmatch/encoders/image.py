@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from gmatch.data import load_image  # noqa: F401 - re-exported: the encoders' input
-from gmatch.threads import ort_no_spin
+from gmatch.encoders.exported import ort_session
 
 __all__ = [
     "efficientnet_lite0",
@@ -89,27 +89,8 @@ class _Pooled(torch.nn.Module):
 
 
 def onnx_session(model, hw: tuple[int, int]):
-    """``model``'s pooled network exported to ONNX (input [b x 3 x H x W]) in an ONNX
-    Runtime session with torch's thread count and no spinning (gmatch.threads)."""
-    import io as _io
-
-    import onnxruntime as ort
-
-    buf = _io.BytesIO()
-    torch.onnx.export(
-        _Pooled(model).eval(),
-        (torch.zeros(1, 3, *hw),),
-        buf,
-        input_names=["x"],
-        output_names=["f"],
-        dynamic_axes={"x": {0: "b"}},
-        opset_version=17,
-        dynamo=False,
-    )
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = torch.get_num_threads(), 1
-    ort_no_spin(opts)  # idle intra-op threads block (gmatch.threads)
-    return ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+    """``model``'s pooled network (input [b x 3 x H x W]) in ONNX Runtime."""
+    return ort_session(_Pooled(model), (torch.zeros(1, 3, *hw),), ["x"], {"x": {0: "b"}})
 
 
 class EfficientNetLite0Encoder:

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gmatch.encoders.exported import ort_session
 from gmatch.io import WeightsError  # noqa: F401 - raised here, importable from here
-from gmatch.threads import ort_no_spin
 
 log = logging.getLogger(__name__)
 
@@ -223,28 +223,9 @@ class MeanPooled(torch.nn.Module):
 
 
 def onnx_text_session(module: torch.nn.Module):
-    """``module(input_ids, attention_mask) -> embeddings`` exported to ONNX, in an ONNX
-    Runtime session with torch's thread count and no spinning (gmatch.threads)."""
-    import io as _io
-    import warnings
-
-    import onnxruntime as ort
-
-    buf = _io.BytesIO()
+    """``module(input_ids, attention_mask) -> embeddings`` in ONNX Runtime."""
     ids = torch.ones(2, 8, dtype=torch.long)
-    with warnings.catch_warnings():  # the exporter's notes on the HF attention-mask code
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module.eval(),
-            (ids, torch.ones_like(ids)),
-            buf,
-            input_names=["input_ids", "attention_mask"],
-            output_names=["embedding"],
-            dynamic_axes={k: {0: "batch", 1: "tokens"} for k in ("input_ids", "attention_mask")},
-            opset_version=17,
-            dynamo=False,
-        )
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = torch.get_num_threads(), 1
-    ort_no_spin(opts)
-    return ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+    names = ["input_ids", "attention_mask"]
+    return ort_session(
+        module, (ids, torch.ones_like(ids)), names, {k: {0: "batch", 1: "tokens"} for k in names}
+    )
