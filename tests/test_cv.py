@@ -194,3 +194,49 @@ def test_streamed_subsets_equal_dense_for_l0_and_are_refused_with_attention(mid_
             held = ms.heldout_idx
             own = predict_dist(model, feats.subset(held))
             assert not torch.allclose(own, predict_dist(model, feats)[held][:, held], atol=1e-4)
+
+
+def test_nested_cv_never_trains_on_the_outer_fold_and_its_refit_is_the_configs(
+    mid_dir, cache_dir, monkeypatch
+):
+    """experiments.protocol: every phase of every protocol trains and early-stops on
+    the inner pairs only (the outer fold is never a training or validation pair), and
+    its refit is exactly ``train.fold_model=refit``. Control: the next seed's refit
+    (an ens5 member) is another model."""
+    from experiments import protocol
+
+    ms = load_movielens(mid_dir)
+    conf = load_config(
+        None, [f"data.root={mid_dir}", f"data.cache_dir={cache_dir}", "train.folds=2", *FAST]
+    )
+    outer = fold_split(np.sort(ms.train_idx), 3, seed=0)[1]
+    seen = []
+    real = train_mod._fit
+
+    def spy(conf, feats, phase, *a, **k):
+        seen.append(set(phase.train_pos.tolist()) | set(phase.val_pos.tolist()))
+        return real(conf, feats, phase, *a, **k)
+
+    monkeypatch.setattr(train_mod, "_fit", spy)
+    inner = set(ms.train_idx.tolist()) - set(outer.tolist())
+    inner_ms = protocol.dataclasses.replace(ms, train_idx=np.sort(list(inner)))
+    feats = protocol.load_features(inner_ms, conf, progress=False)
+    models = protocol.protocol_models(conf, inner_ms, feats, members=2)
+    assert set(models) == set(protocol.PROTOCOLS)
+    assert len(seen) == 2 + 2  # two fold models, two refits
+    assert all(s <= inner for s in seen) and set().union(*seen) == inner
+    ref = load_config(
+        None,
+        [
+            f"data.root={mid_dir}",
+            f"data.cache_dir={cache_dir}",
+            "train.folds=2",
+            "train.fold_model=refit",
+            *FAST,
+        ],
+    )
+    expected = train_mod.train(ref, inner_ms, feats, progress=False).model
+    D = protocol.predict_dist
+    assert torch.equal(D(models["refit"][0], feats), D(expected, feats))
+    other = models["ens5"][0].members[1]
+    assert not torch.equal(D(other, feats), D(expected, feats))

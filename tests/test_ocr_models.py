@@ -154,3 +154,54 @@ def test_a_checkpoint_saved_before_the_reader_option_reads_with_v4(tmp_path):
     assert ocr_config(conf.data) == OCRConfig(model="v4")
     _, today, _ = load_checkpoint(ROOT / "checkpoints" / "default.pt")
     assert today.data.ocr_model == ckpt["config"]["data"].get("ocr_model", "v4")
+
+
+def test_merge_readings_appends_only_text_not_read_before():
+    first = [["BROKEN ARROW", 0.95], ["a film by", 0.4]]
+    second = [
+        ["Broken", 0.99],  # a piece of a line read before: dropped
+        ["arrow!", 0.9],  # the same letters, other case and punctuation: dropped
+        ["JOHN TRAVOLTA", 0.9],  # new: kept
+        ["john travolta", 0.95],  # read at this side already: dropped
+        ["CHRISTIAN SLATER", 0.5],  # new but not confident: dropped
+        ["a film by", 0.9],  # read before only below the confidence threshold: kept
+        ["...", 0.99],  # no letters or digits: dropped
+    ]
+    merged = ocr.merge_readings([first, second], min_confidence=0.6)
+    assert merged == first + [["JOHN TRAVOLTA", 0.9], ["a film by", 0.9]]
+    assert ocr.merge_readings([first], 0.6) == first  # one side: the reading as it is
+    # the order of the sides matters (the first side's lines come first)
+    assert ocr.merge_readings([second, first], 0.6)[: len(second)] == second
+
+
+def test_extra_sides_read_each_side_once_cache_it_and_merge(tmp_path, monkeypatch):
+    """data.ocr_extra_sides: each side is read and cached under its own key (the
+    single-side cache stays valid), the merged lines equal merging what each side
+    reads alone, and the merged reading comes back from the caches without reading
+    again. Control: the extra side reads lines the first side does not."""
+    paths = [DATA / "poster" / f"{i}.jpg" for i in IDS]
+    hashes = [f"h{i}" for i in IDS]
+    conf = ocr_config(load_config(None, ["data.ocr_extra_sides=[736]"]).data)
+    base = OCRConfig()
+    assert conf.extra_sides == (736,) and conf.key() != base.key()
+    assert [c.key() for c in ocr.side_configs(conf)] == [
+        base.key(),
+        OCRConfig(det_limit_side_len=736).key(),
+    ]
+    merged = ocr.read_posters(paths, hashes, tmp_path, conf, workers=1, progress=False)
+    alone = [[ocr.read_one((p, side)) for p in paths] for side in ocr.side_configs(conf)]
+    assert alone[0] != alone[1]  # the control: the second side reads other lines
+    assert merged == [ocr.merge_readings(list(r), 0.6) for r in zip(*alone)]
+    assert merged == [ocr.read_one((p, conf)) for p in paths]  # a pool task merges alike
+    assert merged != alone[0]
+    assert sorted(f.name for f in tmp_path.glob("*.json")) == sorted(
+        f"ocr_rapidocr_{c.key()}.json" for c in ocr.side_configs(conf)
+    )
+    monkeypatch.setattr(ocr, "ProcessPoolExecutor", lambda **kw: pytest.fail("read again"))
+    assert ocr.read_posters(paths, hashes, tmp_path, conf, workers=1, progress=False) == merged
+    assert ocr.cached_readings(hashes, tmp_path, conf) == merged
+    assert ocr.cached_readings(hashes + ["missing"], tmp_path, conf) is None
+    with pytest.raises(ValueError, match="extra_sides"):
+        OCRConfig(extra_sides=(480,))  # the first side again
+    with pytest.raises(ValueError, match="cache folder"):
+        ocr.read_posters(paths, hashes, tmp_path / "one.json", conf, workers=1)

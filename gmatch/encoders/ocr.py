@@ -4,12 +4,13 @@ previous reader), run by gmatch's engine (:func:`ocr_engine`).
 
 Each poster is read once; the raw lines with confidences are cached in a JSON
 file keyed by the poster's content hash and the OCR settings, so a second run
-reads nothing. :func:`clean_ocr` turns the lines into one text for the text
-encoders.
+reads nothing. :func:`clean_ocr` (:mod:`gmatch.encoders.ocr_text`) turns the lines into
+one text for the text encoders.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 
 from gmatch.data import load_image  # one decoder, one error message for every view
 from gmatch.encoders.ocr_models import OCR_MODELS, OCRModel
+from gmatch.encoders.ocr_text import clean_ocr, ocr_lines, segment_words
 from gmatch.io import atomic_write_text, clean_stale_temp_files
 from gmatch.threads import available_cores, ort_no_spin
 
@@ -33,6 +35,10 @@ __all__ = [
     "OCRModel",
     "OCR_MODELS",
     "read_posters",
+    "read_image",
+    "cached_readings",
+    "merge_readings",
+    "side_configs",
     "clean_ocr",
     "ocr_lines",
     "segment_words",
@@ -66,8 +72,18 @@ class OCRConfig:
     det_box_thresh: float = 0.5
     det_unclip_ratio: float = 1.6
     det_dilation: bool = True
+    # more detector sides to read each poster at (e.g. (736,)): their lines follow the
+    # first reading's, without the lines whose letters were read already (merge_readings).
+    # Each side is cached on its own, so adding one reads the posters only at that side
+    extra_sides: tuple[int, ...] = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "extra_sides", tuple(int(s) for s in self.extra_sides))
+        if any(s < 32 for s in self.extra_sides) or self.det_limit_side_len in self.extra_sides:
+            raise ValueError(
+                f"OCRConfig.extra_sides must be detector sides >= 32 other than "
+                f"det_limit_side_len={self.det_limit_side_len}, not {self.extra_sides}"
+            )
         if self.engine not in ("gmatch", "rapidocr"):
             raise ValueError(
                 f"OCRConfig.engine must be 'gmatch' or 'rapidocr', not {self.engine!r}"
@@ -82,7 +98,7 @@ class OCRConfig:
 
     def key(self) -> str:
         """Names what is cached: every setting that changes the lines read (model,
-        detector side and thresholds, angle classifier, recognition width).
+        detector side(s) and thresholds, angle classifier, recognition width).
         min_confidence only affects cleaning. Settings at the values they had before
         they became options (rec_width 320, model v4, RapidOCR's thresholds) are left
         out, so caches written before them stay valid."""
@@ -94,6 +110,8 @@ class OCRConfig:
         det = self._det()
         if det != _DET_DEFAULTS:
             raw["det_post"] = det
+        if self.extra_sides:
+            raw["extra_sides"] = list(self.extra_sides)
         return hashlib.sha1(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -225,21 +243,57 @@ class _LineRecognizer:
         return out, 0.0
 
 
-def _lines(rgb, conf: OCRConfig) -> list[list]:
-    arr = np.asarray(rgb)[:, :, ::-1]  # RapidOCR expects BGR
-    result, _ = ocr_engine(conf)(np.ascontiguousarray(arr))
-    return [[str(text), round(float(score), 4)] for _, text, score in (result or [])]
+def side_configs(conf: OCRConfig) -> list[OCRConfig]:
+    """The single-side readings a config merges: ``conf`` at its detector side, then
+    one per extra side (``[conf]`` when it has none)."""
+    base = dataclasses.replace(conf, extra_sides=())
+    return [base] + [
+        dataclasses.replace(base, det_limit_side_len=side) for side in conf.extra_sides
+    ]
+
+
+def merge_readings(readings: list[list[list]], min_confidence: float) -> list[list]:
+    """One poster's lines read at several detector sides, as one reading: every line
+    of the first, then each confident line of the others whose letters and digits
+    (lowercased) do not already occur in the confident text kept so far (a title read
+    whole at one side and in pieces at another is kept once)."""
+    first, *more = readings
+    merged = list(first)
+    flat = "\x00".join(_flat(t) for t, score in first if score >= min_confidence)
+    for reading in more:
+        for text, score in reading:
+            key = _flat(text)
+            if score < min_confidence or not key or key in flat:
+                continue
+            merged.append([text, score])
+            flat += "\x00" + key
+    return merged
+
+
+def _flat(text: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", text.lower())
+
+
+def read_image(rgb, conf: OCRConfig) -> list[list]:
+    """The raw lines ``[[text, confidence], ...]`` of one RGB poster image (every side
+    of ``conf``, merged)."""
+    arr = np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1])  # RapidOCR expects BGR
+    readings = []
+    for side in side_configs(conf):
+        result, _ = ocr_engine(side)(arr)
+        readings.append([[str(text), round(float(score), 4)] for _, text, score in (result or [])])
+    return merge_readings(readings, conf.min_confidence)
 
 
 def read_one(args) -> list[list]:
     """The raw lines of one poster file: ``args = (path, OCRConfig)`` (a pool task)."""
     path, conf = args
-    return _lines(load_image(path), conf)
+    return read_image(load_image(path), conf)
 
 
 def read_image_array(data: bytes, conf: OCRConfig) -> list[list]:
     """OCR lines of a poster given as file bytes (Ray workers)."""
-    return _lines(load_image(data), conf)
+    return read_image(load_image(data), conf)
 
 
 def read_posters(
@@ -265,11 +319,68 @@ def read_posters(
             entries are used for posters the cache lacks, if their settings match.
         runner: a :class:`gmatch.distributed.RayRunner`: read the missing posters on
             its cluster instead of a local process pool (same lines, same cache).
+
+    With ``conf.extra_sides`` each side is read and cached on its own (``cache_file``
+    must be a folder) and the readings are merged (:func:`merge_readings`).
     """
+    if conf.extra_sides:
+        if not Path(cache_file).is_dir():
+            raise ValueError(f"OCR at several sides needs a cache folder, not {cache_file}")
+        readings = [
+            read_posters(paths, hashes, cache_file, side, workers, progress, seeds, runner)
+            for side in side_configs(conf)
+        ]
+        return [merge_readings(list(r), conf.min_confidence) for r in zip(*readings)]
+    cache_file = _cache_path(cache_file, conf)
+    clean_stale_temp_files(cache_file)
+    cache = _load_cache(cache_file, conf, seeds)
+    items = cache["items"]
+    todo = [(p, h) for p, h in zip(paths, hashes) if h not in items]
+    todo = list(dict(((h, p) for p, h in todo)).items())  # unique by hash
+    if todo and runner is not None:
+        lines = runner.ocr([Path(p).read_bytes() for _, p in todo], conf)
+        items.update((h, x) for (h, _), x in zip(todo, lines))
+        atomic_write_text(cache_file, json.dumps(cache))
+    elif todo:
+        workers = workers or available_cores()
+        bar = tqdm(total=len(todo), desc="OCR posters", disable=not progress)
+        with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
+            results = pool.map(read_one, [(p, conf) for _, p in todo], chunksize=4)
+            for n, ((h, _), lines) in enumerate(zip(todo, results), start=1):
+                items[h] = lines
+                bar.update()
+                if n % 200 == 0:
+                    atomic_write_text(cache_file, json.dumps(cache))
+        bar.close()
+        atomic_write_text(cache_file, json.dumps(cache))
+    return [items[h] for h in hashes]
+
+
+def cached_readings(
+    hashes: list[str], cache_dir: Path, conf: OCRConfig, seeds: tuple[Path, ...] = ()
+) -> list[list[list]] | None:
+    """The OCR lines of every poster from the caches of ``conf`` in ``cache_dir`` and
+    ``seeds`` without reading any poster (merged as read_posters merges several
+    sides); None when some poster is not cached."""
+    readings = []
+    for side in side_configs(conf):
+        items = _load_cache(_cache_path(cache_dir, side), side, seeds)["items"]
+        if not all(h in items for h in hashes):
+            return None
+        readings.append([items[h] for h in hashes])
+    return [merge_readings(list(r), conf.min_confidence) for r in zip(*readings)]
+
+
+def _cache_path(cache_file, conf: OCRConfig) -> Path:
     cache_file = Path(cache_file)
     if cache_file.is_dir():
         cache_file = cache_file / f"ocr_rapidocr_{conf.key()}.json"
-    clean_stale_temp_files(cache_file)
+    return cache_file
+
+
+def _load_cache(cache_file: Path, conf: OCRConfig, seeds: tuple[Path, ...]) -> dict:
+    """The cache of ``conf`` in ``cache_file`` (empty when missing, unreadable or of
+    other settings), completed with the entries of the ``seeds`` of the same settings."""
     cache: dict = {}
     if cache_file.exists():
         try:
@@ -290,25 +401,7 @@ def read_posters(
         if shipped.get("settings") == conf.key():
             for h, lines in shipped.get("items", {}).items():
                 items.setdefault(h, lines)
-    todo = [(p, h) for p, h in zip(paths, hashes) if h not in items]
-    todo = list(dict(((h, p) for p, h in todo)).items())  # unique by hash
-    if todo and runner is not None:
-        lines = runner.ocr([Path(p).read_bytes() for _, p in todo], conf)
-        items.update((h, x) for (h, _), x in zip(todo, lines))
-        atomic_write_text(cache_file, json.dumps(cache))
-    elif todo:
-        workers = workers or available_cores()
-        bar = tqdm(total=len(todo), desc="OCR posters", disable=not progress)
-        with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
-            results = pool.map(read_one, [(p, conf) for _, p in todo], chunksize=4)
-            for n, ((h, _), lines) in enumerate(zip(todo, results), start=1):
-                items[h] = lines
-                bar.update()
-                if n % 200 == 0:
-                    atomic_write_text(cache_file, json.dumps(cache))
-        bar.close()
-        atomic_write_text(cache_file, json.dumps(cache))
-    return [items[h] for h in hashes]
+    return cache
 
 
 def _check_cache(cache) -> None:
@@ -332,46 +425,3 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-
-
-_WORD = re.compile(r"[A-Za-z][A-Za-z'&\-]*|\d+")
-
-
-def segment_words(text: str, min_len: int = 7) -> str:
-    """Split the runs RapidOCR reads without spaces into words
-    ("grumpieroldmen" -> "grumpier old men") with wordninja's English unigram
-    model; only alphabetic tokens of ``min_len`` or more characters are split, so
-    names and short words stay as they are."""
-    import wordninja
-
-    out = []
-    for token in text.split():
-        if len(token) >= min_len and token.isalpha():
-            out.extend(wordninja.split(token))
-        else:
-            out.append(token)
-    return " ".join(out)
-
-
-def ocr_lines(lines: list[list], min_confidence: float = 0.6, segment: bool = False) -> list[str]:
-    """Confident OCR lines that contain a letter, as lowercase word strings
-    (segmented with :func:`segment_words` when ``segment``)."""
-    kept = []
-    for text, score in lines:
-        if score < min_confidence:
-            continue
-        words = _WORD.findall(text)
-        if not any(w[0].isalpha() for w in words):
-            continue
-        line = " ".join(words).lower()
-        kept.append(segment_words(line) if segment else line)
-    return kept
-
-
-def clean_ocr(lines: list[list], min_confidence: float = 0.6, segment: bool = False) -> str:
-    """Join confident OCR lines into one lowercase text.
-
-    Drops low-confidence fragments and lines without a letter; with ``segment``
-    splits runs like ``CITYHALL`` into words (:func:`segment_words`).
-    """
-    return " ".join(ocr_lines(lines, min_confidence, segment))

@@ -22,6 +22,7 @@ from gmatch.features.container import Features, extract_features, load_features
 from gmatch.features.reading import (
     OCR_THRESHOLDS,
     ocr_config,
+    ocr_seeds,
     poster_lines,
     poster_ocr,
     poster_texts,
@@ -39,6 +40,7 @@ __all__ = [
     "feature_seeds",
     "poster_texts",
     "ocr_config",
+    "ocr_seeds",
     "poster_ocr",
     "OCR_THRESHOLDS",
     "poster_lines",

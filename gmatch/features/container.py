@@ -61,6 +61,10 @@ class Features:
             *specs[:2], *map(_dims, nodes), *specs[2:], tuple(map(_dims, sets))
         )
 
+    def __len__(self) -> int:
+        """The number of movies (every block has a ``valid`` flag per movie)."""
+        return len(self.poster[0].valid)
+
     def nodes(self, side: int) -> list[FeatureBlock]:
         return self.intro if side else self.poster
 

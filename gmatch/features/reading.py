@@ -9,7 +9,14 @@ from gmatch.data import MovieSet
 from gmatch.encoders.ocr import OCRConfig, clean_ocr, ocr_lines, read_posters
 from gmatch.features.cache import current_runner
 
-__all__ = ["OCR_THRESHOLDS", "ocr_config", "poster_ocr", "poster_texts", "poster_lines"]
+__all__ = [
+    "OCR_THRESHOLDS",
+    "ocr_config",
+    "ocr_seeds",
+    "poster_ocr",
+    "poster_texts",
+    "poster_lines",
+]
 
 # data.ocr_thresholds -> the detector post-processing of OCRConfig
 OCR_THRESHOLDS = {
@@ -24,7 +31,16 @@ def ocr_config(data) -> OCRConfig:
         det_limit_side_len=data.ocr_det_side,
         rec_width=data.ocr_rec_width,
         model=data.ocr_model,
+        extra_sides=tuple(data.ocr_extra_sides),
         **OCR_THRESHOLDS[data.ocr_thresholds],
+    )
+
+
+def ocr_seeds(ms: MovieSet) -> tuple[Path, ...]:
+    """The OCR caches shipped beside a data set (``<root>/../ocr/<name>_rapidocr*.json``,
+    one per reader; each is used only where its settings key matches)."""
+    return tuple(
+        sorted((Path(ms.root).parent / "ocr").glob(f"{Path(ms.root).name}_rapidocr*.json"))
     )
 
 
@@ -36,16 +52,13 @@ def poster_ocr(
     course data is used where its settings match), and the settings."""
     conf = conf or OCRConfig()
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    # The OCR caches shipped beside the course data (data/ocr/movielens_rapidocr*.json,
-    # one per reader; each is used only where its settings key matches).
-    seeds = sorted((Path(ms.root).parent / "ocr").glob(f"{Path(ms.root).name}_rapidocr*.json"))
     lines = read_posters(
         ms.poster_paths,
         ms.poster_hashes(),
         Path(cache_dir),  # the cache file is named by the settings' key there
         conf,
         progress=progress,
-        seeds=tuple(seeds),
+        seeds=ocr_seeds(ms),
         runner=current_runner(),
     )
     return lines, conf

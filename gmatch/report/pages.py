@@ -17,8 +17,8 @@ import torch
 from gmatch.checkpoint import checkpoint_features, load_checkpoint
 from gmatch.config import Config, ConfigError, DataConf, merge, saved_config
 from gmatch.data import MovieSet, load_movielens
-from gmatch.encoders.ocr import OCRConfig, clean_ocr
-from gmatch.features import ocr_config
+from gmatch.encoders.ocr import OCRConfig, cached_readings, clean_ocr
+from gmatch.features import ocr_config, ocr_seeds
 from gmatch.io import atomic_write_text
 from gmatch.metrics import bootstrap_acc, evaluate_distance, true_ranks
 from gmatch.models.inputs import prior_args
@@ -68,25 +68,8 @@ def cached_ocr_texts(ms: MovieSet, cache_dir, conf: OCRConfig | None = None) -> 
     """Cleaned OCR text per poster from the OCR caches (local or shipped) of the OCR
     settings ``conf`` without reading any poster; None when some poster has no cached OCR."""
     conf = conf or OCRConfig()
-    items: dict = {}
-    for path in (
-        Path(ms.root).parent / "ocr" / f"{Path(ms.root).name}_rapidocr.json",
-        Path(cache_dir) / f"ocr_rapidocr_{conf.key()}.json",
-    ):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if (
-            isinstance(data, dict)
-            and data.get("settings") == conf.key()
-            and isinstance(data.get("items"), dict)
-        ):
-            items.update(data["items"])
-    hashes = ms.poster_hashes()
-    if not all(h in items for h in hashes):
-        return None
-    return [clean_ocr(items[h], conf.min_confidence) for h in hashes]
+    lines = cached_readings(ms.poster_hashes(), Path(cache_dir), conf, ocr_seeds(ms))
+    return None if lines is None else [clean_ocr(x, conf.min_confidence) for x in lines]
 
 
 def prior_only_dist(run_dir: Path, ms: MovieSet) -> torch.Tensor | None:

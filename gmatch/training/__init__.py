@@ -8,7 +8,7 @@ Fine-tuning the towers (:mod:`gmatch.finetune`) enters as the towers a phase tra
 """
 
 from gmatch.training.episodes import EpisodeStream, confusable, fold_split
-from gmatch.training.loop import TrainResult, train
+from gmatch.training.loop import TrainResult, refit, train
 from gmatch.training.state import (
     Phase,
     TrainState,
@@ -20,6 +20,7 @@ from gmatch.training.state import (
 
 __all__ = [
     "train",
+    "refit",
     "TrainResult",
     "TrainStateError",
     "TrainState",

@@ -181,7 +181,7 @@ def train(
     state = _fit(conf, feats, fit, progress, state_path, towers)
     history, best_step, best_val = state.history, state.best_step, state.best
     if conf.train.refit and len(val_pos):
-        state = _refit(conf, feats, train_pos, best_step, all_idx, progress, state_path, towers)
+        state = refit(conf, feats, train_pos, best_step, progress, state_path, towers)
         history += [{**r, "refit": True} for r in state.history]
     tuned = None
     if state.towers:  # the full tuned encoders give the features the checkpoint will read
@@ -194,8 +194,17 @@ def train(
     )
 
 
-def _refit(conf, feats, train_pos, steps, all_idx, progress, state_path, towers=()):
-    """Retrain on all training pairs for ``steps`` steps (no validation). "scaled": the
+def refit(
+    conf: Config,
+    feats: Features,
+    train_pos: np.ndarray,
+    steps: int,
+    progress: bool = False,
+    state_path: Path | None = None,
+    towers=(),
+) -> TrainState:
+    """Retrain on the pairs ``train_pos`` for ``steps`` steps (no validation; every movie
+    of ``feats`` an unlabeled node); returns the trained state. "scaled": the
     refit's cosine reaches zero at its own last step, so it ends with a decayed learning
     rate; "fit": the fit phase's schedule (train.steps long), cut off at ``steps`` while
     the rate is still high."""
@@ -206,8 +215,9 @@ def _refit(conf, feats, train_pos, steps, all_idx, progress, state_path, towers=
         steps,
         conf.train.refit_schedule,
     )
-    refit = Phase("refit", train_pos, np.array([], int), steps, horizon, all_idx)
-    return _fit(conf, feats, refit, progress, state_path, towers)
+    all_idx = np.arange(len(feats))
+    phase = Phase("refit", train_pos, np.array([], int), steps, horizon, all_idx)
+    return _fit(conf, feats, phase, progress, state_path, towers)
 
 
 def _train_folds(
@@ -262,7 +272,7 @@ def _train_folds(
     }
     best_step = int(round(np.mean(steps)))
     if conf.train.fold_model == "refit":
-        state = _refit(conf, feats, train_pos, best_step, all_idx, progress, state_path)
+        state = refit(conf, feats, train_pos, best_step, progress, state_path)
         history += [{**r, "refit": True} for r in state.history]
         model = state.model
     else:
