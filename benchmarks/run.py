@@ -102,7 +102,7 @@ SUITES = {
         "bench_new_posters",
         "NEW_POSTERS.md",
         "new posters end to end",
-        "a cold `gmatch features` of 400 new movies, per stage, vs the torch text encoders",
+        "a cold `gmatch features` of 400 new movies, per stage: default, one reading, naive",
     ),
     "load": Suite(
         "load",

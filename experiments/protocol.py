@@ -11,7 +11,7 @@ each outer fold the whole protocol runs on the other outer folds' pairs only (th
 fold's movies stay unlabeled nodes, as held-out movies are; text statistics are fitted
 on the inner pairs' intros):
 
-- ``bag``: the default (``train.folds`` fold models, each early-stopped on its fold,
+- ``bag``: the previous default (``train.folds`` fold models, each early-stopped on its fold,
   averaged on raw scores);
 - ``refit``: ``train.fold_model=refit``, one model on all inner pairs for the fold
   models' mean best step (the fold models are the bag's);
@@ -55,12 +55,14 @@ def protocol_models(conf, inner, feats, members: int = 5) -> dict:
     ``{protocol: (model, train_seconds)}``; the refits reuse the bag's fold models'
     step (their training time is counted in every protocol)."""
     t = time.time()
-    bag = train(conf, inner, feats, progress=False)
+    bagging = copy.deepcopy(conf)
+    bagging.train.fold_model = "bag"
+    bag = train(bagging, inner, feats, progress=False)
     fold_seconds = time.time() - t
     refits, seconds = [], []
     for i in range(members):  # train.fold_model=refit with seeds seed .. seed + members - 1
         one = copy.deepcopy(conf)
-        one.seed = conf.seed + i
+        one.seed, one.train.refits = conf.seed + i, 1
         t = time.time()
         refits.append(refit(one, feats, bag.train_idx, bag.best_step).model)
         seconds.append(time.time() - t)

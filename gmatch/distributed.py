@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gmatch.config import ConfigError
 from gmatch.data import load_image
 from gmatch.encoders.ocr import ocr_engine, read_image_array
 from gmatch.encoders.registry import build_encoder
@@ -70,7 +71,13 @@ class RayRunner:
     machine) with the three operations gmatch distributes."""
 
     def __init__(self, address: str | None = None, workers: int | None = None):
-        import ray  # here, not at the top: without --ray, gmatch never imports Ray
+        try:
+            import ray  # here, not at the top: without --ray, gmatch never imports Ray
+        except ImportError as e:
+            raise ConfigError(
+                "--ray needs Ray, which `make run` does not install: pip install -e '.[ray]' "
+                "(pinned ray[data]==2.60.0; `make test` installs it)"
+            ) from e
 
         self.ray = ray
         self.started = not ray.is_initialized()

@@ -99,10 +99,12 @@ def test_readme_documents_every_config_key_and_no_other():
 
 
 def test_environment_yml_pins_what_pyproject_pins():
-    """The conda file repeats pyproject's pins (dependencies + the test extra), no more, no less."""
+    """The conda file repeats pyproject's pins (dependencies + the test and ray extras), no
+    more, no less."""
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pins = set(project["dependencies"]) | set(project["optional-dependencies"]["test"])
+    extras = project["optional-dependencies"]
+    pins = set(project["dependencies"]) | set(extras["test"]) | set(extras["ray"])
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert {p for p in pip if p != "-e ."} == pins

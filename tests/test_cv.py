@@ -51,7 +51,14 @@ def test_fold_models_never_train_on_their_fold_nor_on_heldout(mid_dir, cache_dir
     monkeypatch.setattr(train_mod, "_fit", spy)
     ms = load_movielens(mid_dir)
     conf = load_config(
-        None, [f"data.root={mid_dir}", f"data.cache_dir={cache_dir}", "train.folds=3", *FAST]
+        None,
+        [
+            f"data.root={mid_dir}",
+            f"data.cache_dir={cache_dir}",
+            "train.folds=3",
+            "train.fold_model=bag",
+            *FAST,
+        ],
     )
     result = train_mod.train(conf, ms, progress=False)
     assert [name for name, *_ in seen] == ["fit"] * 3
@@ -75,16 +82,26 @@ def test_fold_models_never_train_on_their_fold_nor_on_heldout(mid_dir, cache_dir
             f"data.cache_dir={cache_dir}",
             "train.folds=3",
             "train.fold_model=refit",
+            "train.refits=1",
             *FAST,
         ],
     )
     result = train_mod.train(refit, ms, progress=False)
     assert isinstance(result.model, Matcher)
     assert seen[-1][0] == "refit" and set(seen[-1][1].tolist()) == train
+    seen.clear()  # the default: a seed ensemble of refits, each on every training pair
+    refit.train.refits = 2
+    result = train_mod.train(refit, ms, progress=False)
+    assert isinstance(result.model, Ensemble) and len(result.model.members) == 2
+    assert [name for name, *_ in seen] == ["fit"] * 3 + ["refit"] * 2
+    assert all(set(fit.tolist()) == train and not len(v) for _, fit, v in seen[3:])
 
 
-def test_a_bagged_run_is_one_checkpoint_that_reproduces_D(mid_dir, cache_dir, tmp_path):
-    out = tmp_path / "bag"
+@pytest.mark.parametrize("fold_model", ["bag", "refit"])
+def test_a_k_fold_run_is_one_checkpoint_that_reproduces_D(mid_dir, cache_dir, tmp_path, fold_model):
+    """The bag of fold models and the seed ensemble of refits (the default) each save
+    as one checkpoint that `gmatch evaluate` turns back into the run's D."""
+    out = tmp_path / fold_model
     common = ["--data", str(mid_dir), "--quiet"]
     args = [
         "train",
@@ -93,6 +110,8 @@ def test_a_bagged_run_is_one_checkpoint_that_reproduces_D(mid_dir, cache_dir, tm
         str(out),
         f"data.cache_dir={cache_dir}",
         "train.folds=3",
+        f"train.fold_model={fold_model}",
+        "train.refits=2",
         *FAST,
     ]
     assert main(args) == 0
@@ -115,6 +134,8 @@ def test_a_bagged_run_is_one_checkpoint_that_reproduces_D(mid_dir, cache_dir, tm
         == 0
     )
     assert np.allclose(np.load(ev / "D.npy"), np.load(out / "D.npy"), atol=1e-5)
+    if fold_model == "refit":
+        return
     with pytest.raises(ConfigError, match="members"):
         conf = load_config(
             None,
@@ -201,8 +222,8 @@ def test_nested_cv_never_trains_on_the_outer_fold_and_its_refit_is_the_configs(
 ):
     """experiments.protocol: every phase of every protocol trains and early-stops on
     the inner pairs only (the outer fold is never a training or validation pair), and
-    its refit is exactly ``train.fold_model=refit``. Control: the next seed's refit
-    (an ens5 member) is another model."""
+    its refit and its seed ensemble of refits are exactly ``train.fold_model=refit``
+    with ``train.refits`` 1 and 2. Control: the next seed's refit is another model."""
     from experiments import protocol
 
     ms = load_movielens(mid_dir)
@@ -232,11 +253,14 @@ def test_nested_cv_never_trains_on_the_outer_fold_and_its_refit_is_the_configs(
             f"data.cache_dir={cache_dir}",
             "train.folds=2",
             "train.fold_model=refit",
+            "train.refits=2",
             *FAST,
         ],
     )
-    expected = train_mod.train(ref, inner_ms, feats, progress=False).model
+    expected = train_mod.train(ref, inner_ms, feats, progress=False).model  # 2 refits
     D = protocol.predict_dist
-    assert torch.equal(D(models["refit"][0], feats), D(expected, feats))
-    other = models["ens5"][0].members[1]
-    assert not torch.equal(D(other, feats), D(expected, feats))
+    assert isinstance(expected, Ensemble) and len(expected.members) == 2
+    assert torch.equal(D(models["refit"][0], feats), D(expected.members[0], feats))
+    assert torch.equal(D(models["ens5"][0], feats), D(expected, feats))
+    # control: the second seed's refit is another model
+    assert not torch.equal(D(expected.members[1], feats), D(expected.members[0], feats))

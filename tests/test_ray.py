@@ -119,3 +119,16 @@ def test_without_ray_nothing_imports_it(small, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_without_ray_installed_ray_is_a_one_line_error(small, cache_dir, monkeypatch, capsys):
+    """`make run` does not install Ray (the `ray` extra): --ray then says how to get it,
+    exit 2, no traceback. Control: the same command without --ray runs without Ray."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    args = [*VIEWS, f"data.root={small}", f"data.cache_dir={cache_dir}"]
+    capsys.readouterr()
+    assert main(["features", "--quiet", "--ray", "local", *args]) == 2
+    err = capsys.readouterr().err
+    assert "pip install -e '.[ray]'" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert main(["features", "--quiet", *args]) == 0

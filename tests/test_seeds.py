@@ -37,3 +37,29 @@ def test_ragged_rows_read_back_and_a_changed_file_is_refused(tmp_path):
     parts["lengths"] = np.array([2, 2])  # the same bytes, split differently
     np.savez(path, **parts)
     assert read_rows(path) == {}
+
+
+def test_the_image_view_reads_shipped_rows_first(tmp_path, monkeypatch):
+    """EfficientNet rows shipped beside a data set (data/features, float32: the rows the
+    shipped checkpoint was trained on) are used as they are, without running the
+    network. Control: without the seed the view is computed (other rows)."""
+    from conftest import make_folder
+
+    from gmatch.data import load_movielens
+    from gmatch.encoders.image import EfficientNetLite0Encoder
+    from gmatch.encoders.registry import build_encoder
+    from gmatch.features import encoder_cache_key, extract
+
+    spec = "image:efficientnet_lite0"
+    ms = load_movielens(make_folder(tmp_path / "d" / "mini", n=12, n_train=8))
+    computed = extract(ms, spec, tmp_path / "cache", False).values  # the control
+    shipped = np.arange(12 * computed.shape[1], dtype=np.float32).reshape(12, -1) / 7
+    key = encoder_cache_key(spec, build_encoder(spec))
+    write_rows(tmp_path / "d" / "features" / f"{key}.npz", ms.poster_hashes(), shipped, np.float32)
+
+    def refuse(*args):
+        raise AssertionError("EfficientNet ran")
+
+    monkeypatch.setattr(EfficientNetLite0Encoder, "encode", refuse)
+    got = extract(ms, spec, tmp_path / "empty", False).values
+    assert np.array_equal(got, shipped) and not np.allclose(computed, shipped)

@@ -27,7 +27,7 @@ from gmatch.features.reading import (
     poster_ocr,
     poster_texts,
 )
-from gmatch.features.views import extract, feature_seeds, text_cache_key
+from gmatch.features.views import encoder_cache_key, extract, feature_seeds, text_cache_key
 
 __all__ = [
     "FeatureBlock",
@@ -38,6 +38,7 @@ __all__ = [
     "extract_features",
     "extract",
     "feature_seeds",
+    "encoder_cache_key",
     "poster_texts",
     "ocr_config",
     "ocr_seeds",

@@ -97,6 +97,7 @@ def _image(view: View, ms: MovieSet, r: Request) -> FeatureBlock:
         r.batch_size,
         f"{view.spec} posters",
         r.progress,
+        seeds=() if r.enc is not None else feature_seeds(ms),  # shipped rows first
         remote=None if r.enc is not None else (view.spec, lambda path: Path(path).read_bytes()),
     )
     return FeatureBlock(view.spec, values, np.ones(len(ms), dtype=bool))

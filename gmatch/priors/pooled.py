@@ -72,15 +72,18 @@ class PooledScorer:
         """Dense float32 [len(rows) x len(cols)]; rows/cols: slices or index arrays."""
         rows_idx = np.arange(self.n0)[rows]
         x1, l1, m = self._elements(self.x1, self.s1, self.n1, cols)
+        one_each = len(l1) == m and bool((l1 == torch.arange(m)).all())
         out = torch.zeros(len(rows_idx), m)
         for c in range(0, len(rows_idx), self.chunk):
             x0, l0, n = self._elements(self.x0, self.s0, self.n0, rows_idx[c : c + self.chunk])
             if not len(x0) or not len(x1):
                 continue
             sim = x0 @ x1.T  # [elements of these rows x elements of the columns]
-            per_col = torch.full((len(x0), m), float("-inf")).scatter_reduce_(
-                1, l1.expand(len(x0), -1), sim, "amax"
-            )
+            per_col = sim  # one element per column item (a dense view): nothing to pool
+            if not one_each:
+                per_col = torch.full((len(x0), m), float("-inf")).scatter_reduce_(
+                    1, l1.expand(len(x0), -1), sim, "amax"
+                )
             pooled = torch.full((n, m), float("-inf")).scatter_reduce_(
                 0, l0[:, None].expand(-1, m), per_col, "amax"
             )

@@ -226,11 +226,13 @@ def _train_folds(
     """K-fold selection (``train.folds``): fold model f trains on the other folds and
     early-stops on fold f (every movie an unlabeled node, as in any validation pass);
     its best fold score is its CV score. Returns the fold models averaged (``bag``) or
-    one refit on all training pairs (``refit``), with ``cv`` filled in."""
+    ``train.refits`` refits on all training pairs for the folds' mean best step
+    (``refit``; seeds ``seed + i``, averaged), with ``cv`` filled in."""
     if conf.model.members > 1 or conf.train.finetune:
         raise ConfigError(
             f"train.folds={conf.train.folds} (k-fold selection, default 5) trains its own fold "
-            "members; model.members > 1 and train.finetune train with the validation slice: "
+            "members (a seed ensemble of refits: train.fold_model=refit train.refits=5); "
+            "model.members > 1 and train.finetune train with the validation slice: "
             "add train.folds=1"
         )
     train_pos, _ = training_positions(ms, conf.seed, conf.data.train_fraction)
@@ -271,10 +273,18 @@ def _train_folds(
         "cv_se": float(np.std(accs, ddof=1) / np.sqrt(len(accs))),
     }
     best_step = int(round(np.mean(steps)))
-    if conf.train.fold_model == "refit":
-        state = refit(conf, feats, train_pos, best_step, progress, state_path)
-        history += [{**r, "refit": True} for r in state.history]
-        model = state.model
+    if conf.train.fold_model == "refit":  # train.refits of them, seeds seed, seed + 1, ...
+        one, refits = copy.deepcopy(conf), []
+        for i in range(conf.train.refits):
+            one.seed = conf.seed + i
+            path = state_path
+            if i and state_path is not None:
+                path = Path(state_path).with_name(f"{Path(state_path).name}-m{i}")
+            state = refit(one, feats, train_pos, best_step, progress, path)
+            tag = {"refit": True, **({"member": i} if conf.train.refits > 1 else {})}
+            history += [{**r, **tag} for r in state.history]
+            refits.append(state.model)
+        model = refits[0] if len(refits) == 1 else Ensemble(refits, conf.model)
     else:
         model = Ensemble(models, conf.model)
     return TrainResult(
