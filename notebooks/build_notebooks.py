@@ -109,7 +109,8 @@ WALKTHROUGH = [
     new_markdown_cell(
         "## 5. Retrain (timed)\nOne model of the default recipe, trained here from the cached "
         "features on the training pairs only (validation slice + refit: `train.folds=1`; the "
-        "shipped checkpoint is the default's bag of 5 fold models, `make run` trains it)."
+        "shipped checkpoint is the default's 5 fold models' step and 5 refits averaged, `make run` "
+        "trains it)."
     ),
     new_code_cell(
         "t = time.time()\n"
