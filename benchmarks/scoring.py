@@ -22,7 +22,7 @@ from gmatch.encoders.registry import is_sparse_spec
 from gmatch.features import load_features
 from gmatch.losses import total_loss
 from gmatch.metrics import evaluate_distance
-from gmatch.models import Matcher, build_matcher
+from gmatch.models import Ensemble, Matcher, build_matcher
 from gmatch.models.inputs import FeatureLayout
 from gmatch.priors import pair_scores, parse_prior
 from gmatch.stream import streamed_metrics, streamed_ranks
@@ -102,7 +102,7 @@ def one_inference(n: int, mode: str) -> dict:
     # dense0/stream: attention units dropped; *_nolex: without the lexical prior;
     # stream_sparse1: one seeded (self + cross) unit with top-64 sparse attention.
     changes = {}
-    if mode in ("dense0", "stream", "stream_nolex"):
+    if mode in ("dense0", "stream", "stream_nolex") and conf.model.n_layers != 0:
         changes["n_layers"] = 0
     if mode in ("stream_nolex", "stream_sparse1"):
         changes["prior"] = [p for p in conf.model.prior if not is_sparse_spec(parse_prior(p)[0])]
@@ -113,10 +113,16 @@ def one_inference(n: int, mode: str) -> dict:
         conf = merge(conf, {"model": changes})
         torch.manual_seed(0)
         model = build_matcher(conf.model, FeatureLayout.from_checkpoint(ckpt)).eval()
-        model.load_state_dict(
-            {k: v for k, v in trained.state_dict().items() if k != "lexical_log_weight"},
-            strict=False,
-        )
+        state = trained.state_dict()
+        if isinstance(trained, Ensemble):  # a variant of an ensemble: its first member's weights
+            state = {
+                k[len("members.0.") :]: v for k, v in state.items() if k.startswith("members.0.")
+            }
+        missing = model.load_state_dict(
+            {k: v for k, v in state.items() if k != "lexical_log_weight"}, strict=False
+        ).missing_keys
+        if missing and mode != "stream_sparse1":  # only the seeded unit may be fresh
+            raise RuntimeError(f"{mode}: the checkpoint's weights did not load: {missing[:3]}")
     if mode.startswith("stream"):
         mode = "stream"
     _, (v0, m0), (v1, m1), lexical = synthetic_views(n, with_lexical=use_lex)

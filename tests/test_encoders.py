@@ -289,6 +289,7 @@ def test_ocr_settings_follow_the_config_into_features_and_checkpoints(tmp_path):
             "data.poster_views=[ocr:minilm]",
             "data.intro_views=[text:minilm]",
             "data.ocr_det_side=320",
+            "data.ocr_extra_sides=[]",
             "data.ocr_rec_width=96",
             "model.prior=[]",
             "model.dim=8",

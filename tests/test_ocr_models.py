@@ -135,8 +135,9 @@ def test_title_words_and_recall():
 
 
 def test_a_checkpoint_saved_before_the_reader_option_reads_with_v4(tmp_path):
-    """A saved config without data.ocr_model / train.folds predates them: it ran with the
-    v4 reader and the validation slice, so it loads with those, not today's defaults.
+    """A saved config without data.ocr_model / ocr_extra_sides / train.folds / refits
+    predates them: it ran with the v4 reader read once and the validation slice, so it
+    loads with those, not today's defaults.
     Control: the same config with the keys loads with what they say."""
     import torch
     from conftest import ROOT
@@ -145,13 +146,14 @@ def test_a_checkpoint_saved_before_the_reader_option_reads_with_v4(tmp_path):
 
     ckpt = torch.load(ROOT / "checkpoints" / "default.pt", map_location="cpu", weights_only=True)
     old = {**ckpt, "config": {**ckpt["config"]}}
-    old["config"]["data"] = {
-        k: v for k, v in ckpt["config"]["data"].items() if k not in ("ocr_model", "ocr_thresholds")
+    later = ("ocr_model", "ocr_thresholds", "ocr_extra_sides")  # keys added since
+    old["config"]["data"] = {k: v for k, v in ckpt["config"]["data"].items() if k not in later}
+    old["config"]["train"] = {
+        k: v for k, v in ckpt["config"]["train"].items() if k not in ("folds", "refits")
     }
-    old["config"]["train"] = {k: v for k, v in ckpt["config"]["train"].items() if k != "folds"}
     torch.save(old, tmp_path / "old.pt")
     _, conf, _ = load_checkpoint(tmp_path / "old.pt")
-    assert conf.data.ocr_model == "v4" and conf.train.folds == 1
+    assert conf.data.ocr_model == "v4" and conf.train.folds == 1 and conf.train.refits == 1
     assert ocr_config(conf.data) == OCRConfig(model="v4")
     _, today, _ = load_checkpoint(ROOT / "checkpoints" / "default.pt")
     assert today.data.ocr_model == ckpt["config"]["data"].get("ocr_model", "v4")

@@ -57,7 +57,8 @@ def test_features_on_the_cluster_equal_the_local_ones(cluster, small, tmp_path):
     ]
     assert main([*args, *VIEWS]) == 0
     files = sorted(p.name for p in local.iterdir())
-    assert files == sorted(p.name for p in remote.iterdir()) and len(files) == 3  # OCR, image, text
+    # OCR at both detector sides (data.ocr_extra_sides), image, text
+    assert files == sorted(p.name for p in remote.iterdir()) and len(files) == 4
     for name in files:
         if name.endswith(".json"):  # OCR: the same lines, word for word, and confidences
             a, b = json.loads((local / name).read_text()), json.loads((remote / name).read_text())
