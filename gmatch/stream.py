@@ -98,15 +98,18 @@ class BlockScorer:
         lexical = [
             w * scorer.scores(slice(s, e), cols) for scorer, w in zip(self.scorers, self.lex_w)
         ]
-        per_member = []
-        for head, (x0, x1) in zip(self.heads, self.states):
+        per_member = None
+        for i, (head, (x0, x1)) in enumerate(zip(self.heads, self.states)):
             out = head(x0[s:e], x1[cols])  # the member's head, then its priors, in that order
+            if per_member is None:  # one buffer for all members: no copies to stack them
+                per_member = out.new_empty((len(self.heads), *out.shape))
             if dense is not None:
-                out = out + dense
+                torch.add(out, dense, out=per_member[i])
+            else:
+                per_member[i] = out
             for part in lexical:
-                out = out + part
-            per_member.append(out)
-        return per_member[0] if len(per_member) == 1 else torch.stack(per_member).mean(0)
+                per_member[i] += part
+        return per_member[0] if len(per_member) == 1 else per_member.mean(0)
 
     def diagonal(self, block: tuple[int, int]) -> torch.Tensor:
         """The true pairs' logits of rows ``s..e`` (their diagonal block only)."""
