@@ -264,3 +264,37 @@ def test_nested_cv_never_trains_on_the_outer_fold_and_its_refit_is_the_configs(
     assert torch.equal(D(models["ens5"][0], feats), D(expected, feats))
     # control: the second seed's refit is another model
     assert not torch.equal(D(expected.members[1], feats), D(expected.members[0], feats))
+
+
+def test_validation_scores_the_fold_alone_only_where_that_is_the_full_forwards_slice(
+    mid_dir, cache_dir, monkeypatch
+):
+    """A model whose pair scores depend on their two movies alone (no attention, no local
+    stage) is validated on the fold's movies only: the same history and model as scoring
+    every movie and slicing. Control: with an attention unit (re-initialised: a fresh unit
+    is the identity) a subset's own forward differs from the slice, so such a model is
+    not marked independent."""
+    from conftest import scramble_
+
+    from gmatch.evaluate import predict_dist
+    from gmatch.models import independent_pairs
+    from gmatch.training import new_model
+
+    ms = load_movielens(mid_dir)
+    args = [f"data.root={mid_dir}", f"data.cache_dir={cache_dir}", "train.folds=2", *FAST]
+    conf = load_config(None, [*args, "train.fold_model=bag"])
+    fast = train_mod.train(conf, ms, progress=False)
+    assert independent_pairs(fast.model)
+    monkeypatch.setattr(train_mod, "independent_pairs", lambda model: False)
+    slow = train_mod.train(conf, ms, progress=False)  # every movie scored, then sliced
+    assert fast.history == slow.history
+    feats = train_mod.load_features(ms, conf, progress=False)
+    assert torch.equal(predict_dist(fast.model, feats), predict_dist(slow.model, feats))
+    monkeypatch.undo()
+    attn = load_config(None, [*args, "model.n_layers=1"])
+    model = scramble_(new_model(attn, feats))
+    assert not independent_pairs(model)
+    sub = np.arange(0, len(ms), 3)
+    assert not torch.allclose(
+        predict_dist(model, feats, sub), predict_dist(model, feats)[sub][:, sub]
+    )

@@ -236,6 +236,14 @@ class Ensemble(nn.Module):
         return {"logits": logits, "dist": logits_to_dist(logits), "layer_logits": []}
 
 
+def independent_pairs(model) -> bool:
+    """Whether a model's pair scores depend on their two movies alone (every member: no
+    attention units, no local stage, whose re-ranking reads the other candidates). Then a
+    subset's scores among itself are the full forward's slice: it can be scored alone."""
+    members = model.members if isinstance(model, Ensemble) else [model]
+    return all(m.conf.n_layers == 0 and m.local is None for m in members)
+
+
 def build_matcher(
     conf: ModelConf,
     layout: FeatureLayout,
