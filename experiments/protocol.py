@@ -62,7 +62,7 @@ def protocol_models(conf, inner, feats, members: int = 5) -> dict:
     refits, seconds = [], []
     for i in range(members):  # train.fold_model=refit with seeds seed .. seed + members - 1
         one = copy.deepcopy(conf)
-        one.seed, one.train.refits = conf.seed + i, 1
+        one.seed = conf.seed + i
         t = time.time()
         refits.append(refit(one, feats, bag.train_idx, bag.best_step).model)
         seconds.append(time.time() - t)

@@ -22,6 +22,20 @@ def rand_views(n, dims, g, empty=0.3):
     return views, valid
 
 
+def lexical_case(n, g, seed):
+    """``n`` posters (one 20-d view) and intros (one 16-d view), none empty, and a random
+    sparse lexical pair (A, B) seeded ``seed`` / ``seed + 1``."""
+    from scipy import sparse
+
+    v0, m0 = rand_views(n, [20], g, empty=0)
+    v1, m1 = rand_views(n, [16], g, empty=0)
+    A, B = (
+        sparse.random(n, 300, density=0.05, format="csr", random_state=s, dtype=np.float32)
+        for s in (seed, seed + 1)
+    )
+    return v0, m0, v1, m1, (A, B)
+
+
 @contextlib.contextmanager
 def index_bias(module: torch.nn.Module, dim: int = -1, scale: float = 5.0):
     """Negative control: add a bias that depends on the node *index* along ``dim``
@@ -281,7 +295,6 @@ def test_auxiliary_genre_head_learns_training_genres(tiny_dir, cache_dir):
 def test_streamed_ranks_with_attention_and_lexical_prior_equal_dense():
     """Large-N mode on a model with an attention unit and a lexical prior: the
     streamed ranks equal those of the dense D (attention dense here: topm=0)."""
-    from scipy import sparse
 
     from gmatch.metrics import evaluate_distance
     from gmatch.models import Matcher
@@ -294,10 +307,7 @@ def test_streamed_ranks_with_attention_and_lexical_prior_equal_dense():
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.2, generator=g)
     n = 200
-    v0, m0 = rand_views(n, [20], g, empty=0)
-    v1, m1 = rand_views(n, [16], g, empty=0)
-    A = sparse.random(n, 300, density=0.05, format="csr", random_state=1, dtype=np.float32)
-    B = sparse.random(n, 300, density=0.05, format="csr", random_state=2, dtype=np.float32)
+    v0, m0, v1, m1, (A, B) = lexical_case(n, g, seed=1)
     with torch.no_grad():
         D = model(v0, m0, v1, m1, lexical=[lexical_cosine(A, B)])["dist"]
     dense = evaluate_distance(D)
@@ -549,7 +559,6 @@ def test_match_input_fields_are_the_models_input_parameters():
 def test_streamed_ranks_of_an_ensemble_equal_dense():
     """A bag of members (the shipped default is one) streams as it forwards: the members'
     head + prior averaged. Control: streaming only the first member gives other ranks."""
-    from scipy import sparse
 
     from gmatch.metrics import evaluate_distance
     from gmatch.models import Ensemble, Matcher
@@ -564,10 +573,7 @@ def test_streamed_ranks_of_an_ensemble_equal_dense():
             torch.nn.init.normal_(p, std=0.3, generator=g)
     model = Ensemble(members, conf).eval()
     n = 150
-    v0, m0 = rand_views(n, [20], g, empty=0)
-    v1, m1 = rand_views(n, [16], g, empty=0)
-    A = sparse.random(n, 300, density=0.05, format="csr", random_state=3, dtype=np.float32)
-    B = sparse.random(n, 300, density=0.05, format="csr", random_state=4, dtype=np.float32)
+    v0, m0, v1, m1, (A, B) = lexical_case(n, g, seed=3)
     with torch.no_grad():
         D = model(v0, m0, v1, m1, lexical=[lexical_cosine(A, B)])["dist"]
     dense = evaluate_distance(D)
