@@ -104,6 +104,14 @@ SUITES = {
         "new posters end to end",
         "a cold `gmatch features` of 400 new movies, per stage: default, one reading, naive",
     ),
+    "training": Suite(
+        "training",
+        "bench_training",
+        "TRAINING.md",
+        "training the default: one process vs worker processes",
+        "the default's fold models and refits in one process vs one worker per core",
+        digits=1,
+    ),
     "load": Suite(
         "load",
         "bench_load",

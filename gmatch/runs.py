@@ -35,6 +35,7 @@ from gmatch.evaluate import (
 )
 from gmatch.features import Features
 from gmatch.io import atomic_save_npy, atomic_write_json, atomic_write_text
+from gmatch.models import independent_pairs
 from gmatch.stream import local_map, streamed_metrics, streamed_ranks
 from gmatch.training import train
 
@@ -281,16 +282,15 @@ def streamed_split_metrics(
     """``official`` / ``heldout`` / ``train`` blocks from streamed ranks (large-N mode:
     never an N x N matrix), each subset ranked among itself as :func:`split_metrics` does.
 
-    A subset block streams the model on the subset's nodes only. For a model without
-    attention (n_layers = 0) each pair's score depends on its two movies alone, so that
-    equals the dense path's slice of the full forward (tested). With attention units a
-    node's state depends on every node it attends to, so the two would differ: such a
-    model gets the ``official`` block only, and ``subsets`` says why."""
+    A subset block streams the model on the subset's nodes only. When each pair's score
+    depends on its two movies alone (:func:`gmatch.models.independent_pairs`: no attention
+    units, no local stage) that equals the dense path's slice of the full forward (tested).
+    With attention units a node's state depends on every node it attends to, so the two
+    would differ: such a model gets the ``official`` block only, and ``subsets`` says why."""
     out = {}
-    members = getattr(model, "members", None) or [model]
-    attends = any(getattr(m, "conf", None) is not None and m.conf.n_layers > 0 for m in members)
+    alone = independent_pairs(model)
     for name, idx in metric_subsets(ms).items():
-        if idx is not None and attends:
+        if idx is not None and not alone:
             out["subsets"] = (
                 "not streamed: with attention units (n_layers > 0) a subset's own forward "
                 "differs from the dense path's slice of the full forward; use dense evaluate"

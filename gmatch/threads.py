@@ -18,7 +18,14 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["DEFAULTS", "configure", "available_cores", "policy_in_effect", "ort_no_spin"]
+__all__ = [
+    "DEFAULTS",
+    "configure",
+    "available_cores",
+    "policy_in_effect",
+    "ort_no_spin",
+    "die_with_parent",
+]
 
 # Environment defaults set before torch / onnxruntime / transformers load.
 DEFAULTS = {
@@ -62,3 +69,15 @@ def ort_no_spin(opts) -> None:
     between runs (the ORT counterpart of OMP_WAIT_POLICY=PASSIVE)."""
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+
+
+def die_with_parent() -> None:
+    """Worker initializer: on Linux the worker gets SIGTERM when its parent dies (a
+    killed run leaves no workers behind); elsewhere nothing."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

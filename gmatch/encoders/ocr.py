@@ -26,7 +26,7 @@ from gmatch.data import load_image  # one decoder, one error message for every v
 from gmatch.encoders.ocr_models import OCR_MODELS, OCRModel
 from gmatch.encoders.ocr_text import clean_ocr, ocr_lines, segment_words
 from gmatch.io import atomic_write_text, clean_stale_temp_files
-from gmatch.threads import available_cores, ort_no_spin
+from gmatch.threads import available_cores, die_with_parent, ort_no_spin
 
 log = logging.getLogger(__name__)
 
@@ -345,7 +345,7 @@ def read_posters(
     elif todo:
         workers = workers or available_cores()
         bar = tqdm(total=len(todo), desc="OCR posters", disable=not progress)
-        with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
             results = pool.map(read_one, [(p, conf) for _, p in todo], chunksize=4)
             for n, ((h, _), lines) in enumerate(zip(todo, results), start=1):
                 items[h] = lines
@@ -414,15 +414,3 @@ def _check_cache(cache) -> None:
             isinstance(x, list) and len(x) == 2 and isinstance(x[0], str) for x in lines
         ):
             raise ValueError("an entry is not a list of [text, confidence] lines")
-
-
-def _die_with_parent() -> None:
-    """Worker initializer: on Linux the worker gets SIGTERM when its parent dies (a
-    killed run leaves no OCR workers behind); elsewhere nothing."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass

@@ -3,12 +3,14 @@ the text tower of an HF CLIP model."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import shutil
 import tempfile
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -196,15 +198,35 @@ class SentenceTransformerEncoder:
         return self._session or None
 
     def _encode_onnx(self, texts: list[str]) -> np.ndarray:
-        """As sentence-transformers batches: by length, longest first, ``batch_size`` each."""
+        """As sentence-transformers batches: by length, longest first, ``batch_size`` each
+        (smaller when there are fewer batches than torch threads). The batches run side
+        by side, one ONNX Runtime thread each, as many at a time as torch has threads:
+        no thread waits for another inside an operator, so a job beside gmatch costs it
+        its share of the cores and no more (benchmarks/LOAD.md). The tokenizer runs in
+        this thread (a fast tokenizer is not safe to call from several at once)."""
+        workers = max(1, torch.get_num_threads())
         order = np.argsort([-len(t) for t in texts], kind="stable")
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for s in range(0, len(texts), self.batch_size):
-            idx = order[s : s + self.batch_size]
+        size = max(1, min(self.batch_size, -(-len(texts) // workers)))
+        batches = []
+        for s in range(0, len(texts), size):
+            idx = order[s : s + size]
             batch = self.model.preprocess([texts[i] for i in idx])
             feeds = {k: batch[k].numpy().astype(np.int64) for k in ("input_ids", "attention_mask")}
-            out[idx] = self._session.run(None, feeds)[0]
+            batches.append((idx, feeds))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for (idx, _), emb in zip(batches, run_side_by_side(self._session, batches, workers)):
+            out[idx] = emb
         return out
+
+
+def run_side_by_side(session, batches: list, workers: int) -> list[np.ndarray]:
+    """``session``'s first output for each ``(_, feeds)`` batch, ``workers`` runs at a
+    time (ONNX Runtime releases the GIL while it runs)."""
+    run = functools.partial(session.run, None)
+    if workers == 1 or len(batches) == 1:
+        return [run(feeds)[0] for _, feeds in batches]
+    with ThreadPoolExecutor(workers) as pool:
+        return [r[0] for r in pool.map(run, [feeds for _, feeds in batches])]
 
 
 class MeanPooled(torch.nn.Module):
@@ -226,6 +248,6 @@ def onnx_text_session(module: torch.nn.Module):
     """``module(input_ids, attention_mask) -> embeddings`` in ONNX Runtime."""
     ids = torch.ones(2, 8, dtype=torch.long)
     names = ["input_ids", "attention_mask"]
-    return ort_session(
-        module, (ids, torch.ones_like(ids)), names, {k: {0: "batch", 1: "tokens"} for k in names}
-    )
+    axes = {k: {0: "batch", 1: "tokens"} for k in names}
+    # one intra-op thread: batches run side by side instead (SentenceTransformerEncoder)
+    return ort_session(module, (ids, torch.ones_like(ids)), names, axes, threads=1)

@@ -5,8 +5,11 @@ fold, the refit on all training pairs, fold bags and seed ensembles.
 from __future__ import annotations
 
 import copy
+import io
 import logging
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +26,7 @@ from gmatch.losses import total_loss
 from gmatch.metrics import evaluate_distance
 from gmatch.models import Ensemble, Matcher, independent_pairs
 from gmatch.models.inputs import set_tuned
-from gmatch.threads import available_cores
+from gmatch.threads import available_cores, die_with_parent
 from gmatch.training.episodes import fold_split
 from gmatch.training.state import Phase, TrainState, new_state
 
@@ -213,16 +216,104 @@ def refit(
     refit's cosine reaches zero at its own last step, so it ends with a decayed learning
     rate; "fit": the fit phase's schedule (train.steps long), cut off at ``steps`` while
     the rate is still high."""
-    horizon = steps if conf.train.refit_schedule == "scaled" else conf.train.steps
     log.info(
         "refit on all %d training pairs for %d steps (%s schedule)",
         len(train_pos),
         steps,
         conf.train.refit_schedule,
     )
-    all_idx = np.arange(len(feats))
-    phase = Phase("refit", train_pos, np.array([], int), steps, horizon, all_idx)
+    phase = refit_phase(conf, train_pos, steps, len(feats))
     return _fit(conf, feats, phase, progress, state_path, towers)
+
+
+def refit_phase(conf: Config, train_pos: np.ndarray, steps: int, n_movies: int) -> Phase:
+    """The refit's phase: ``steps`` steps on ``train_pos``, no validation, every one of
+    the ``n_movies`` movies an unlabeled node (the schedule: :func:`refit`)."""
+    horizon = steps if conf.train.refit_schedule == "scaled" else conf.train.steps
+    return Phase("refit", train_pos, np.array([], int), steps, horizon, np.arange(n_movies))
+
+
+@dataclass
+class PhaseJob:
+    """One independent training phase: a fold model or a refit."""
+
+    conf: Config
+    phase: Phase
+    state_path: Path | None = None
+    label: str = ""
+
+
+@dataclass
+class PhaseDone:
+    model: torch.nn.Module
+    history: list
+    best: float
+    best_step: int
+
+
+_WORKER: dict = {}  # what forked training workers inherit instead of a pickled copy
+
+
+def run_phases(
+    jobs: list[PhaseJob], feats: Features, progress: bool = False, workers: int = 0
+) -> list[PhaseDone]:
+    """Train independent phases, in ``jobs``' order; ``workers`` processes side by side
+    (0: one per available core, at most one per job), each with its share of this
+    process's torch threads (at least one).
+
+    Every phase seeds itself (``new_state``), so the order and the process it runs in do
+    not matter. The thread count can: the default model trains bitwise the same at 1 and
+    2 torch threads (tests/test_cv.py), a model with attention units only to the last
+    float bits, as it would with ``runtime.threads`` changed.
+    Workers are forked: they inherit ``feats`` and send back each trained model as
+    bytes. One worker (or one job, or no ``fork`` on this platform, or a daemonic
+    process) trains in this process, with the progress bars."""
+    workers = min(workers or available_cores(), len(jobs))
+    if (
+        workers <= 1
+        or "fork" not in multiprocessing.get_all_start_methods()
+        or multiprocessing.current_process().daemon  # a pool worker may have no children
+    ):
+        done = []
+        for job in jobs:
+            log.info("%s: %d pairs", job.label or job.phase.name, len(job.phase.train_pos))
+            state = _fit(job.conf, feats, job.phase, progress, job.state_path)
+            done.append(PhaseDone(state.model, state.history, state.best, state.best_step))
+        return done
+    threads = max(1, torch.get_num_threads() // workers)
+    log.info(
+        "%d phases on %d worker processes, %d torch thread(s) each", len(jobs), workers, threads
+    )
+    _WORKER["feats"] = feats
+    try:
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
+        ) as pool:
+            futures = [pool.submit(_worker_fit, job) for job in jobs]
+            bar = tqdm(total=len(jobs), desc=jobs[0].phase.name, disable=not progress)
+            for _ in as_completed(futures):
+                bar.update()
+            bar.close()
+            results = [f.result() for f in futures]
+    finally:
+        _WORKER.clear()
+    return [
+        PhaseDone(torch.load(io.BytesIO(blob), weights_only=False), history, best, step)
+        for blob, history, best, step in results
+    ]
+
+
+def _worker_init(threads: int) -> None:
+    die_with_parent()
+    torch.set_num_threads(threads)
+
+
+def _worker_fit(job: PhaseJob):
+    state = _fit(job.conf, _WORKER["feats"], job.phase, False, job.state_path)
+    buf = io.BytesIO()
+    torch.save(state.model, buf)
+    return buf.getvalue(), state.history, float(state.best), int(state.best_step)
 
 
 def _train_folds(
@@ -243,7 +334,7 @@ def _train_folds(
     train_pos, _ = training_positions(ms, conf.seed, conf.data.train_fraction)
     folds = fold_split(train_pos, conf.train.folds, conf.seed)
     all_idx = np.arange(len(ms))
-    models, history, accs, steps = [], [], [], []
+    jobs = []
     for f, val_pos in enumerate(folds):
         fit = Phase(
             "fit",
@@ -258,18 +349,13 @@ def _train_folds(
             if state_path is None
             else Path(state_path).with_name(f"{Path(state_path).name}-fold{f}")
         )
-        log.info(
-            "fold %d/%d: %d fit, %d validation pairs",
-            f + 1,
-            len(folds),
-            len(fit.train_pos),
-            len(val_pos),
-        )
-        state = _fit(conf, feats, fit, progress, path)
-        models.append(state.model)
-        accs.append(float(state.best))
-        steps.append(int(state.best_step))
-        history += [{**row, "fold": f} for row in state.history]
+        jobs.append(PhaseJob(conf, fit, path, f"fold {f + 1}/{len(folds)}"))
+    models, history, accs, steps = [], [], [], []
+    for f, done in enumerate(run_phases(jobs, feats, progress, conf.runtime.train_workers)):
+        models.append(done.model)
+        accs.append(float(done.best))
+        steps.append(int(done.best_step))
+        history += [{**row, "fold": f} for row in done.history]
     cv = {
         "folds": len(folds),
         "fold_acc": accs,
@@ -279,16 +365,20 @@ def _train_folds(
     }
     best_step = int(round(np.mean(steps)))
     if conf.train.fold_model == "refit":  # train.refits of them, seeds seed, seed + 1, ...
-        one, refits = copy.deepcopy(conf), []
+        jobs = []
         for i in range(conf.train.refits):
+            one = copy.deepcopy(conf)
             one.seed = conf.seed + i
             path = state_path
             if i and state_path is not None:
                 path = Path(state_path).with_name(f"{Path(state_path).name}-m{i}")
-            state = refit(one, feats, train_pos, best_step, progress, path)
+            phase = refit_phase(one, train_pos, best_step, len(ms))
+            jobs.append(PhaseJob(one, phase, path, f"refit {i + 1}/{conf.train.refits}"))
+        refits = []
+        for i, done in enumerate(run_phases(jobs, feats, progress, conf.runtime.train_workers)):
             tag = {"refit": True, **({"member": i} if conf.train.refits > 1 else {})}
-            history += [{**r, **tag} for r in state.history]
-            refits.append(state.model)
+            history += [{**r, **tag} for r in done.history]
+            refits.append(done.model)
         model = refits[0] if len(refits) == 1 else Ensemble(refits, conf.model)
     else:
         model = Ensemble(models, conf.model)
