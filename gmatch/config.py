@@ -231,7 +231,7 @@ class RuntimeConf:
 
     # torch intra-op threads
     threads: int = bounded(2, lo=1)
-    train_workers: int = bounded(0, lo=0)  # processes training folds side by side; 0: a core each
+    train_workers: int = bounded(1, lo=0)  # processes training folds side by side; 0: a core each
     # rows per chunk of the MLP edge scorer
     chunk: int = bounded(512, lo=1)
     # rows per chunk of the sparse (top-m) attention

@@ -262,9 +262,10 @@ def run_phases(
     process's torch threads (at least one).
 
     Every phase seeds itself (``new_state``), so the order and the process it runs in do
-    not matter. The thread count can: the default model trains bitwise the same at 1 and
-    2 torch threads (tests/test_cv.py), a model with attention units only to the last
-    float bits, as it would with ``runtime.threads`` changed.
+    not matter (tests/test_cv.py). Its thread count can: on the course data the default
+    trained at 1 thread differs from 2 threads in the last float bits (official and
+    held-out equal to 4 decimals, benchmarks/TRAINING.md), so ``runtime.train_workers``
+    (default 1) is opt-in.
     Workers are forked: they inherit ``feats`` and send back each trained model as
     bytes. One worker (or one job, or no ``fork`` on this platform, or a daemonic
     process) trains in this process, with the progress bars."""
