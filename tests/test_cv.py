@@ -21,6 +21,13 @@ from gmatch.training import loop as train_mod
 FAST = tiny({"train.episode_sizes": "[32,64]"}, drop=("train.folds",))
 
 
+def mid_config(mid_dir, cache_dir, *overrides: str):
+    """The tiny config on the mid-size folder, with ``overrides``."""
+    return load_config(
+        None, [f"data.root={mid_dir}", f"data.cache_dir={cache_dir}", *overrides, *FAST]
+    )
+
+
 def test_folds_partition_the_positions_whatever_their_order():
     pos = np.arange(100, 277)
     folds = fold_split(pos, 5, seed=0)
@@ -50,16 +57,12 @@ def test_fold_models_never_train_on_their_fold_nor_on_heldout(mid_dir, cache_dir
 
     monkeypatch.setattr(train_mod, "_fit", spy)
     ms = load_movielens(mid_dir)
-    conf = load_config(
-        None,
-        [
-            f"data.root={mid_dir}",
-            f"data.cache_dir={cache_dir}",
-            "train.folds=3",
-            "train.fold_model=bag",
-            "runtime.train_workers=1",  # the default; the spy counts this process's phases
-            *FAST,
-        ],
+    conf = mid_config(
+        mid_dir,
+        cache_dir,
+        "train.folds=3",
+        "train.fold_model=bag",
+        "runtime.train_workers=1",  # the default; the spy counts this process's phases
     )
     result = train_mod.train(conf, ms, progress=False)
     assert [name for name, *_ in seen] == ["fit"] * 3
@@ -76,17 +79,13 @@ def test_fold_models_never_train_on_their_fold_nor_on_heldout(mid_dir, cache_dir
     assert isinstance(result.model, Ensemble) and len(result.model.members) == 3
 
     seen.clear()
-    refit = load_config(
-        None,
-        [
-            f"data.root={mid_dir}",
-            f"data.cache_dir={cache_dir}",
-            "train.folds=3",
-            "train.fold_model=refit",
-            "train.refits=1",
-            "runtime.train_workers=1",
-            *FAST,
-        ],
+    refit = mid_config(
+        mid_dir,
+        cache_dir,
+        "train.folds=3",
+        "train.fold_model=refit",
+        "train.refits=1",
+        "runtime.train_workers=1",
     )
     result = train_mod.train(refit, ms, progress=False)
     assert isinstance(result.model, Matcher)
@@ -139,15 +138,11 @@ def test_a_k_fold_run_is_one_checkpoint_that_reproduces_D(mid_dir, cache_dir, tm
     if fold_model == "refit":
         return
     with pytest.raises(ConfigError, match="members"):
-        conf = load_config(
-            None,
-            [
-                f"data.root={mid_dir}",
-                f"data.cache_dir={cache_dir}",
-                "train.folds=3",
-                "model.members=2",
-                *FAST,
-            ],
+        conf = mid_config(
+            mid_dir,
+            cache_dir,
+            "train.folds=3",
+            "model.members=2",
         )
         train_mod.train(conf, load_movielens(mid_dir), progress=False)
 
@@ -193,14 +188,10 @@ def test_streamed_subsets_equal_dense_for_l0_and_are_refused_with_attention(mid_
 
     ms = load_movielens(mid_dir)
     for layers in (0, 1):
-        conf = load_config(
-            None,
-            [
-                f"data.root={mid_dir}",
-                f"data.cache_dir={cache_dir}",
-                f"model.n_layers={layers}",
-                *FAST,
-            ],
+        conf = mid_config(
+            mid_dir,
+            cache_dir,
+            f"model.n_layers={layers}",
         )
         feats = load_features(ms, conf, progress=False)
         model = scramble_(new_model(conf, feats), seed=layers, std=0.05).eval()
@@ -229,15 +220,11 @@ def test_nested_cv_never_trains_on_the_outer_fold_and_its_refit_is_the_configs(
     from experiments import protocol
 
     ms = load_movielens(mid_dir)
-    conf = load_config(
-        None,
-        [
-            f"data.root={mid_dir}",
-            f"data.cache_dir={cache_dir}",
-            "train.folds=2",
-            "runtime.train_workers=1",  # the default; the spy counts this process's phases
-            *FAST,
-        ],
+    conf = mid_config(
+        mid_dir,
+        cache_dir,
+        "train.folds=2",
+        "runtime.train_workers=1",  # the default; the spy counts this process's phases
     )
     outer = fold_split(np.sort(ms.train_idx), 3, seed=0)[1]
     seen = []
@@ -255,16 +242,12 @@ def test_nested_cv_never_trains_on_the_outer_fold_and_its_refit_is_the_configs(
     assert set(models) == set(protocol.PROTOCOLS)
     assert len(seen) == 2 + 2  # two fold models, two refits
     assert all(s <= inner for s in seen) and set().union(*seen) == inner
-    ref = load_config(
-        None,
-        [
-            f"data.root={mid_dir}",
-            f"data.cache_dir={cache_dir}",
-            "train.folds=2",
-            "train.fold_model=refit",
-            "train.refits=2",
-            *FAST,
-        ],
+    ref = mid_config(
+        mid_dir,
+        cache_dir,
+        "train.folds=2",
+        "train.fold_model=refit",
+        "train.refits=2",
     )
     expected = train_mod.train(ref, inner_ms, feats, progress=False).model  # 2 refits
     D = protocol.predict_dist
@@ -290,8 +273,7 @@ def test_validation_scores_the_fold_alone_only_where_that_is_the_full_forwards_s
     from gmatch.training import new_model
 
     ms = load_movielens(mid_dir)
-    args = [f"data.root={mid_dir}", f"data.cache_dir={cache_dir}", "train.folds=2", *FAST]
-    conf = load_config(None, [*args, "train.fold_model=bag"])
+    conf = mid_config(mid_dir, cache_dir, "train.folds=2", "train.fold_model=bag")
     fast = train_mod.train(conf, ms, progress=False)
     assert independent_pairs(fast.model)
     monkeypatch.setattr(train_mod, "independent_pairs", lambda model: False)
@@ -300,7 +282,7 @@ def test_validation_scores_the_fold_alone_only_where_that_is_the_full_forwards_s
     feats = train_mod.load_features(ms, conf, progress=False)
     assert torch.equal(predict_dist(fast.model, feats), predict_dist(slow.model, feats))
     monkeypatch.undo()
-    attn = load_config(None, [*args, "model.n_layers=1"])
+    attn = mid_config(mid_dir, cache_dir, "train.folds=2", "model.n_layers=1")
     model = scramble_(new_model(attn, feats))
     assert not independent_pairs(model)
     sub = np.arange(0, len(ms), 3)
@@ -324,18 +306,14 @@ def test_fold_models_and_refits_do_not_depend_on_the_process_they_train_in(
     ms = load_movielens(mid_dir)
 
     def run(workers: int, threads: int):
-        conf = load_config(
-            None,
-            [
-                f"data.root={mid_dir}",
-                f"data.cache_dir={cache_dir}",
-                "train.folds=2",
-                "train.fold_model=refit",
-                "train.refits=2",
-                f"runtime.threads={threads}",
-                f"runtime.train_workers={workers}",
-                *FAST,
-            ],
+        conf = mid_config(
+            mid_dir,
+            cache_dir,
+            "train.folds=2",
+            "train.fold_model=refit",
+            "train.refits=2",
+            f"runtime.threads={threads}",
+            f"runtime.train_workers={workers}",
         )
         feats = load_features(ms, conf, progress=False)
         res = train_mod.train(conf, ms, feats, progress=False)

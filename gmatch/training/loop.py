@@ -275,12 +275,7 @@ def run_phases(
         or "fork" not in multiprocessing.get_all_start_methods()
         or multiprocessing.current_process().daemon  # a pool worker may have no children
     ):
-        done = []
-        for job in jobs:
-            log.info("%s: %d pairs", job.label or job.phase.name, len(job.phase.train_pos))
-            state = _fit(job.conf, feats, job.phase, progress, job.state_path)
-            done.append(PhaseDone(state.model, state.history, state.best, state.best_step))
-        return done
+        return [_train_job(job, feats, progress) for job in jobs]
     threads = max(1, torch.get_num_threads() // workers)
     log.info(
         "%d phases on %d worker processes, %d torch thread(s) each", len(jobs), workers, threads
@@ -310,11 +305,17 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _train_job(job: PhaseJob, feats: Features, progress: bool) -> PhaseDone:
+    log.info("%s: %d pairs", job.label or job.phase.name, len(job.phase.train_pos))
+    state = _fit(job.conf, feats, job.phase, progress, job.state_path)
+    return PhaseDone(state.model, state.history, state.best, state.best_step)
+
+
 def _worker_fit(job: PhaseJob):
-    state = _fit(job.conf, _WORKER["feats"], job.phase, False, job.state_path)
+    done = _train_job(job, _WORKER["feats"], False)
     buf = io.BytesIO()
-    torch.save(state.model, buf)
-    return buf.getvalue(), state.history, float(state.best), int(state.best_step)
+    torch.save(done.model, buf)
+    return buf.getvalue(), done.history, float(done.best), int(done.best_step)
 
 
 def _train_folds(
