@@ -9,17 +9,23 @@ candidates, ``topm``), which is also chunked: memory O(N m d).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from gmatch.metrics import DegenerateDistanceError, check_distance, rank_metrics
 from gmatch.models import Ensemble
 from gmatch.models.matcher import replace_views
-from gmatch.priors import dense_prior_factors, make_scorer
+from gmatch.priors import LexicalScorer, dense_prior_factors, make_scorer
 
 __all__ = [
     "StreamError",
     "node_embeddings",
     "BlockScorer",
+    "fast_matmul",
+    "fast_matmul_is_exact",
+    "keeps_float32",
+    "matmul_error",
     "local_map",
     "streamed_ranks",
     "streamed_metrics",
@@ -29,6 +35,9 @@ __all__ = [
 class StreamError(ValueError):
     """A model that large-N mode cannot score; the message says what to do instead."""
 
+
+# Columns per tile of BlockScorer.logits (aligned to absolute positions).
+TILE = 4096
 
 # Above this many nodes, attention units must be sparse (an N x N logit matrix per head).
 DENSE_ATTENTION_MAX = 20000
@@ -63,37 +72,178 @@ def node_embeddings(
     return last
 
 
+def matmul_error(matmul, n: int = 1024, d: int = 768, seed: int = 0) -> float:
+    """Largest absolute error of ``matmul(a, b)`` (= ``a @ b.T``) against float64 on unit
+    rows like the streamed path's (cosines of ``d``-dim embeddings), one entry of which
+    bfloat16 cannot hold (1 + 2^-10): a matmul that rounds its inputs to bfloat16 fails."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=-1)
+    b = torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=-1)
+    a[0], b[0] = 1 + 2**-10, 1 / d
+    return float((matmul(a, b).double() - a.double() @ b.double().T).abs().max())
+
+
+_FAST_MATMUL: bool | None = None  # whether oneDNN's "bf16" fp32 mode keeps float32 accuracy
+
+
+def fast_matmul_is_exact(tolerance: float = 4.0) -> bool:
+    """Whether float32 matmuls in oneDNN's ``fp32_precision="bf16"`` mode are as accurate
+    as plain float32 here (:func:`keeps_float32`, measured once). On this project's CPUs
+    (AVX512-BF16) the mode runs about 2x faster with float32-level errors: it does not
+    round the inputs to bfloat16. On hardware where it would, the mode stays off."""
+    global _FAST_MATMUL
+    if _FAST_MATMUL is None:
+
+        def fast(a, b):
+            with _fp32_precision("bf16"):
+                return a @ b.T
+
+        _FAST_MATMUL = keeps_float32(fast, tolerance)
+    return _FAST_MATMUL
+
+
+def keeps_float32(matmul, tolerance: float = 4.0) -> bool:
+    """Whether ``matmul(a, b)`` (= ``a @ b.T``) errs at most ``tolerance`` x as much as
+    plain float32 on :func:`matmul_error`'s probe."""
+    ieee = matmul_error(lambda a, b: a @ b.T)
+    return matmul_error(matmul) <= tolerance * max(ieee, 1e-7)
+
+
+@contextmanager
+def _fp32_precision(mode: str):
+    conf = getattr(getattr(torch.backends, "mkldnn", None), "matmul", None)
+    old = getattr(conf, "fp32_precision", None)
+    if old is None or not torch.backends.mkldnn.is_available():
+        yield
+        return
+    conf.fp32_precision = mode
+    try:
+        yield
+    finally:
+        conf.fp32_precision = old
+
+
+@contextmanager
+def fast_matmul(enabled: bool = True):
+    """Float32 matmuls in oneDNN's bf16 mode inside the block, where that is exact
+    (:func:`fast_matmul_is_exact`); otherwise (or ``enabled=False``) unchanged."""
+    if enabled and fast_matmul_is_exact():
+        with _fp32_precision("bf16"):
+            yield
+    else:
+        yield
+
+
 class BlockScorer:
     """The final scores ``head(x0, x1) + prior`` of a model as row blocks, from node
     embeddings and prior factors computed once: a small, picklable object, so the
     blocks can be scored anywhere (this process, or Ray workers: ``gmatch.distributed``).
 
     An :class:`gmatch.models.Ensemble` (``model.members``, a K-fold bag) is scored as it
-    forwards: each member's ``head + prior``, averaged; the priors (the same buffers in
-    every member) are computed once per block."""
+    forwards: each member's ``head + prior``, averaged. When every head is linear (cosine
+    or dot: ``head.factors``), the mean of the heads, the dense priors and the common
+    n-grams of the lexical priors are one product ``f0[rows] @ f1[cols].T`` (the same sum
+    up to float rounding, without a score matrix per part); the rest (rare n-grams,
+    max-pooled set priors) is added to it. ``fast``: matmuls in oneDNN's bf16 mode where
+    that is exact (:func:`fast_matmul`)."""
 
     def __init__(
-        self, model, views0, valid0, views1, valid1, lexical=(), topm=None, tuned0=None, tuned1=None
+        self,
+        model,
+        views0,
+        valid0,
+        views1,
+        valid1,
+        lexical=(),
+        topm=None,
+        tuned0=None,
+        tuned1=None,
+        fast: bool = True,
     ):
         members = list(model.members) if isinstance(model, Ensemble) else [model]
-        self.states = [
-            node_embeddings(m, views0, valid0, views1, valid1, topm, tuned0, tuned1)
-            for m in members
-        ]
-        self.heads = [m.head for m in members]
         first = members[0]
-        self.p0, self.p1 = dense_prior_factors(
-            first.prior_pairs, first.prior_log_weight, views0, valid0, views1, valid1
-        )
         lexical = first.check_lexical(
             lexical, "(poster, intro) matrix pairs; pass lexical=[(A, B), ...]"
         )
         self.lex_w = [w.exp().item() for w in first.lexical_log_weight]
         self.scorers = [make_scorer(A, B) for A, B in lexical]
-        self.n = len(self.states[0][0])
+        self.fast, self.tile = fast, TILE
+        self.fused = all(hasattr(m.head, "factors") for m in members)
+
+        def states(m):
+            return node_embeddings(m, views0, valid0, views1, valid1, topm, tuned0, tuned1)
+
+        def prior():
+            return dense_prior_factors(
+                first.prior_pairs, first.prior_log_weight, views0, valid0, views1, valid1
+            )
+
+        if not self.fused:
+            self.states, self.heads = [states(m) for m in members], [m.head for m in members]
+            self.p0, self.p1 = prior()
+            self.n = len(self.states[0][0])
+            return
+
+        # One part at a time into preallocated [N x width] factors: the peak is the factors
+        # plus one member's node states, not every part twice.
+        with torch.inference_mode():
+            a, b = members[0].head.factors(*states(members[0]))
+            common = [len(c.common) for c in self.scorers if isinstance(c, LexicalScorer)]
+            width = a.shape[1] * len(members) + sum(common)
+            width += sum(views0[i].shape[1] for i, _ in first.prior_pairs)
+            self.f0, self.f1 = torch.empty(len(a), width), torch.empty(len(b), width)
+            col = 0
+            for k, m in enumerate(members):
+                if k:
+                    a, b = m.head.factors(*states(m))
+                col = self._put(col, a / len(members), b)
+            p0, p1 = prior()
+            if p0 is not None:
+                col = self._put(col, p0, p1)
+            for scorer, w in zip(self.scorers, self.lex_w):
+                if isinstance(scorer, LexicalScorer):
+                    a, b = scorer.common_factors()
+                    col = self._put(col, a * w, b)
+            assert col == width, (col, width)
+        self.n = len(self.f0)
+
+    def _put(self, col: int, a: torch.Tensor, b: torch.Tensor) -> int:
+        """Write factor parts ``a`` / ``b`` as the columns of ``f0`` / ``f1`` from ``col``."""
+        self.f0[:, col : col + a.shape[1]] = a
+        self.f1[:, col : col + b.shape[1]] = b
+        return col + a.shape[1]
 
     @torch.inference_mode()
-    def logits(self, s: int, e: int, cols=slice(None)) -> torch.Tensor:
+    def logits(self, s: int, e: int, cols: slice = slice(None)) -> torch.Tensor:
+        """Scores of rows ``s..e`` x columns ``cols`` (a slice), computed in column tiles of
+        ``tile`` (default ``TILE``) aligned to absolute column positions: an entry's value never depends on
+        which columns were asked for, so the true pairs' scores of the diagonal pass are
+        bitwise those of the full rows (a matmul's rounding depends on its shape)."""
+        a, b, step = cols.indices(self.n)
+        if step != 1:
+            raise ValueError("BlockScorer.logits: columns must be a contiguous slice")
+        out = torch.empty(e - s, max(b - a, 0))
+        with fast_matmul(self.fast):
+            for t in range(a // self.tile * self.tile, b, self.tile):
+                tile = slice(t, min(t + self.tile, self.n))
+                part = self._fused(s, e, tile) if self.fused else self._per_member(s, e, tile)
+                lo, hi = max(a, t), min(b, tile.stop)
+                out[:, lo - a : hi - a] = part[:, lo - t : hi - t]
+        return out
+
+    def _fused(self, s, e, cols):
+        out = self.f0[s:e] @ self.f1[cols].T
+        for scorer, w in zip(self.scorers, self.lex_w):
+            rest = (
+                scorer.rare_scores(slice(s, e), cols)
+                if isinstance(scorer, LexicalScorer)
+                else scorer.scores(slice(s, e), cols)
+            )
+            if rest is not None:
+                out.add_(rest, alpha=w)
+        return out
+
+    def _per_member(self, s, e, cols):
         dense = self.p0[s:e] @ self.p1[cols].T if self.p0 is not None else None
         lexical = [
             w * scorer.scores(slice(s, e), cols) for scorer, w in zip(self.scorers, self.lex_w)
@@ -165,6 +315,7 @@ def streamed_ranks(
     map_blocks=local_map,
     tuned0=None,
     tuned1=None,
+    fast: bool = True,
 ):
     """0-based ranks of the true partner in both directions plus top-k lists.
 
@@ -173,7 +324,8 @@ def streamed_ranks(
     chunk too. ``map_blocks(fn, shared, blocks)``: how the row blocks are scored
     (:func:`local_map`, or :meth:`gmatch.distributed.RayRunner.map_blocks` to shard
     them over a Ray cluster); the merge is exact, so every mapper gives the same ranks.
-    ``tuned0`` / ``tuned1``: fine-tuned node views (``Features.tuned_views``).
+    ``tuned0`` / ``tuned1``: fine-tuned node views (``Features.tuned_views``). ``fast``:
+    matmuls in oneDNN's bf16 mode where that keeps float32 accuracy (:class:`BlockScorer`).
 
     Returns:
         ``rank_p2i`` [N], ``rank_i2p`` [N] (other candidates at least as close,
@@ -181,7 +333,7 @@ def streamed_ranks(
     Raises:
         DegenerateDistanceError: non-finite scores or a constant row or column.
     """
-    scorer = BlockScorer(model, views0, valid0, views1, valid1, lexical, topm, tuned0, tuned1)
+    scorer = BlockScorer(model, views0, valid0, views1, valid1, lexical, topm, tuned0, tuned1, fast)
     n = scorer.n
     blocks = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
     # Pass 1: the true pairs' logits. Pass 2: per row and per column, count the *other*

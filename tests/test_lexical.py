@@ -48,6 +48,12 @@ def test_lexical_cosine_chunks_and_indexing():
     assert len(scorer.common) == 5 and len(scorer.rare) == 45
     want = A.toarray()[3:19] @ B.toarray()[j].T
     np.testing.assert_allclose(scorer.scores(slice(3, 19), j).numpy(), want, rtol=1e-5, atol=1e-6)
+    # Its two shares (the streamed path folds the common one into its fused product).
+    a, b = scorer.common_factors()
+    parts = a[3:19] @ b[j].T + scorer.rare_scores(slice(3, 19), j)
+    np.testing.assert_allclose(parts.numpy(), want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose((a[3:19] @ b[j].T).numpy(), want, atol=1e-3)  # the rare share counts
+    assert LexicalScorer(A, B, n_common=50).rare_scores(slice(0, 3)) is None  # all common
 
 
 def test_prior_entries_parse_and_reject_bad_ones():

@@ -33,6 +33,14 @@ class CosineEdge(nn.Module):
         logits = (q @ k.transpose(-1, -2)) * scale[:, None, None]
         return logits[0] if h == 1 else logits
 
+    def factors(self, x0, x1):
+        """``(a, b)`` with ``a @ b.T`` = :meth:`forward` up to rounding (one output only):
+        the streamed path folds linear heads and priors into one product."""
+        if len(self.log_scale) != 1:
+            raise ValueError("factors() needs a single-output scorer")
+        scale = self.log_scale.clamp(max=math.log(100)).exp()
+        return F.normalize(x0, dim=-1) * scale, F.normalize(x1, dim=-1)
+
     def prepare(self, x0, x1):
         """Per-node parts for :meth:`combine` ([N x H x D/H] unit vectors)."""
         h = len(self.log_scale)
@@ -57,6 +65,12 @@ class DotEdge(nn.Module):
         k = x1.unflatten(-1, (self.out, -1)).transpose(0, 1)
         logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
         return logits[0] if self.out == 1 else logits
+
+    def factors(self, x0, x1):
+        """``(a, b)`` with ``a @ b.T`` = :meth:`forward` (one output only)."""
+        if self.out != 1:
+            raise ValueError("factors() needs a single-output scorer")
+        return x0 / math.sqrt(x0.shape[-1]), x1
 
     def prepare(self, x0, x1):
         return x0.unflatten(-1, (self.out, -1)), x1.unflatten(-1, (self.out, -1))

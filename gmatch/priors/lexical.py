@@ -29,17 +29,44 @@ class LexicalScorer:
             common = np.arange(V)
         rare = np.setdiff1d(np.arange(V), common)
         self.common, self.rare = common, rare
-        self.Bc = torch.from_numpy(self.B[:, common].toarray().astype(np.float32, copy=False))
         self.BrT = self.B[:, rare].T.tocsc() if len(rare) else None
+        self._Bc = None
+
+    @property
+    def Bc(self) -> torch.Tensor:
+        """The intros' common n-grams, dense [n1 x n_common] (built on first use)."""
+        if self._Bc is None:
+            self._Bc = self._common(self.B)
+        return self._Bc
+
+    def _common(self, M) -> torch.Tensor:
+        return torch.from_numpy(M[:, self.common].toarray().astype(np.float32, copy=False))
+
+    def common_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(a, b)``: dense [n0 x n_common] and [n1 x n_common] with ``a[rows] @ b[cols].T``
+        the common n-grams' share of :meth:`scores` (the streamed path folds it into one
+        product with the other linear parts; :meth:`rare_scores` is the rest). Built
+        afresh, not kept: a caller that only needs these never holds two copies."""
+        return self._common(self.A), self._Bc if self._Bc is not None else self._common(self.B)
+
+    def rare_scores(self, rows=slice(None), cols=slice(None)) -> torch.Tensor | None:
+        """The rare n-grams' share of :meth:`scores` (None when every n-gram is common)."""
+        return self._rare(self.A[rows], cols)
+
+    def _rare(self, a, cols) -> torch.Tensor | None:
+        if self.BrT is None:
+            return None
+        part = a[:, self.rare] @ self.BrT[:, cols]
+        return torch.from_numpy(part.toarray().astype(np.float32, copy=False))
 
     def scores(self, rows=slice(None), cols=slice(None)) -> torch.Tensor:
         """Dense float32 [len(rows) x len(cols)]; rows/cols: slices or index arrays."""
         a = self.A[rows]
         bc = self.Bc[torch.as_tensor(cols) if not isinstance(cols, slice) else cols]
         out = torch.from_numpy(a[:, self.common].toarray().astype(np.float32, copy=False)) @ bc.T
-        if self.BrT is not None:
-            rare = (a[:, self.rare] @ self.BrT[:, cols]).toarray().astype(np.float32, copy=False)
-            out += torch.from_numpy(rare)
+        rare = self._rare(a, cols)
+        if rare is not None:
+            out += rare
         return out
 
 

@@ -43,30 +43,39 @@ class PooledScorer:
     Each side is a feature block: a *set* view (``values`` [T x D] with ``owner``
     [T], the item of each element: OCR lines of a poster, sentences of an intro)
     or a dense view (one element per item). An item without elements scores 0.
-    The T0 x T1 element similarities are built for ``chunk`` items of rows at a
-    time and max-reduced onto items with ``scatter_reduce``.
+    The T0 x T1 element similarities are built for at most ``chunk`` items of rows at a
+    time, fewer when the block would exceed ``budget`` floats (large N), and max-reduced
+    onto items with ``scatter_reduce``.
     """
 
-    def __init__(self, a, b, chunk: int = 256):
+    def __init__(self, a, b, chunk: int = 256, budget: int = 2**26):
         def side(block):
-            x = torch.nn.functional.normalize(
-                torch.as_tensor(np.asarray(block.values, dtype=np.float32)), dim=-1
-            )
+            x = torch.as_tensor(np.asarray(block.values, dtype=np.float32))  # shared, no copy
             n = len(block.valid)
             owner = (
                 np.arange(n) if getattr(block, "owner", None) is None else np.asarray(block.owner)
             )
             return x, set_starts(owner, n), n
 
+        # Rows: the block's values as they are and their norms; a chunk's elements are
+        # divided by them when gathered, bitwise F.normalize's result without a normalised
+        # copy of every element (OCR lines: the largest view in large-N mode).
         self.x0, self.s0, self.n0 = side(a)
-        self.x1, self.s1, self.n1 = side(b)
-        self.chunk = chunk
+        self.norm0 = self.x0.norm(2, -1, keepdim=True).clamp_min(1e-12)
+        x1, self.s1, self.n1 = side(b)
+        self.x1 = torch.nn.functional.normalize(x1, dim=-1)
+        self.chunk, self.budget = chunk, budget
 
-    def _elements(self, x, starts, n, items):
-        """Elements of ``items`` (slice or index array) and their position in ``items``."""
+    def _elements(self, x, starts, n, items, norm=None):
+        """Elements of ``items`` (slice or index array), unit-norm, and their position in
+        ``items``; ``norm``: the norms of ``x``'s rows when ``x`` is not normalised yet."""
+        if isinstance(items, slice) and items == slice(None) and norm is None:
+            local = np.repeat(np.arange(n), np.diff(starts))  # all items: no gathered copy
+            return x, torch.as_tensor(local, dtype=torch.long), n
         idx = np.arange(n)[items]
         elems, local = set_elements(starts, idx)
-        return x[elems], torch.as_tensor(local, dtype=torch.long), len(idx)
+        x = x[elems] if norm is None else x[elems] / norm[elems].expand(-1, x.shape[1])
+        return x, torch.as_tensor(local, dtype=torch.long), len(idx)
 
     def scores(self, rows=slice(None), cols=slice(None)) -> torch.Tensor:
         """Dense float32 [len(rows) x len(cols)]; rows/cols: slices or index arrays."""
@@ -74,8 +83,12 @@ class PooledScorer:
         x1, l1, m = self._elements(self.x1, self.s1, self.n1, cols)
         one_each = len(l1) == m and bool((l1 == torch.arange(m)).all())
         out = torch.zeros(len(rows_idx), m)
-        for c in range(0, len(rows_idx), self.chunk):
-            x0, l0, n = self._elements(self.x0, self.s0, self.n0, rows_idx[c : c + self.chunk])
+        per_row = max(1.0, len(self.x0) / max(self.n0, 1))  # elements per row item, on average
+        step = max(1, min(self.chunk, int(self.budget / (max(len(x1), 1) * per_row))))
+        for c in range(0, len(rows_idx), step):
+            x0, l0, n = self._elements(
+                self.x0, self.s0, self.n0, rows_idx[c : c + step], self.norm0
+            )
             if not len(x0) or not len(x1):
                 continue
             sim = x0 @ x1.T  # [elements of these rows x elements of the columns]

@@ -1,0 +1,96 @@
+"""Large-N mode's block scorer: the fused product of the linear parts, column tiles that
+make an entry's value independent of the columns asked for, and the fast-matmul probe."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import scramble_
+from scipy import sparse
+
+from gmatch.config import ModelConf
+from gmatch.metrics import evaluate_distance
+from gmatch.models import Ensemble, Matcher
+from gmatch.priors import lexical_cosine
+from gmatch.stream import (
+    BlockScorer,
+    fast_matmul,
+    fast_matmul_is_exact,
+    keeps_float32,
+    matmul_error,
+    streamed_metrics,
+    streamed_ranks,
+)
+
+
+def bag_case(n=90, vocab=3000, seed=0):
+    """A 2-member cosine bag with a dense prior (poster view 1 = intro view 0) and a lexical
+    prior whose vocabulary is large enough to have rare n-grams (the sparse remainder)."""
+    g = torch.Generator().manual_seed(seed)
+    conf = ModelConf(dim=16, n_layers=0, edge="cosine", members=2)
+    members = [
+        scramble_(Matcher([20, 16], [16], conf, [(1, 0)], lexical_weights=[4.0]), seed=seed + i)
+        for i in range(2)
+    ]
+    model = Ensemble(members, conf).eval()
+    views0 = [torch.randn(n, d, generator=g) for d in (20, 16)]
+    views1 = [torch.randn(n, 16, generator=g)]
+    valid0 = [torch.rand(n, generator=g) > 0.2 for _ in views0]
+    valid1 = [torch.ones(n, dtype=torch.bool)]
+    A, B = (
+        sparse.random(n, vocab, density=0.02, format="csr", random_state=s, dtype=np.float32)
+        for s in (seed, seed + 1)
+    )
+    return model, (views0, valid0, views1, valid1), (A, B)
+
+
+def test_fused_block_scores_equal_the_dense_forward():
+    """Heads, dense prior and common n-grams in one product, plus the rare n-grams: the
+    dense forward's scores up to rounding, and the same metrics when streamed."""
+    model, views, (A, B) = bag_case()
+    with torch.no_grad():
+        D = model(*views, lexical=[lexical_cosine(A, B)])["dist"]
+    scorer = BlockScorer(model, *views, lexical=[(A, B)])
+    assert scorer.fused and scorer.scorers[0].BrT is not None  # the rare part is exercised
+    L = torch.cat([scorer.logits(s, min(s + 32, 90)) for s in range(0, 90, 32)])
+    assert torch.allclose(L, -D, atol=1e-4, rtol=1e-5)
+    # Control: the same model without its lexical prior is far from D.
+    no_lex = BlockScorer(model, *views, lexical=[(A, B)])
+    no_lex.lex_w = [0.0]
+    no_lex.f0 = no_lex.f0.clone()
+    no_lex.f0[:, -len(no_lex.scorers[0].common) :] = 0
+    assert not torch.allclose(no_lex.logits(0, 90), -D, atol=1e-2, rtol=0)
+    stream = streamed_metrics(streamed_ranks(model, *views, chunk=32, lexical=[(A, B)]))
+    for key, value in evaluate_distance(D).items():
+        assert stream[key] == pytest.approx(
+            value, abs=2 / 90 if "R@" in key or "acc" in key else 0.1
+        )
+
+
+def test_column_tiles_make_an_entry_independent_of_the_columns_asked_for():
+    model, views, (A, B) = bag_case(n=50)
+    scorer = BlockScorer(model, *views, lexical=[(A, B)])
+    whole = scorer.logits(10, 30)
+    scorer.tile = 7  # tiles 0-6, 7-13, ...: a request starts and ends mid-tile
+    tiled = scorer.logits(10, 30)
+    assert torch.allclose(tiled, whole, atol=1e-5, rtol=0)
+    for cols in (slice(10, 30), slice(3, 4), slice(13, 50), slice(0, 50)):
+        part = scorer.logits(10, 30, cols)
+        assert torch.equal(part, tiled[:, cols]), cols  # bitwise: the diagonal pass's values
+    with pytest.raises(ValueError, match="contiguous"):
+        scorer.logits(0, 5, slice(0, 50, 2))
+
+
+def test_fast_matmul_is_used_only_where_it_keeps_float32_accuracy():
+    """The probe rejects a matmul that rounds its inputs to bfloat16 (the control) and
+    accepts float64; inside fast_matmul() the error stays float32's wherever it is on."""
+    truncating = lambda a, b: (a.bfloat16() @ b.bfloat16().T).float()  # noqa: E731
+    assert not keeps_float32(truncating)
+    assert keeps_float32(lambda a, b: (a.double() @ b.double().T).float())
+    ieee = matmul_error(lambda a, b: a @ b.T)
+    with fast_matmul():
+        inside = matmul_error(lambda a, b: a @ b.T)
+    assert inside <= 4 * max(ieee, 1e-7)
+    assert fast_matmul_is_exact() in (True, False)  # measured once, then cached
+    a, b = torch.randn(64, 32), torch.randn(48, 32)
+    with fast_matmul(enabled=False):
+        assert torch.equal(a @ b.T, a @ b.T)
