@@ -112,6 +112,13 @@ SUITES = {
         "the default's fold models and refits in one process vs one worker per core",
         digits=1,
     ),
+    "large-n": Suite(
+        "scoring",
+        "bench_large_n",
+        "LARGE_N.md",
+        "large-N mode with the default's priors",
+        "large-N mode at 30k (reference vs fused) and 100k, the default's three priors",
+    ),
     "load": Suite(
         "load",
         "bench_load",

@@ -123,6 +123,9 @@ def one_inference(n: int, mode: str) -> dict:
         ).missing_keys
         if missing and mode != "stream_sparse1":  # only the seeded unit may be fresh
             raise RuntimeError(f"{mode}: the checkpoint's weights did not load: {missing[:3]}")
+    # stream_ref: each member's head and priors apart, plain float32 (large-N mode before
+    # the fused product and the fast matmul); stream_ieee: fused, plain float32.
+    fuse, fast = mode != "stream_ref", mode not in ("stream_ref", "stream_ieee")
     if mode.startswith("stream"):
         mode = "stream"
     _, (v0, m0), (v1, m1), lexical = synthetic_views(n, with_lexical=use_lex)
@@ -130,7 +133,7 @@ def one_inference(n: int, mode: str) -> dict:
     t = time.perf_counter()
     if mode == "stream":
         out = streamed_metrics(
-            streamed_ranks(model, v0, m0, v1, m1, chunk=2048, lexical=lexical, topm=topm)
+            streamed_ranks(model, v0, m0, v1, m1, lexical=lexical, topm=topm, fast=fast, fuse=fuse)
         )
     elif mode == "naive_metric":
         with torch.inference_mode():
@@ -155,10 +158,15 @@ def one_inference(n: int, mode: str) -> dict:
 
 
 def bench_inference(ns: list[int], stream_ns: list[int]) -> list[dict]:
-    rows = []
     plan = [(n, "dense") for n in ns] + [(n, "naive_metric") for n in ns if n <= 2938]
     plan += [(n, "dense0") for n in ns if n <= 10000] + [(n, "stream") for n in stream_ns]
     plan += [(n, "stream_nolex") for n in stream_ns] + [(n, "stream_sparse1") for n in stream_ns]
+    return measure(plan)
+
+
+def measure(plan: list[tuple[int, str]]) -> list[dict]:
+    """Each (N, mode) of ``plan`` in its own subprocess (its peak RSS is its own)."""
+    rows = []
     for n, mode in plan:
         res = subprocess.run(
             [sys.executable, "-m", "benchmarks.scoring", mode, str(n)],
@@ -173,6 +181,45 @@ def bench_inference(ns: list[int], stream_ns: list[int]) -> list[dict]:
             rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
     return rows
+
+
+def bench_large_n(ref_n: int = 30000, ns: tuple = (30000, 100000)) -> str:
+    """Large-N mode with the default's three priors and the shipped 5-refit ensemble
+    (benchmarks/LARGE_N.md): the reference (each member's head and priors apart, plain
+    float32) and the fused product in plain float32 at ``ref_n``; the default at ``ns``."""
+    plan = [(ref_n, "stream_ref"), (ref_n, "stream_ieee")] + [(n, "stream") for n in ns]
+    rows = measure(plan)
+    ref = {r["n"]: r for r in rows if r.get("mode") == "stream_ref" and "seconds" in r}
+    labels = {
+        "stream_ref": "reference: each member's head and priors apart, float32",
+        "stream_ieee": "fused product, plain float32 (`fast=False`)",
+        "stream": "the default: fused product, oneDNN's fast fp32 mode",
+    }
+    lines = [
+        "Real course features replicated with noise up to N (the lexical and line rows "
+        "copied as they are); the shipped checkpoint (5 refits) with its three priors "
+        "(`ocrseg:mpnet=text:mpnet@2`, `ocr:chars=text:chars@4`, "
+        "`ocrlines:mpnet=text:mpnet@1`); row blocks of `gmatch.stream.auto_chunk(N)`; "
+        "each row in its own process, one after another. Seconds exclude loading the "
+        "features; base RSS is what was resident before (the features, torch), extra the "
+        "peak the streamed scoring added (sampled every 2 ms).",
+        "",
+        "| N | mode | seconds | × reference | base RSS (GB) | extra peak RSS (GB) | "
+        "total (GB) | acc_dim1 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['n']} | {r['mode']} | failed: {r['error']} | | | | | |")
+            continue
+        base = ref.get(r["n"])
+        ratio = f"{r['seconds'] / base['seconds']:.2f}" if base else "—"
+        lines.append(
+            f"| {r['n']} | {labels[r['mode']]} | {r['seconds']:.1f} | {ratio} | "
+            f"{r['base_rss_mb'] / 1e3:.2f} | {r['peak_rss_mb'] / 1e3:.2f} | "
+            f"{(r['base_rss_mb'] + r['peak_rss_mb']) / 1e3:.2f} | {r['acc_dim1']:.4f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def fit_exponent(rows, mode):

@@ -277,7 +277,7 @@ def train_and_record(
 
 
 def streamed_split_metrics(
-    model, feats: Features, ms: MovieSet, chunk: int = 1024, map_blocks=local_map
+    model, feats: Features, ms: MovieSet, chunk: int | None = None, map_blocks=local_map
 ) -> dict:
     """``official`` / ``heldout`` / ``train`` blocks from streamed ranks (large-N mode:
     never an N x N matrix), each subset ranked among itself as :func:`split_metrics` does.
@@ -323,7 +323,7 @@ def evaluate_streamed(
     ray=None,
     workers: int | None = None,
     progress: bool = True,
-    chunk: int = 1024,
+    chunk: int | None = None,
 ) -> tuple[Path, dict]:
     """Large-N mode for one checkpoint: streamed metrics (no D.npy), written to a run
     folder (default ``runs/stream-<name>``). ``ray``: a Ray address ("local" starts a

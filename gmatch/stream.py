@@ -22,10 +22,12 @@ __all__ = [
     "StreamError",
     "node_embeddings",
     "BlockScorer",
+    "fused_factors",
     "fast_matmul",
     "fast_matmul_is_exact",
     "keeps_float32",
     "matmul_error",
+    "auto_chunk",
     "local_map",
     "streamed_ranks",
     "streamed_metrics",
@@ -134,6 +136,45 @@ def fast_matmul(enabled: bool = True):
         yield
 
 
+@torch.inference_mode()
+def fused_factors(members, states, prior, scorers, lex_w):
+    """``(f0, f1)`` with ``f0[rows] @ f1[cols].T`` = the mean of the members' linear heads
+    (``states(member)``: its node embeddings) + the dense priors (``prior()``: their
+    factors) + the common n-grams of the lexical ``scorers`` (weights ``lex_w``), up to
+    rounding. Written one part at a time into preallocated [N x width] matrices: the peak
+    is the factors plus one part, not every part twice."""
+    a, b = members[0].head.factors(*states(members[0]))
+    lexical = [(c, w) for c, w in zip(scorers, lex_w) if isinstance(c, LexicalScorer)]
+    p0, p1 = prior()
+    width = a.shape[1] * len(members) + sum(len(c.common) for c, _ in lexical)
+    width += 0 if p0 is None else p0.shape[1]
+    f0, f1 = torch.empty(len(a), width), torch.empty(len(b), width)
+    col = 0
+
+    def put(a, b, div=None, mul=None):  # columns col.. of f0 (scaled in place) and f1
+        nonlocal col
+        part = f0[:, col : col + a.shape[1]]
+        part.copy_(a)
+        if div is not None:
+            part.div_(div)
+        if mul is not None:
+            part.mul_(mul)
+        f1[:, col : col + b.shape[1]] = b
+        col += a.shape[1]
+
+    if p0 is not None:
+        put(p0, p1)
+    del p0, p1
+    for k, m in enumerate(members):
+        if k:
+            a, b = m.head.factors(*states(m))
+        put(a, b, div=len(members))
+    for scorer, w in lexical:
+        put(*scorer.common_factors(), mul=w)
+    assert col == width, (col, width)
+    return f0, f1
+
+
 class BlockScorer:
     """The final scores ``head(x0, x1) + prior`` of a model as row blocks, from node
     embeddings and prior factors computed once: a small, picklable object, so the
@@ -143,9 +184,9 @@ class BlockScorer:
     forwards: each member's ``head + prior``, averaged. When every head is linear (cosine
     or dot: ``head.factors``), the mean of the heads, the dense priors and the common
     n-grams of the lexical priors are one product ``f0[rows] @ f1[cols].T`` (the same sum
-    up to float rounding, without a score matrix per part); the rest (rare n-grams,
-    max-pooled set priors) is added to it. ``fast``: matmuls in oneDNN's bf16 mode where
-    that is exact (:func:`fast_matmul`)."""
+    up to rounding: :func:`fused_factors`); the rare n-grams and max-pooled set priors are
+    added to it. ``fuse=False``: each member's head and priors apart (the reference of
+    ``benchmarks/LARGE_N.md``). ``fast``: :func:`fast_matmul`."""
 
     def __init__(
         self,
@@ -159,6 +200,7 @@ class BlockScorer:
         tuned0=None,
         tuned1=None,
         fast: bool = True,
+        fuse: bool = True,
     ):
         members = list(model.members) if isinstance(model, Ensemble) else [model]
         first = members[0]
@@ -168,7 +210,7 @@ class BlockScorer:
         self.lex_w = [w.exp().item() for w in first.lexical_log_weight]
         self.scorers = [make_scorer(A, B) for A, B in lexical]
         self.fast, self.tile = fast, TILE
-        self.fused = all(hasattr(m.head, "factors") for m in members)
+        self.fused = fuse and all(hasattr(m.head, "factors") for m in members)
 
         def states(m):
             return node_embeddings(m, views0, valid0, views1, valid1, topm, tuned0, tuned1)
@@ -178,47 +220,19 @@ class BlockScorer:
                 first.prior_pairs, first.prior_log_weight, views0, valid0, views1, valid1
             )
 
-        if not self.fused:
+        if self.fused:
+            self.f0, self.f1 = fused_factors(members, states, prior, self.scorers, self.lex_w)
+        else:
             self.states, self.heads = [states(m) for m in members], [m.head for m in members]
             self.p0, self.p1 = prior()
-            self.n = len(self.states[0][0])
-            return
-
-        # One part at a time into preallocated [N x width] factors: the peak is the factors
-        # plus one member's node states, not every part twice.
-        with torch.inference_mode():
-            a, b = members[0].head.factors(*states(members[0]))
-            common = [len(c.common) for c in self.scorers if isinstance(c, LexicalScorer)]
-            width = a.shape[1] * len(members) + sum(common)
-            width += sum(views0[i].shape[1] for i, _ in first.prior_pairs)
-            self.f0, self.f1 = torch.empty(len(a), width), torch.empty(len(b), width)
-            col = 0
-            for k, m in enumerate(members):
-                if k:
-                    a, b = m.head.factors(*states(m))
-                col = self._put(col, a / len(members), b)
-            p0, p1 = prior()
-            if p0 is not None:
-                col = self._put(col, p0, p1)
-            for scorer, w in zip(self.scorers, self.lex_w):
-                if isinstance(scorer, LexicalScorer):
-                    a, b = scorer.common_factors()
-                    col = self._put(col, a * w, b)
-            assert col == width, (col, width)
-        self.n = len(self.f0)
-
-    def _put(self, col: int, a: torch.Tensor, b: torch.Tensor) -> int:
-        """Write factor parts ``a`` / ``b`` as the columns of ``f0`` / ``f1`` from ``col``."""
-        self.f0[:, col : col + a.shape[1]] = a
-        self.f1[:, col : col + b.shape[1]] = b
-        return col + a.shape[1]
+        self.n = len(self.f0 if self.fused else self.states[0][0])
 
     @torch.inference_mode()
     def logits(self, s: int, e: int, cols: slice = slice(None)) -> torch.Tensor:
-        """Scores of rows ``s..e`` x columns ``cols`` (a slice), computed in column tiles of
-        ``tile`` (default ``TILE``) aligned to absolute column positions: an entry's value never depends on
-        which columns were asked for, so the true pairs' scores of the diagonal pass are
-        bitwise those of the full rows (a matmul's rounding depends on its shape)."""
+        """Scores of rows ``s..e`` x columns ``cols`` (a slice), in column tiles of
+        ``self.tile`` aligned to absolute positions: an entry's value does not depend on the
+        columns asked for, so the diagonal pass's true-pair scores are bitwise the full
+        rows' (a matmul's rounding depends on its shape)."""
         a, b, step = cols.indices(self.n)
         if step != 1:
             raise ValueError("BlockScorer.logits: columns must be a contiguous slice")
@@ -233,13 +247,9 @@ class BlockScorer:
 
     def _fused(self, s, e, cols):
         out = self.f0[s:e] @ self.f1[cols].T
-        for scorer, w in zip(self.scorers, self.lex_w):
-            rest = (
-                scorer.rare_scores(slice(s, e), cols)
-                if isinstance(scorer, LexicalScorer)
-                else scorer.scores(slice(s, e), cols)
-            )
-            if rest is not None:
+        for scorer, w in zip(self.scorers, self.lex_w):  # lexical: its rare n-grams only
+            part = scorer.rare_scores if isinstance(scorer, LexicalScorer) else scorer.scores
+            if (rest := part(slice(s, e), cols)) is not None:
                 out.add_(rest, alpha=w)
         return out
 
@@ -248,15 +258,10 @@ class BlockScorer:
         lexical = [
             w * scorer.scores(slice(s, e), cols) for scorer, w in zip(self.scorers, self.lex_w)
         ]
-        per_member = None
+        per_member = torch.empty(len(self.heads), e - s, len(range(self.n)[cols]))
         for i, (head, (x0, x1)) in enumerate(zip(self.heads, self.states)):
             out = head(x0[s:e], x1[cols])  # the member's head, then its priors, in that order
-            if per_member is None:  # one buffer for all members: no copies to stack them
-                per_member = out.new_empty((len(self.heads), *out.shape))
-            if dense is not None:
-                torch.add(out, dense, out=per_member[i])
-            else:
-                per_member[i] = out
+            torch.add(out, 0 if dense is None else dense, out=per_member[i])
             for part in lexical:
                 per_member[i] += part
         return per_member[0] if len(per_member) == 1 else per_member.mean(0)
@@ -301,6 +306,12 @@ def _ranks(args, block):
     return scorer.ranks(block, diag, topk)
 
 
+def auto_chunk(n: int, budget: int = 2**26) -> int:
+    """Rows per block of :func:`streamed_ranks`: 1024, fewer when a block of ``n`` columns
+    would exceed ``budget`` floats (256 MB; 671 rows at N = 100k), at least 64."""
+    return max(64, min(1024, budget // max(n, 1)))
+
+
 @torch.inference_mode()
 def streamed_ranks(
     model,
@@ -308,7 +319,7 @@ def streamed_ranks(
     valid0,
     views1,
     valid1,
-    chunk: int = 1024,
+    chunk: int | None = None,
     topk: int = 5,
     lexical=(),
     topm: int | None = None,
@@ -316,6 +327,7 @@ def streamed_ranks(
     tuned0=None,
     tuned1=None,
     fast: bool = True,
+    fuse: bool = True,
 ):
     """0-based ranks of the true partner in both directions plus top-k lists.
 
@@ -325,7 +337,9 @@ def streamed_ranks(
     (:func:`local_map`, or :meth:`gmatch.distributed.RayRunner.map_blocks` to shard
     them over a Ray cluster); the merge is exact, so every mapper gives the same ranks.
     ``tuned0`` / ``tuned1``: fine-tuned node views (``Features.tuned_views``). ``fast``:
-    matmuls in oneDNN's bf16 mode where that keeps float32 accuracy (:class:`BlockScorer`).
+    matmuls in oneDNN's bf16 mode where that keeps float32 accuracy, ``fuse``: the linear
+    parts in one product (:class:`BlockScorer`). ``chunk``: rows per block (default
+    :func:`auto_chunk`).
 
     Returns:
         ``rank_p2i`` [N], ``rank_i2p`` [N] (other candidates at least as close,
@@ -333,8 +347,11 @@ def streamed_ranks(
     Raises:
         DegenerateDistanceError: non-finite scores or a constant row or column.
     """
-    scorer = BlockScorer(model, views0, valid0, views1, valid1, lexical, topm, tuned0, tuned1, fast)
+    scorer = BlockScorer(
+        model, views0, valid0, views1, valid1, lexical, topm, tuned0, tuned1, fast, fuse
+    )
     n = scorer.n
+    chunk = chunk or auto_chunk(n)
     blocks = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
     # Pass 1: the true pairs' logits. Pass 2: per row and per column, count the *other*
     # candidates scoring at least as high (ties against the query, as gmatch.metrics) and
