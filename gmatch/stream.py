@@ -5,6 +5,13 @@ ranks of the true partners and each query's top-k list are computed chunk by
 chunk: memory O(chunk x N), time O(N^2 d). With attention units, the node
 embeddings come from sparse attention (each node attends to its top-m
 candidates, ``topm``), which is also chunked: memory O(N m d).
+
+Where the time goes at N = 100k with the default's priors (benchmarks/LARGE_N.md): the
+max-pooled line prior (~7 OCR lines per poster x 768 x N per row) and the linear parts
+(five cosine heads, the dense mpnet prior, the common n-grams), all matrix products. So
+the linear parts are one fused product (:func:`fused_factors`), and the products run in
+oneDNN's fast float32 mode where a probe shows it keeps float32 accuracy
+(:func:`fast_matmul`): the scores are the dense path's up to float rounding.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from gmatch.models import Ensemble, Matcher
 from gmatch.priors import lexical_cosine
 from gmatch.stream import (
     BlockScorer,
+    auto_chunk,
     fast_matmul,
     fast_matmul_is_exact,
     keeps_float32,
@@ -90,7 +91,17 @@ def test_fast_matmul_is_used_only_where_it_keeps_float32_accuracy():
     with fast_matmul():
         inside = matmul_error(lambda a, b: a @ b.T)
     assert inside <= 4 * max(ieee, 1e-7)
-    assert fast_matmul_is_exact() in (True, False)  # measured once, then cached
-    a, b = torch.randn(64, 32), torch.randn(48, 32)
+    conf = torch.backends.mkldnn.matmul
+    before = conf.fp32_precision
     with fast_matmul(enabled=False):
-        assert torch.equal(a @ b.T, a @ b.T)
+        assert conf.fp32_precision == before
+    with fast_matmul():
+        assert conf.fp32_precision == ("bf16" if fast_matmul_is_exact() else before)
+    assert conf.fp32_precision == before  # restored
+
+
+def test_row_blocks_stay_within_their_float_budget():
+    assert auto_chunk(2938) == 1024  # the course data: the blocks as before
+    for n in (30000, 100000, 10**6):
+        assert auto_chunk(n) * n <= 2**26  # a [rows x N] float32 block: at most 256 MB
+    assert auto_chunk(100000) == 671 and auto_chunk(10**8) == 64  # never fewer than 64 rows
