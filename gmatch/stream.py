@@ -23,7 +23,7 @@ import torch
 from gmatch.metrics import DegenerateDistanceError, check_distance, rank_metrics
 from gmatch.models import Ensemble
 from gmatch.models.matcher import replace_views
-from gmatch.priors import LexicalScorer, dense_prior_factors, make_scorer
+from gmatch.priors import LexicalScorer, PooledScorer, dense_prior_factors, make_scorer
 
 __all__ = [
     "StreamError",
@@ -77,8 +77,23 @@ def node_embeddings(
             f"{n} nodes: dense attention would build {n}x{n} logits per head; "
             "pass topm (e.g. 64) for sparse top-m attention"
         )
+    if not len(model.layers):  # per-node encoders: in row chunks, a small peak at any N
+        return _chunked(model.encode0, views0, valid0), _chunked(model.encode1, views1, valid1)
     *_, last = model.states(views0, valid0, views1, valid1, topm=m)
     return last
+
+
+def _chunked(encode, views, valid, rows: int = 8192) -> torch.Tensor:
+    """``encode(views, valid)`` of a per-node encoder, ``rows`` nodes at a time."""
+    n = len(views[0])
+    if n <= rows:
+        return encode(views, valid)
+    return torch.cat(
+        [
+            encode([v[s : s + rows] for v in views], [m[s : s + rows] for m in valid])
+            for s in range(0, n, rows)
+        ]
+    )
 
 
 def matmul_error(matmul, n: int = 1024, d: int = 768, seed: int = 0) -> float:
@@ -216,6 +231,9 @@ class BlockScorer:
         )
         self.lex_w = [w.exp().item() for w in first.lexical_log_weight]
         self.scorers = [make_scorer(A, B) for A, B in lexical]
+        for scorer in self.scorers:
+            if isinstance(scorer, PooledScorer):
+                scorer.pad_rows = 256  # few product shapes: see PooledScorer.pad_rows
         self.fast, self.tile = fast, TILE
         self.fused = fuse and all(hasattr(m.head, "factors") for m in members)
 

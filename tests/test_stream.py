@@ -105,3 +105,23 @@ def test_row_blocks_stay_within_their_float_budget():
     for n in (30000, 100000, 10**6):
         assert auto_chunk(n) * n <= 2**26  # a [rows x N] float32 block: at most 256 MB
     assert auto_chunk(100000) == 671 and auto_chunk(10**8) == 64  # never fewer than 64 rows
+
+
+def test_padded_line_products_score_as_unpadded():
+    """Large-N mode pads the pooled prior's element rows (few product shapes); the scores
+    stay those of the unpadded products, up to rounding, and a poster without lines 0."""
+    from types import SimpleNamespace
+
+    from gmatch.priors import PooledScorer
+
+    g = torch.Generator().manual_seed(4)
+    owner = np.sort(np.random.default_rng(4).integers(0, 40, 150))
+    lines = SimpleNamespace(values=torch.randn(150, 24, generator=g).numpy(), owner=owner)
+    intros = SimpleNamespace(values=torch.randn(40, 24, generator=g).numpy(), owner=None)
+    lines.valid = intros.valid = np.ones(40, dtype=bool)
+    plain, padded = PooledScorer(lines, intros, chunk=7), PooledScorer(lines, intros, chunk=7)
+    padded.pad_rows = 16  # 7 posters' ~26 lines -> 32 rows per product
+    want = plain.scores()
+    assert torch.allclose(padded.scores(), want, atol=1e-6)
+    assert torch.allclose(padded.scores(slice(5, 30), slice(3, 9)), want[5:30, 3:9], atol=1e-6)
+    assert (want[np.setdiff1d(np.arange(40), owner)] == 0).all()

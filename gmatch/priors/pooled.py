@@ -65,6 +65,10 @@ class PooledScorer:
         x1, self.s1, self.n1 = side(b)
         self.x1 = torch.nn.functional.normalize(x1, dim=-1)
         self.chunk, self.budget = chunk, budget
+        # > 0: each product's element rows padded with zeros to a multiple of this, so a
+        # matmul library that keeps one kernel per shape (oneDNN's fast fp32 mode: ~3 MB
+        # each) sees a few shapes, not one per chunk; large-N mode sets it.
+        self.pad_rows = 0
 
     def _elements(self, x, starts, n, items, norm=None):
         """Elements of ``items`` (slice or index array), unit-norm, and their position in
@@ -91,7 +95,8 @@ class PooledScorer:
             )
             if not len(x0) or not len(x1):
                 continue
-            sim = x0 @ x1.T  # [elements of these rows x elements of the columns]
+            sim = _padded(x0, self.pad_rows) @ x1.T  # [elements x elements of the columns]
+            sim = sim[: len(x0)]
             per_col = sim  # one element per column item (a dense view): nothing to pool
             if not one_each:
                 per_col = torch.full((len(x0), m), float("-inf")).scatter_reduce_(
@@ -102,3 +107,10 @@ class PooledScorer:
             )
             out[c : c + n] = pooled.nan_to_num(neginf=0.0)  # an item without elements scores 0
         return out
+
+
+def _padded(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """``x`` with zero rows appended up to a multiple of ``multiple`` rows (0: as it is)."""
+    if not multiple or not len(x) % multiple:
+        return x
+    return torch.cat([x, x.new_zeros(multiple - len(x) % multiple, x.shape[1])])
