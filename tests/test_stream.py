@@ -67,6 +67,21 @@ def test_fused_block_scores_equal_the_dense_forward():
         )
 
 
+def test_linear_heads_factor_into_one_product():
+    """``head.factors`` of both linear edge scorers: ``a @ b.T`` is the head's forward;
+    a multi-head scorer (one logit matrix per head) has no single product and says so."""
+    from gmatch.models.edges import CosineEdge, DotEdge
+
+    g = torch.Generator().manual_seed(5)
+    x0, x1 = torch.randn(9, 12, generator=g), torch.randn(7, 12, generator=g)
+    for head in (CosineEdge(0.05), DotEdge()):
+        a, b = head.factors(x0, x1)
+        assert torch.allclose(a @ b.T, head(x0, x1), atol=1e-5)
+    for head in (CosineEdge(0.05, out=3), DotEdge(out=3)):
+        with pytest.raises(ValueError, match="single-output"):
+            head.factors(x0, x1)
+
+
 def test_column_tiles_make_an_entry_independent_of_the_columns_asked_for():
     model, views, (A, B) = bag_case(n=50)
     scorer = BlockScorer(model, *views, lexical=[(A, B)])
