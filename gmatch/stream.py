@@ -23,7 +23,14 @@ import torch
 from gmatch.metrics import DegenerateDistanceError, check_distance, rank_metrics
 from gmatch.models import Ensemble
 from gmatch.models.matcher import replace_views
-from gmatch.priors import LexicalScorer, PooledScorer, dense_prior_factors, make_scorer
+from gmatch.priors import (
+    LexicalScorer,
+    PooledScorer,
+    dense_prior_factors,
+    dense_prior_width,
+    make_scorer,
+    write_dense_prior_factors,
+)
 
 __all__ = [
     "StreamError",
@@ -161,38 +168,34 @@ def fast_matmul(enabled: bool = True):
 @torch.inference_mode()
 def fused_factors(members, states, prior, scorers, lex_w):
     """``(f0, f1)`` with ``f0[rows] @ f1[cols].T`` = the mean of the members' linear heads
-    (``states(member)``: its node embeddings) + the dense priors (``prior()``: their
-    factors) + the common n-grams of the lexical ``scorers`` (weights ``lex_w``), up to
-    rounding. Written one part at a time into preallocated [N x width] matrices: the peak
-    is the factors plus one part, not every part twice."""
+    (``states(member)``: its node embeddings) + the dense priors (``prior = (width,
+    write)``: ``write(out0, out1)`` fills their factors' ``width`` columns) + the common
+    n-grams of the lexical ``scorers`` (weights ``lex_w``), up to rounding. Each part is
+    written into preallocated [N x width] matrices, the priors row chunks at a time: the
+    peak is the factors plus one member's embeddings, not every part twice."""
     a, b = members[0].head.factors(*states(members[0]))
     lexical = [(c, w) for c, w in zip(scorers, lex_w) if isinstance(c, LexicalScorer)]
-    p0, p1 = prior()
-    width = a.shape[1] * len(members) + sum(len(c.common) for c, _ in lexical)
-    width += 0 if p0 is None else p0.shape[1]
+    prior_width, write_prior = prior
+    width = prior_width + a.shape[1] * len(members) + sum(len(c.common) for c, _ in lexical)
     f0, f1 = torch.empty(len(a), width), torch.empty(len(b), width)
     col = 0
 
-    def put(a, b, div=None, mul=None):  # columns col.. of f0 (scaled in place) and f1
+    def cols(k):  # the next k columns of f0 and f1
         nonlocal col
-        part = f0[:, col : col + a.shape[1]]
-        part.copy_(a)
-        if div is not None:
-            part.div_(div)
-        if mul is not None:
-            part.mul_(mul)
-        f1[:, col : col + b.shape[1]] = b
-        col += a.shape[1]
+        col += k
+        return f0[:, col - k : col], f1[:, col - k : col]
 
-    if p0 is not None:
-        put(p0, p1)
-    del p0, p1
+    if prior_width:
+        write_prior(*cols(prior_width))
     for k, m in enumerate(members):
         if k:
             a, b = m.head.factors(*states(m))
-        put(a, b, div=len(members))
+        part0, part1 = cols(a.shape[1])
+        part0.copy_(a).div_(len(members))
+        part1.copy_(b)
+        del a, b
     for scorer, w in lexical:
-        put(*scorer.common_factors(), mul=w)
+        scorer.write_common(*cols(len(scorer.common)), scale=w)
     assert col == width, (col, width)
     return f0, f1
 
@@ -240,16 +243,18 @@ class BlockScorer:
         def states(m):
             return node_embeddings(m, views0, valid0, views1, valid1, topm, tuned0, tuned1)
 
-        def prior():
-            return dense_prior_factors(
-                first.prior_pairs, first.prior_log_weight, views0, valid0, views1, valid1
-            )
-
+        pairs, log_w = first.prior_pairs, first.prior_log_weight
         if self.fused:
+            prior = (
+                dense_prior_width(pairs, views0),
+                lambda out0, out1: write_dense_prior_factors(
+                    pairs, log_w, views0, valid0, views1, valid1, out0, out1
+                ),
+            )
             self.f0, self.f1 = fused_factors(members, states, prior, self.scorers, self.lex_w)
         else:
             self.states, self.heads = [states(m) for m in members], [m.head for m in members]
-            self.p0, self.p1 = prior()
+            self.p0, self.p1 = dense_prior_factors(pairs, log_w, views0, valid0, views1, valid1)
         self.n = len(self.f0 if self.fused else self.states[0][0])
 
     @torch.inference_mode()

@@ -54,6 +54,16 @@ def test_lexical_cosine_chunks_and_indexing():
     np.testing.assert_allclose(parts.numpy(), want, rtol=1e-5, atol=1e-6)
     assert not np.allclose((a[3:19] @ b[j].T).numpy(), want, atol=1e-3)  # the rare share counts
     assert LexicalScorer(A, B, n_common=50).rare_scores(slice(0, 3)) is None  # all common
+    # Written in row chunks into preallocated columns (the streamed path's factors): the
+    # same values bitwise, the poster side scaled; with the intro block cached or not.
+    for cached in (False, True):
+        if cached:
+            scorer.Bc  # noqa: B018 -- builds the cached intro block
+        out0, out1 = torch.full((23, 5), float("nan")), torch.full((17, 5), float("nan"))
+        scorer.write_common(out0, out1, scale=3.0, rows=4)
+        assert torch.equal(out0, a * 3.0) and torch.equal(out1, b)
+    scorer.write_common(out0, out1, rows=4)
+    assert torch.equal(out0, a) and not torch.equal(out0, a * 3.0)
 
 
 def test_prior_entries_parse_and_reject_bad_ones():

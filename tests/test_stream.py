@@ -10,7 +10,12 @@ from scipy import sparse
 from gmatch.config import ModelConf
 from gmatch.metrics import evaluate_distance
 from gmatch.models import Ensemble, Matcher
-from gmatch.priors import lexical_cosine
+from gmatch.priors import (
+    dense_prior_factors,
+    dense_prior_width,
+    lexical_cosine,
+    write_dense_prior_factors,
+)
 from gmatch.stream import (
     BlockScorer,
     auto_chunk,
@@ -65,6 +70,25 @@ def test_fused_block_scores_equal_the_dense_forward():
         assert stream[key] == pytest.approx(
             value, abs=2 / 90 if "R@" in key or "acc" in key else 0.1
         )
+
+
+def test_dense_prior_factors_written_in_row_chunks_are_bitwise_the_same():
+    """The fused path writes the dense priors' factors into its matrices a few rows at a
+    time (no N x width transient): the same values, bit for bit, valid masks applied."""
+    model, (views0, valid0, views1, valid1), _ = bag_case()
+    m = model.members[0]
+    pairs, log_w = m.prior_pairs, m.prior_log_weight
+    a, b = dense_prior_factors(pairs, log_w, views0, valid0, views1, valid1)
+    width = dense_prior_width(pairs, views0)
+    assert a.shape == (90, width) and b.shape == (90, width)
+    out0, out1 = torch.full((90, width), float("nan")), torch.full((90, width), float("nan"))
+    write_dense_prior_factors(pairs, log_w, views0, valid0, views1, valid1, out0, out1, rows=32)
+    assert torch.equal(out0, a) and torch.equal(out1, b)
+    assert (out0[~valid0[1]] == 0).all()  # empty rows score 0
+    # Control: a mask that is not applied is seen.
+    ones = [torch.ones_like(v) for v in valid0]
+    write_dense_prior_factors(pairs, log_w, views0, ones, views1, valid1, out0, out1, rows=32)
+    assert not torch.equal(out0, a)
 
 
 def test_linear_heads_factor_into_one_product():

@@ -9,10 +9,12 @@ from gmatch.priors.pairs import (
     dense_pairs,
     dense_prior,
     dense_prior_factors,
+    dense_prior_width,
     parse_prior,
     precomputed_pairs,
     prior_logits,
     prior_plan,
+    write_dense_prior_factors,
 )
 from gmatch.priors.pooled import PooledScorer, offsets_within, set_elements, set_starts
 from gmatch.priors.scorer import FULL_MATRIX_MAX, PriorScorer, as_index, make_scorer, pair_scores
@@ -25,6 +27,8 @@ __all__ = [
     "dense_pairs",
     "dense_prior",
     "dense_prior_factors",
+    "dense_prior_width",
+    "write_dense_prior_factors",
     "FULL_MATRIX_MAX",
     "lexical_cosine",
     "LexicalScorer",

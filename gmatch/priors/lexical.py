@@ -49,6 +49,20 @@ class LexicalScorer:
         afresh, not kept: a caller that only needs these never holds two copies."""
         return self._common(self.A), self._Bc if self._Bc is not None else self._common(self.B)
 
+    def write_common(self, out0, out1, scale=None, rows: int = 8192) -> None:
+        """:meth:`common_factors` written into ``out0`` [n0 x n_common] (times ``scale``)
+        and ``out1`` [n1 x n_common], ``rows`` rows at a time: bitwise the same values,
+        without a dense n x n_common transient per side."""
+        for M, out, w in ((self.A, out0, scale), (self.B, out1, None)):
+            if M is self.B and self._Bc is not None:
+                out.copy_(self._Bc)
+                continue
+            for s in range(0, M.shape[0], rows):
+                part = out[s : s + rows]
+                part.copy_(self._common(M[s : s + rows]))
+                if w is not None:
+                    part.mul_(w)
+
     def rare_scores(self, rows=slice(None), cols=slice(None)) -> torch.Tensor | None:
         """The rare n-grams' share of :meth:`scores` (None when every n-gram is common)."""
         return self._rare(self.A[rows], cols)

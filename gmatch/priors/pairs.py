@@ -27,6 +27,8 @@ __all__ = [
     "precomputed_pairs",
     "dense_prior",
     "dense_prior_factors",
+    "dense_prior_width",
+    "write_dense_prior_factors",
     "check_prior_scores",
     "prior_logits",
     "prior_plan",
@@ -116,6 +118,32 @@ def dense_prior_factors(pairs, log_w, views0, valid0, views1, valid1):
     return torch.cat([a * w for w, a, _ in blocks], dim=-1), torch.cat(
         [b for *_, b in blocks], dim=-1
     )
+
+
+def dense_prior_width(pairs, views0) -> int:
+    """Columns of :func:`dense_prior_factors`'s factors (0 without dense pairs)."""
+    return sum(views0[i].shape[1] for i, _ in pairs)
+
+
+def write_dense_prior_factors(
+    pairs, log_w, views0, valid0, views1, valid1, out0, out1, rows: int = 8192
+) -> None:
+    """:func:`dense_prior_factors`'s ``(A, B)`` written into ``out0`` [N x W] and ``out1``
+    [M x W] (W = :func:`dense_prior_width`), ``rows`` rows at a time: bitwise the same
+    values (row-wise operations in the same order), without an N x W transient."""
+    col = 0
+    for (i, j), lw in zip(pairs, log_w):
+        w, d = lw.exp(), views0[i].shape[1]
+        if views1[j].shape[1] != d:
+            raise ValueError(f"dense prior pair ({i}, {j}): widths {d} != {views1[j].shape[1]}")
+        for views, valid, k, out, scale in (
+            (views0, valid0, i, out0, w),
+            (views1, valid1, j, out1, None),
+        ):
+            for s in range(0, len(views[k]), rows):
+                part = F.normalize(views[k][s : s + rows], dim=-1) * valid[k][s : s + rows, None]
+                out[s : s + rows, col : col + d] = part if scale is None else part * scale
+        col += d
 
 
 def check_prior_scores(scores, expected: int, what: str) -> list:
