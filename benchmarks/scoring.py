@@ -202,10 +202,10 @@ def bench_large_n(ref_n: int = 30000, ns: tuple = (30000, 100000)) -> str:
         "`ocrlines:mpnet=text:mpnet@1`); row blocks of `gmatch.stream.auto_chunk(N)`; "
         "each row in its own process, one after another. Seconds exclude loading the "
         "features; base RSS is what was resident before (the features, torch), extra the "
-        "peak the streamed scoring added (sampled every 2 ms).",
+        "peak the streamed scoring added (sampled every 2 ms); GiB = 2^30 bytes.",
         "",
-        "| N | mode | seconds | × reference | base RSS (GB) | extra peak RSS (GB) | "
-        "total (GB) | acc_dim1 |",
+        "| N | mode | seconds | × reference | base RSS (GiB) | extra peak RSS (GiB) | "
+        "total (GiB) | acc_dim1 |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -216,8 +216,8 @@ def bench_large_n(ref_n: int = 30000, ns: tuple = (30000, 100000)) -> str:
         ratio = f"{r['seconds'] / base['seconds']:.2f}" if base else "—"
         lines.append(
             f"| {r['n']} | {labels[r['mode']]} | {r['seconds']:.1f} | {ratio} | "
-            f"{r['base_rss_mb'] / 1e3:.2f} | {r['peak_rss_mb'] / 1e3:.2f} | "
-            f"{(r['base_rss_mb'] + r['peak_rss_mb']) / 1e3:.2f} | {r['acc_dim1']:.4f} |"
+            f"{r['base_rss_mb'] / 2**10:.2f} | {r['peak_rss_mb'] / 2**10:.2f} | "
+            f"{(r['base_rss_mb'] + r['peak_rss_mb']) / 2**10:.2f} | {r['acc_dim1']:.4f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -55,7 +55,12 @@ def check_distance(
     sees only part of each column). ``allow_constant``: only the finiteness check
     (see :func:`evaluate_distance`)."""
     D = _as_tensor(D, square=columns)
-    if not torch.isfinite(D).all():
+    if not D.numel():
+        return
+    # Each row's extrema: amax/amin propagate NaN and an inf is one of them, so they are
+    # finite exactly when the row is (no N x N mask: a large-N block is 268 MB of floats).
+    hi, lo = D.amax(dim=1), D.amin(dim=1)
+    if not (torch.isfinite(hi).all() and torch.isfinite(lo).all()):
         raise DegenerateDistanceError("D contains NaN or inf values")
     if allow_constant:
         return
@@ -63,7 +68,7 @@ def check_distance(
     for dim, name, offset in checks:
         if D.shape[dim] < 2:
             continue
-        spread = D.amax(dim=dim) - D.amin(dim=dim)
+        spread = hi - lo if dim == 1 else D.amax(dim=dim) - D.amin(dim=dim)
         if (spread == 0).any():
             idx = offset + int(torch.nonzero(spread == 0)[0])
             raise DegenerateDistanceError(

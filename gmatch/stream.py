@@ -42,6 +42,7 @@ __all__ = [
     "keeps_float32",
     "matmul_error",
     "auto_chunk",
+    "count_at_least",
     "local_map",
     "streamed_ranks",
     "streamed_metrics",
@@ -54,6 +55,10 @@ class StreamError(ValueError):
 
 # Columns per tile of BlockScorer.logits (aligned to absolute positions).
 TILE = 4096
+
+# Rows of a block compared and counted at a time in BlockScorer.ranks (the bool mask stays
+# in cache: 32 x 100k bytes).
+RANK_ROWS = 32
 
 # Above this many nodes, attention units must be sparse (an N x N logit matrix per head).
 DENSE_ATTENTION_MAX = 20000
@@ -307,19 +312,35 @@ class BlockScorer:
         s, e = block
         L = self.logits(s, e)
         check_distance(L, row_offset=s, columns=False)
-        rows = torch.arange(e - s)
-        at_least = L >= diag[s:e, None]
-        at_least[rows, rows + s] = False  # the true pair itself
-        rank_p2i = at_least.sum(1)
-        at_least = L >= diag[None, :]
-        at_least[rows, rows + s] = False
+        rank_p2i, rank_i2p = count_at_least(L, diag, s)
         return {
             "rank_p2i": rank_p2i,
-            "rank_i2p": at_least.sum(0),
+            "rank_i2p": rank_i2p,
             "col_min": L.amin(0),
             "col_max": L.amax(0),
             "top": L.topk(topk, dim=1).indices,
         }
+
+
+def count_at_least(L: torch.Tensor, diag: torch.Tensor, s: int):
+    """Rows ``s..`` of the scores ``L`` [rows x N] and every true pair's score ``diag``:
+    per row, the other candidates scoring at least its true pair's; per column, this
+    block's share of the same count (int64). Counted :data:`RANK_ROWS` rows at a time
+    into one small mask, as int32: a bool sum casts its whole input to int64 (8x the
+    block: +0.5 GB at N = 100k) and runs ~8x slower."""
+    rank_p2i = torch.empty(len(L), dtype=torch.int32)
+    rank_i2p = torch.zeros(L.shape[1], dtype=torch.int32)
+    mask = torch.empty(min(RANK_ROWS, len(L)), L.shape[1], dtype=torch.bool)
+    for r in range(0, len(L), RANK_ROWS):
+        part = L[r : r + RANK_ROWS]
+        rows, at_least = torch.arange(len(part)), mask[: len(part)]
+        torch.ge(part, diag[s + r : s + r + len(part), None], out=at_least)
+        at_least[rows, rows + s + r] = False  # the true pair itself
+        rank_p2i[r : r + len(part)] = at_least.sum(1, dtype=torch.int32)
+        torch.ge(part, diag[None, :], out=at_least)
+        at_least[rows, rows + s + r] = False
+        rank_i2p += at_least.sum(0, dtype=torch.int32)
+    return rank_p2i.long(), rank_i2p.long()
 
 
 def local_map(fn, shared, items: list) -> list:

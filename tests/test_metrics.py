@@ -74,6 +74,26 @@ def test_degenerate_distance_rejected():
         evaluate_distance(torch.zeros(50, 50))
 
 
+def test_one_non_finite_entry_anywhere_is_refused():
+    """check_distance finds NaN and +-inf from the rows' extrema (no N x N mask): one such
+    entry at any position is refused, in a square D and in a streamed row chunk."""
+    from gmatch.metrics import check_distance
+
+    rng = np.random.default_rng(0)
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        for _ in range(5):
+            D = torch.tensor(rng.random((12, 12)))
+            D[tuple(rng.integers(0, 12, 2))] = bad
+            with pytest.raises(DegenerateDistanceError, match="NaN or inf"):
+                check_distance(D)
+            with pytest.raises(DegenerateDistanceError, match="NaN or inf"):
+                check_distance(D[:5] if torch.isfinite(D[5:]).all() else D[5:], columns=False)
+            with pytest.raises(DegenerateDistanceError, match="NaN or inf"):
+                check_distance(D, allow_constant=True)
+    check_distance(torch.tensor(rng.random((12, 12))))  # control: finite scores pass
+    check_distance(torch.empty(0, 7), columns=False)  # an empty chunk has nothing to refuse
+
+
 def test_true_ranks_match_argsort_oracle():
     g = torch.Generator().manual_seed(0)
     D = torch.rand(80, 80, generator=g)

@@ -19,6 +19,7 @@ from gmatch.priors import (
 from gmatch.stream import (
     BlockScorer,
     auto_chunk,
+    count_at_least,
     fast_matmul,
     fast_matmul_is_exact,
     keeps_float32,
@@ -137,6 +138,26 @@ def test_fast_matmul_is_used_only_where_it_keeps_float32_accuracy():
     with fast_matmul():
         assert conf.fp32_precision == ("bf16" if fast_matmul_is_exact() else before)
     assert conf.fp32_precision == before  # restored
+
+
+def test_rank_counts_in_row_pieces_equal_the_whole_block_mask():
+    """count_at_least counts RANK_ROWS rows at a time in int32: the same counts as one
+    whole-block mask, ties included, for a block that is not a multiple of the pieces."""
+    g = torch.Generator().manual_seed(0)
+    n, s, e = 150, 40, 110  # 70 rows: two full pieces of 32 and a short one
+    L = torch.randint(0, 6, (e - s, n), generator=g).float()  # many ties
+    diag = torch.randint(0, 6, (n,), generator=g).float()
+    diag[s:e] = L[torch.arange(e - s), torch.arange(s, e)]
+    rows = torch.arange(e - s)
+    mask = L >= diag[s:e, None]
+    mask[rows, rows + s] = False
+    cols = L >= diag[None, :]
+    cols[rows, rows + s] = False
+    p2i, i2p = count_at_least(L, diag, s)
+    assert p2i.dtype == i2p.dtype == torch.long
+    assert torch.equal(p2i, mask.sum(1)) and torch.equal(i2p, cols.sum(0))
+    # Control: had the true pair counted itself, every row would be one higher.
+    assert torch.equal((L >= diag[s:e, None]).sum(1), p2i + 1)
 
 
 def test_row_blocks_stay_within_their_float_budget():

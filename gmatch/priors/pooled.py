@@ -57,13 +57,13 @@ class PooledScorer:
             )
             return x, set_starts(owner, n), n
 
-        # Rows: the block's values as they are and their norms; a chunk's elements are
-        # divided by them when gathered, bitwise F.normalize's result without a normalised
-        # copy of every element (OCR lines: the largest view in large-N mode).
+        # Both sides: the block's values as they are and their norms; a chunk's elements
+        # are divided by them when gathered, bitwise F.normalize's result without a
+        # normalised copy of every element (OCR lines: the largest view in large-N mode).
         self.x0, self.s0, self.n0 = side(a)
         self.norm0 = self.x0.norm(2, -1, keepdim=True).clamp_min(1e-12)
-        x1, self.s1, self.n1 = side(b)
-        self.x1 = torch.nn.functional.normalize(x1, dim=-1)
+        self.x1, self.s1, self.n1 = side(b)
+        self.norm1 = self.x1.norm(2, -1, keepdim=True).clamp_min(1e-12)
         self.chunk, self.budget = chunk, budget
         # > 0: each product's element rows padded with zeros to a multiple of this, so a
         # matmul library that keeps one kernel per shape (oneDNN's fast fp32 mode: ~3 MB
@@ -84,7 +84,7 @@ class PooledScorer:
     def scores(self, rows=slice(None), cols=slice(None)) -> torch.Tensor:
         """Dense float32 [len(rows) x len(cols)]; rows/cols: slices or index arrays."""
         rows_idx = np.arange(self.n0)[rows]
-        x1, l1, m = self._elements(self.x1, self.s1, self.n1, cols)
+        x1, l1, m = self._elements(self.x1, self.s1, self.n1, cols, self.norm1)
         one_each = len(l1) == m and bool((l1 == torch.arange(m)).all())
         out = torch.zeros(len(rows_idx), m)
         per_row = max(1.0, len(self.x0) / max(self.n0, 1))  # elements per row item, on average
