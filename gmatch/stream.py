@@ -20,6 +20,7 @@ from contextlib import contextmanager
 
 import torch
 
+from gmatch.fused import RowFactors, chunked, fused_factors, fused_scorer_parts
 from gmatch.metrics import DegenerateDistanceError, check_distance, rank_metrics
 from gmatch.models import Ensemble
 from gmatch.models.matcher import replace_views
@@ -27,9 +28,7 @@ from gmatch.priors import (
     LexicalScorer,
     PooledScorer,
     dense_prior_factors,
-    dense_prior_width,
     make_scorer,
-    write_dense_prior_factors,
 )
 
 __all__ = [
@@ -37,6 +36,7 @@ __all__ = [
     "node_embeddings",
     "BlockScorer",
     "fused_factors",
+    "RowFactors",
     "fast_matmul",
     "fast_matmul_is_exact",
     "keeps_float32",
@@ -90,22 +90,9 @@ def node_embeddings(
             "pass topm (e.g. 64) for sparse top-m attention"
         )
     if not len(model.layers):  # per-node encoders: in row chunks, a small peak at any N
-        return _chunked(model.encode0, views0, valid0), _chunked(model.encode1, views1, valid1)
+        return chunked(model.encode0, views0, valid0), chunked(model.encode1, views1, valid1)
     *_, last = model.states(views0, valid0, views1, valid1, topm=m)
     return last
-
-
-def _chunked(encode, views, valid, rows: int = 8192) -> torch.Tensor:
-    """``encode(views, valid)`` of a per-node encoder, ``rows`` nodes at a time."""
-    n = len(views[0])
-    if n <= rows:
-        return encode(views, valid)
-    return torch.cat(
-        [
-            encode([v[s : s + rows] for v in views], [m[s : s + rows] for m in valid])
-            for s in range(0, n, rows)
-        ]
-    )
 
 
 def matmul_error(matmul, n: int = 1024, d: int = 768, seed: int = 0) -> float:
@@ -170,41 +157,6 @@ def fast_matmul(enabled: bool = True):
         yield
 
 
-@torch.inference_mode()
-def fused_factors(members, states, prior, scorers, lex_w):
-    """``(f0, f1)`` with ``f0[rows] @ f1[cols].T`` = the mean of the members' linear heads
-    (``states(member)``: its node embeddings) + the dense priors (``prior = (width,
-    write)``: ``write(out0, out1)`` fills their factors' ``width`` columns) + the common
-    n-grams of the lexical ``scorers`` (weights ``lex_w``), up to rounding. Each part is
-    written into preallocated [N x width] matrices, the priors row chunks at a time: the
-    peak is the factors plus one member's embeddings, not every part twice."""
-    a, b = members[0].head.factors(*states(members[0]))
-    lexical = [(c, w) for c, w in zip(scorers, lex_w) if isinstance(c, LexicalScorer)]
-    prior_width, write_prior = prior
-    width = prior_width + a.shape[1] * len(members) + sum(len(c.common) for c, _ in lexical)
-    f0, f1 = torch.empty(len(a), width), torch.empty(len(b), width)
-    col = 0
-
-    def cols(k):  # the next k columns of f0 and f1
-        nonlocal col
-        col += k
-        return f0[:, col - k : col], f1[:, col - k : col]
-
-    if prior_width:
-        write_prior(*cols(prior_width))
-    for k, m in enumerate(members):
-        if k:
-            a, b = m.head.factors(*states(m))
-        part0, part1 = cols(a.shape[1])
-        part0.copy_(a).div_(len(members))
-        part1.copy_(b)
-        del a, b
-    for scorer, w in lexical:
-        scorer.write_common(*cols(len(scorer.common)), scale=w)
-    assert col == width, (col, width)
-    return f0, f1
-
-
 class BlockScorer:
     """The final scores ``head(x0, x1) + prior`` of a model as row blocks, from node
     embeddings and prior factors computed once: a small, picklable object, so the
@@ -248,19 +200,16 @@ class BlockScorer:
         def states(m):
             return node_embeddings(m, views0, valid0, views1, valid1, topm, tuned0, tuned1)
 
-        pairs, log_w = first.prior_pairs, first.prior_log_weight
+        pairs, log_w, self.rows = first.prior_pairs, first.prior_log_weight, None
         if self.fused:
-            prior = (
-                dense_prior_width(pairs, views0),
-                lambda out0, out1: write_dense_prior_factors(
-                    pairs, log_w, views0, valid0, views1, valid1, out0, out1
-                ),
-            )
-            self.f0, self.f1 = fused_factors(members, states, prior, self.scorers, self.lex_w)
+            self.f0, self.f1, self.rows = fused_scorer_parts(
+                members, states, (views0, valid0, views1, valid1), (pairs, log_w),
+                self.scorers, self.lex_w, lazy=tuned0 is None,
+            )  # fmt: skip
         else:
             self.states, self.heads = [states(m) for m in members], [m.head for m in members]
             self.p0, self.p1 = dense_prior_factors(pairs, log_w, views0, valid0, views1, valid1)
-        self.n = len(self.f0 if self.fused else self.states[0][0])
+        self.n = len(self.f1 if self.fused else self.states[0][0])
 
     @torch.inference_mode()
     def logits(self, s: int, e: int, cols: slice = slice(None)) -> torch.Tensor:
@@ -272,16 +221,18 @@ class BlockScorer:
         if step != 1:
             raise ValueError("BlockScorer.logits: columns must be a contiguous slice")
         out = torch.empty(e - s, max(b - a, 0))
+        if self.fused:
+            f0 = self.f0[s:e] if self.rows is None else self.rows(s, e)
         with fast_matmul(self.fast):
             for t in range(a // self.tile * self.tile, b, self.tile):
                 tile = slice(t, min(t + self.tile, self.n))
-                part = self._fused(s, e, tile) if self.fused else self._per_member(s, e, tile)
+                part = self._fused(f0, s, e, tile) if self.fused else self._per_member(s, e, tile)
                 lo, hi = max(a, t), min(b, tile.stop)
                 out[:, lo - a : hi - a] = part[:, lo - t : hi - t]
         return out
 
-    def _fused(self, s, e, cols):
-        out = self.f0[s:e] @ self.f1[cols].T
+    def _fused(self, f0, s, e, cols):
+        out = f0 @ self.f1[cols].T
         for scorer, w in zip(self.scorers, self.lex_w):  # lexical: its rare n-grams only
             part = scorer.rare_scores if isinstance(scorer, LexicalScorer) else scorer.scores
             if (rest := part(slice(s, e), cols)) is not None:

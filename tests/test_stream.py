@@ -24,6 +24,7 @@ from gmatch.stream import (
     fast_matmul_is_exact,
     keeps_float32,
     matmul_error,
+    node_embeddings,
     streamed_metrics,
     streamed_ranks,
 )
@@ -90,6 +91,39 @@ def test_dense_prior_factors_written_in_row_chunks_are_bitwise_the_same():
     ones = [torch.ones_like(v) for v in valid0]
     write_dense_prior_factors(pairs, log_w, views0, ones, views1, valid1, out0, out1, rows=32)
     assert not torch.equal(out0, a)
+
+
+def test_poster_rows_built_on_demand_are_bitwise_the_whole_factors(monkeypatch):
+    """At large N the poster side of the fused product is built in aligned chunks when a
+    block asks (RowFactors): the same rows bit for bit as the whole f0, for blocks that
+    straddle chunks, after pickling (Ray workers), and the same scores."""
+    import pickle
+
+    import gmatch.fused
+
+    model, views, (A, B) = bag_case()
+    whole = BlockScorer(model, *views, lexical=[(A, B)])
+    monkeypatch.setattr(gmatch.fused, "ENCODE_ROWS", 32)  # 90 posters: three chunks
+    lazy = BlockScorer(model, *views, lexical=[(A, B)])
+    assert lazy.f0 is None and lazy.rows is not None and whole.rows is None
+    members = list(model.members)
+    f0, f1, rows = gmatch.fused.fused_scorer_parts(
+        members,
+        lambda m: node_embeddings(m, *views),
+        views,
+        (members[0].prior_pairs, members[0].prior_log_weight),
+        lazy.scorers,
+        lazy.lex_w,
+        lazy=False,
+    )
+    assert rows is None and torch.equal(f1, lazy.f1)
+    for s, e in [(0, 90), (20, 50), (31, 33), (64, 90)]:
+        assert torch.equal(lazy.rows(s, e), f0[s:e])
+    again = pickle.loads(pickle.dumps(lazy))
+    assert again.rows._kept == (-1, None) and torch.equal(again.rows(10, 70), f0[10:70])
+    assert torch.allclose(lazy.logits(0, 90), whole.logits(0, 90), atol=1e-5, rtol=1e-6)
+    # Control: rows built from shifted chunks are not the whole factors.
+    assert not torch.equal(lazy.rows.build(1, 33), f0[0:32])
 
 
 def test_linear_heads_factor_into_one_product():

@@ -52,8 +52,11 @@ class LexicalScorer:
     def write_common(self, out0, out1, scale=None, rows: int = 8192) -> None:
         """:meth:`common_factors` written into ``out0`` [n0 x n_common] (times ``scale``)
         and ``out1`` [n1 x n_common], ``rows`` rows at a time: bitwise the same values,
-        without a dense n x n_common transient per side."""
+        without a dense n x n_common transient per side; a side whose ``out`` is None is
+        skipped (:meth:`common_rows` gives poster rows on demand)."""
         for M, out, w in ((self.A, out0, scale), (self.B, out1, None)):
+            if out is None:
+                continue
             if M is self.B and self._Bc is not None:
                 out.copy_(self._Bc)
                 continue
@@ -62,6 +65,11 @@ class LexicalScorer:
                 part.copy_(self._common(M[s : s + rows]))
                 if w is not None:
                     part.mul_(w)
+
+    def common_rows(self, s: int, e: int) -> torch.Tensor:
+        """Rows ``s..e`` of :meth:`common_factors`'s poster side (bitwise :meth:`write_common`'s
+        for a chunk of ``rows`` starting at ``s``)."""
+        return self._common(self.A[s:e])
 
     def rare_scores(self, rows=slice(None), cols=slice(None)) -> torch.Tensor | None:
         """The rare n-grams' share of :meth:`scores` (None when every n-gram is common)."""

@@ -130,17 +130,19 @@ def write_dense_prior_factors(
 ) -> None:
     """:func:`dense_prior_factors`'s ``(A, B)`` written into ``out0`` [N x W] and ``out1``
     [M x W] (W = :func:`dense_prior_width`), ``rows`` rows at a time: bitwise the same
-    values (row-wise operations in the same order), without an N x W transient."""
+    values (row-wise operations in the same order), without an N x W transient. A side
+    whose ``out`` is None is skipped (large-N mode builds poster rows on demand; then its
+    views may be None too)."""
     col = 0
     for (i, j), lw in zip(pairs, log_w):
         w, d = lw.exp(), views0[i].shape[1]
-        if views1[j].shape[1] != d:
+        if views1 is not None and views1[j].shape[1] != d:
             raise ValueError(f"dense prior pair ({i}, {j}): widths {d} != {views1[j].shape[1]}")
         for views, valid, k, out, scale in (
             (views0, valid0, i, out0, w),
             (views1, valid1, j, out1, None),
         ):
-            for s in range(0, len(views[k]), rows):
+            for s in range(0, len(views[k]) if out is not None else 0, rows):
                 part = F.normalize(views[k][s : s + rows], dim=-1) * valid[k][s : s + rows, None]
                 out[s : s + rows, col : col + d] = part if scale is None else part * scale
         col += d
