@@ -34,6 +34,12 @@ READERS = {
     "v6-small at sides 480 + 736 merged (the default: data.ocr_extra_sides=[736])": OCRConfig(
         extra_sides=(736,)
     ),
+    "v6-small at sides 480 + 320 merged (data.ocr_extra_sides=[320])": OCRConfig(
+        extra_sides=(320,)
+    ),
+    "v6-small at sides 480 + 736 + 320 merged (data.ocr_extra_sides=[736, 320])": OCRConfig(
+        extra_sides=(736, 320)
+    ),
 }
 
 
