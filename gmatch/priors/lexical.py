@@ -44,10 +44,13 @@ class LexicalScorer:
 
     def common_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(a, b)``: dense [n0 x n_common] and [n1 x n_common] with ``a[rows] @ b[cols].T``
-        the common n-grams' share of :meth:`scores` (the streamed path folds it into one
-        product with the other linear parts; :meth:`rare_scores` is the rest). Built
-        afresh, not kept: a caller that only needs these never holds two copies."""
-        return self._common(self.A), self._Bc if self._Bc is not None else self._common(self.B)
+        the common n-grams' share of :meth:`scores` (:meth:`rare_scores` is the rest).
+        Built afresh by :meth:`write_common`, not kept: a caller that only needs these never
+        holds two copies (the streamed path writes them into its fused product instead)."""
+        a = torch.empty(self.A.shape[0], len(self.common))
+        b = torch.empty(self.B.shape[0], len(self.common))
+        self.write_common(a, b)
+        return a, b
 
     def write_common(self, out0, out1, scale=None, rows: int = 8192) -> None:
         """:meth:`common_factors` written into ``out0`` [n0 x n_common] (times ``scale``)
