@@ -117,10 +117,11 @@ class RowFactors:
 
 def fused_scorer_parts(members, states, views, prior, scorers, lex_w, lazy: bool = True):
     """``(f0, f1, rows)`` of a fused :class:`gmatch.stream.BlockScorer`: ``views`` =
-    (views0, valid0, views1, valid1), ``prior`` = the first member's (pairs, log weights).
+    (views0, valid0, views1, valid1), ``prior`` = the first member's (pairs, log weights),
+    ``states(member, posters)`` its node embeddings (``posters=False``: no poster rows).
     With ``lazy`` (and per-node encoders, more than :data:`ENCODE_ROWS` posters) ``f0`` is
-    None and ``rows`` (a :class:`RowFactors`) builds its rows on demand; else ``rows`` is
-    None."""
+    None and ``rows`` (a :class:`RowFactors`) builds its rows on demand, the only pass of
+    the poster encoders; else ``rows`` is None."""
     views0, valid0, views1, valid1 = views
     pairs, log_w = prior
     lazy = lazy and len(views0[0]) > ENCODE_ROWS and not any(len(m.layers) for m in members)
@@ -131,7 +132,9 @@ def fused_scorer_parts(members, states, views, prior, scorers, lex_w, lazy: bool
             pairs, log_w, views0, valid0, views1, valid1, out0, out1, ENCODE_ROWS
         ),
     )
-    f0, f1 = fused_factors(members, states, write, scorers, lex_w, posters=not lazy)
+    f0, f1 = fused_factors(
+        members, lambda m: states(m, not lazy), write, scorers, lex_w, posters=not lazy
+    )
     if not lazy:
         return f0, f1, None
     rows = RowFactors(members, views0, valid0, (pairs, log_w, width), scorers, lex_w, f1.shape[1])

@@ -66,10 +66,21 @@ DENSE_ATTENTION_MAX = 20000
 
 @torch.inference_mode()
 def node_embeddings(
-    model, views0, valid0, views1, valid1, topm: int | None = None, tuned0=None, tuned1=None
+    model,
+    views0,
+    valid0,
+    views1,
+    valid1,
+    topm: int | None = None,
+    tuned0=None,
+    tuned1=None,
+    posters: bool = True,
 ):
     """Inputs of the final head; attention units run sparse with ``topm`` candidates
-    (default the model's ``attn_topm``); ``tuned0/1``: fine-tuned node views by index."""
+    (default the model's ``attn_topm``); ``tuned0/1``: fine-tuned node views by index.
+    ``posters=False`` (per-node encoders only): the poster side has no rows (large-N
+    mode builds it on demand, :class:`gmatch.fused.RowFactors`), so its encoders never
+    run over all N posters."""
     if getattr(model, "local", None) is not None:
         raise StreamError(
             "large-N mode does not score the local-node stage (data.poster_sets / intro_sets) yet; "
@@ -90,7 +101,11 @@ def node_embeddings(
             "pass topm (e.g. 64) for sparse top-m attention"
         )
     if not len(model.layers):  # per-node encoders: in row chunks, a small peak at any N
+        if not posters:
+            views0, valid0 = [v[:0] for v in views0], [x[:0] for x in valid0]
         return chunked(model.encode0, views0, valid0), chunked(model.encode1, views1, valid1)
+    if not posters:
+        raise ValueError("node_embeddings(posters=False) needs per-node encoders (no attention)")
     *_, last = model.states(views0, valid0, views1, valid1, topm=m)
     return last
 
@@ -197,8 +212,8 @@ class BlockScorer:
         self.fast, self.tile = fast, TILE
         self.fused = fuse and all(hasattr(m.head, "factors") for m in members)
 
-        def states(m):
-            return node_embeddings(m, views0, valid0, views1, valid1, topm, tuned0, tuned1)
+        def states(m, posters=True):
+            return node_embeddings(m, views0, valid0, views1, valid1, topm, tuned0, tuned1, posters)
 
         pairs, log_w, self.rows = first.prior_pairs, first.prior_log_weight, None
         if self.fused:

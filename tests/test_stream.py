@@ -109,7 +109,7 @@ def test_poster_rows_built_on_demand_are_bitwise_the_whole_factors(monkeypatch):
     members = list(model.members)
     f0, f1, rows = gmatch.fused.fused_scorer_parts(
         members,
-        lambda m: node_embeddings(m, *views),
+        lambda m, posters: node_embeddings(m, *views, posters=posters),
         views,
         (members[0].prior_pairs, members[0].prior_log_weight),
         lazy.scorers,
@@ -124,6 +124,32 @@ def test_poster_rows_built_on_demand_are_bitwise_the_whole_factors(monkeypatch):
     assert torch.allclose(lazy.logits(0, 90), whole.logits(0, 90), atol=1e-5, rtol=1e-6)
     # Control: rows built from shifted chunks are not the whole factors.
     assert not torch.equal(lazy.rows.build(1, 33), f0[0:32])
+
+
+def test_lazy_poster_rows_run_the_poster_encoders_once(monkeypatch):
+    """With rows built on demand, the build encodes no poster (the intros only), so a
+    pass over the blocks runs each member's poster encoder over the N posters once; the
+    whole-f0 build (the control) encodes them up front, and then no more."""
+    import gmatch.fused
+
+    model, views, (A, B) = bag_case()
+    seen = []
+    for m in model.members:  # rows each poster encoder sees
+        m.encode0.register_forward_pre_hook(lambda module, args: seen.append(len(args[0][0])))
+    n, members = len(views[0][0]), len(model.members)
+    whole = BlockScorer(model, *views, lexical=[(A, B)])
+    assert sum(seen) == n * members  # control: the whole f0 is built at once
+    seen.clear()
+    monkeypatch.setattr(gmatch.fused, "ENCODE_ROWS", 32)
+    lazy = BlockScorer(model, *views, lexical=[(A, B)])
+    assert sum(seen) == 0 and lazy.rows is not None
+    for s in range(0, n, 16):
+        lazy.logits(s, min(s + 16, n))
+    assert sum(seen) == n * members
+    assert torch.allclose(lazy.logits(0, n), whole.logits(0, n), atol=1e-5, rtol=1e-6)
+    attention = Matcher([20, 16], [16], ModelConf(dim=16, n_layers=1), [(1, 0)], [4.0])
+    with pytest.raises(ValueError, match="per-node encoders"):
+        node_embeddings(attention.eval(), *views, posters=False)
 
 
 def test_linear_heads_factor_into_one_product():
