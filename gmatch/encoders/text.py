@@ -118,14 +118,16 @@ class SentenceTransformerEncoder:
         known: dict | None = None,
         backend: str = "torch",
     ):
-        if backend not in ("torch", "onnx"):
-            raise ValueError(f"backend must be torch or onnx, got {backend!r}")
+        if backend not in ("torch", "onnx", "onnx-int8"):
+            raise ValueError(f"backend must be torch, onnx or onnx-int8, got {backend!r}")
         self._source = name_or_path
         self.name = name or f"st:{name_or_path}"
         self.batch_size = batch_size
         # Execution only (not in settings()): "onnx" runs the transformer, the mean pooling
         # and the normalisation exported to ONNX Runtime (2.1x faster for mpnet on 2 cores,
         # embeddings within 1e-6 of torch's: benchmarks/NEW_POSTERS.md, tests).
+        # "onnx-int8" quantises the exported weights to int8 (other embeddings: give it its
+        # own ``name``, so its cache is not the float model's).
         self.backend = backend
         self._session = None
         self._model = None
@@ -173,7 +175,7 @@ class SentenceTransformerEncoder:
 
     @torch.inference_mode()
     def encode(self, texts: list[str]) -> np.ndarray:
-        if self.backend == "onnx" and self._onnx() is not None:
+        if self.backend.startswith("onnx") and self._onnx() is not None:
             return self._encode_onnx(texts)
         return self.model.encode(
             texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
@@ -194,7 +196,7 @@ class SentenceTransformerEncoder:
                 self._session = False
             else:
                 pooled = MeanPooled(mods[0].auto_model, normalize=len(mods) == 3)
-                self._session = onnx_text_session(pooled)
+                self._session = onnx_text_session(pooled, int8=self.backend == "onnx-int8")
         return self._session or None
 
     def _encode_onnx(self, texts: list[str]) -> np.ndarray:
@@ -244,10 +246,11 @@ class MeanPooled(torch.nn.Module):
         return torch.nn.functional.normalize(out, dim=-1) if self.normalize else out
 
 
-def onnx_text_session(module: torch.nn.Module):
-    """``module(input_ids, attention_mask) -> embeddings`` in ONNX Runtime."""
+def onnx_text_session(module: torch.nn.Module, int8: bool = False):
+    """``module(input_ids, attention_mask) -> embeddings`` in ONNX Runtime (``int8``: its
+    weights quantised, :func:`gmatch.encoders.exported.quantize_int8`)."""
     ids = torch.ones(2, 8, dtype=torch.long)
     names = ["input_ids", "attention_mask"]
     axes = {k: {0: "batch", 1: "tokens"} for k in names}
     # one intra-op thread: batches run side by side instead (SentenceTransformerEncoder)
-    return ort_session(module, (ids, torch.ones_like(ids)), names, axes, threads=1)
+    return ort_session(module, (ids, torch.ones_like(ids)), names, axes, threads=1, int8=int8)
