@@ -21,6 +21,8 @@ ANALYSES = (
     "prior_weights",
     "zero_shot_736",
     "sides_paired",
+    "zero_shot_736_320",
+    "third_side_paired",
     "protocol",
     "zero_shot_ocr320",
     "transfer_paired",
