@@ -4,6 +4,7 @@ with torch's thread count (or a given one) and no spinning (gmatch.threads)."""
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 
 import torch
@@ -75,15 +76,21 @@ def quantize_int8(model: bytes) -> bytes:
         if n.op_type == "MatMul" and len(shapes.get(n.input[1], ())) == 2
         and shapes[n.input[1]][0] <= shapes[n.input[1]][1]
     ]  # fmt: skip
+    root = logging.getLogger()  # the quantiser logs a pre-processing hint on the root logger
+    level = root.level
     with tempfile.TemporaryDirectory(prefix="gmatch-int8-") as tmp:
         out = Path(tmp) / "int8.onnx"
-        quantize_dynamic(
-            proto,
-            out,
-            op_types_to_quantize=["MatMul"],
-            nodes_to_quantize=nodes,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            extra_options={"MatMulConstBOnly": True},
-        )
+        root.setLevel(max(level, logging.ERROR))
+        try:
+            quantize_dynamic(
+                proto,
+                out,
+                op_types_to_quantize=["MatMul"],
+                nodes_to_quantize=nodes,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                extra_options={"MatMulConstBOnly": True},
+            )
+        finally:
+            root.setLevel(level)
         return out.read_bytes()
