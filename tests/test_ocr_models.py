@@ -53,8 +53,8 @@ def test_config_keys_choose_the_reader():
     got = ocr_config(conf.data)
     assert got.model == "v6-small" and got.det_thresh == 0.2 and not got.det_dilation
     assert ocr_config(DataConf(ocr_model="v4", ocr_extra_sides=[])) == OCRConfig(model="v4")
-    # the defaults agree (the config reads at a second side, study `sides`)
-    assert ocr_config(DataConf()) == OCRConfig(extra_sides=(736,))
+    # the defaults agree (the config reads at two more sides, studies `sides`, `third_side`)
+    assert ocr_config(DataConf()) == OCRConfig(extra_sides=(736, 320))
     with pytest.raises(ValueError, match="ocr_model"):
         load_config(None, ["data.ocr_model=v9"])
 
@@ -184,16 +184,17 @@ def test_extra_sides_read_each_side_once_cache_it_and_merge(tmp_path, monkeypatc
     again. Control: the extra side reads lines the first side does not."""
     paths = [DATA / "poster" / f"{i}.jpg" for i in IDS]
     hashes = [f"h{i}" for i in IDS]
-    conf = ocr_config(load_config(None, []).data)  # the default: 480, then 736
+    conf = ocr_config(load_config(None, []).data)  # the default: 480, then 736, then 320
     base = OCRConfig()
-    assert conf.extra_sides == (736,) and conf.key() != base.key()
+    assert conf.extra_sides == (736, 320) and conf.key() != base.key()
     assert [c.key() for c in ocr.side_configs(conf)] == [
         base.key(),
         OCRConfig(det_limit_side_len=736).key(),
+        OCRConfig(det_limit_side_len=320).key(),
     ]
     merged = ocr.read_posters(paths, hashes, tmp_path, conf, workers=1, progress=False)
     alone = [[ocr.read_one((p, side)) for p in paths] for side in ocr.side_configs(conf)]
-    assert alone[0] != alone[1]  # the control: the second side reads other lines
+    assert alone[0] != alone[1] and alone[0] != alone[2]  # control: other sides read other lines
     assert merged == [ocr.merge_readings(list(r), 0.6) for r in zip(*alone)]
     assert merged == [ocr.read_one((p, conf)) for p in paths]  # a pool task merges alike
     assert merged != alone[0]

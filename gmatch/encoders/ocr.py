@@ -75,7 +75,7 @@ class OCRConfig:
     # more detector sides to read each poster at (e.g. (736,)): their lines follow the
     # first reading's, without the lines whose letters were read already (merge_readings).
     # Each side is cached on its own, so adding one reads the posters only at that side.
-    # () here: one reading; the config's default (data.ocr_extra_sides) adds 736
+    # () here: one reading; the config's default (data.ocr_extra_sides) adds 736 and 320
     extra_sides: tuple[int, ...] = ()
 
     def __post_init__(self):
