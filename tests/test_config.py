@@ -98,6 +98,27 @@ def test_readme_documents_every_config_key_and_no_other():
     assert documented == set(flatten(to_dict(Config())))
 
 
+def documented_defaults_that_differ(readme: str) -> dict:
+    """``{key: (README, code)}`` for every config key whose default in README's
+    Configuration table is not the dataclass default (strings bare, others as repr)."""
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = dict(re.findall(r"^\| `([\w.]+)` \| `([^`]*)` \|", section, flags=re.M))
+    return {
+        key: (documented.get(key), want)
+        for key, value in flatten(to_dict(Config())).items()
+        if documented.get(key) != (want := value if isinstance(value, str) else repr(value))
+    }
+
+
+def test_readme_states_every_default_as_the_code_has_it():
+    """The table once said ``[]`` for data.ocr_extra_sides while the code read at 736."""
+    readme = (ROOT / "README.md").read_text()
+    assert documented_defaults_that_differ(readme) == {}
+    # Control: a stale default in the table is caught, and names both values.
+    stale = readme.replace("| `data.ocr_det_side` | `480` |", "| `data.ocr_det_side` | `736` |")
+    assert documented_defaults_that_differ(stale) == {"data.ocr_det_side": ("736", "480")}
+
+
 def test_environment_yml_pins_what_pyproject_pins():
     """The conda file repeats pyproject's pins (dependencies + the test and ray extras), no
     more, no less."""
