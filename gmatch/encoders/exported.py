@@ -58,10 +58,10 @@ def quantize_int8(model: bytes) -> bytes:
     the down projections (a weight with more input than output features: a transformer
     FFN's second layer, whose GELU inputs have outliers that 8 bits clip).
 
-    Measured on course texts (benchmarks/TEXT_INT8.md): per tensor moved MiniLM's intro
-    embeddings to cosine 0.94-0.97 of the float ones, per channel keeps 0.99; quantising
-    mpnet's down projections too dropped it to 0.88 (lines as low as 0.18), without
-    them 0.99 at ~2.5x the float speed."""
+    Measured on course texts: per tensor moved MiniLM's intro embeddings to cosine
+    0.94-0.97 of the float ones, per channel keeps 0.99; quantising mpnet's down
+    projections too dropped it to 0.88 (benchmarks/TEXT_INT8.md at dd45a38), without them
+    0.99 at 1.7x the float model's texts/s (the same benchmark now)."""
     import tempfile
     from pathlib import Path
 
