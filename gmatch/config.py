@@ -75,8 +75,7 @@ class DataConf:
     # more detector sides to read each poster at, after ocr_det_side: lines whose letters
     # were not read at an earlier side are appended (OCRConfig.extra_sides); [736] since
     # study `sides` (title words found 0.747 -> 0.775, Δcv +0.0055 ± 0.0021), [736, 320]
-    # since study `third_side` (0.775 -> 0.796, Δcv +0.0055 ± 0.0014); [736] reads 1.3x
-    # faster, [] once (OCR ~3x faster)
+    # since study `third_side` (0.775 -> 0.796, Δcv +0.0055 ± 0.0014); [] reads once
     ocr_extra_sides: list[int] = field(default_factory=lambda: [736, 320])
 
 

@@ -12,6 +12,7 @@ import pytest
 from conftest import make_folder
 
 from gmatch.cli import main
+from gmatch.config import DataConf
 from gmatch.distributed import local_cluster
 
 RAY = Path(sys.executable).parent / "ray"
@@ -57,8 +58,9 @@ def test_features_on_the_cluster_equal_the_local_ones(cluster, small, tmp_path):
     ]
     assert main([*args, *VIEWS]) == 0
     files = sorted(p.name for p in local.iterdir())
-    # OCR at both detector sides (data.ocr_extra_sides), image, text
-    assert files == sorted(p.name for p in remote.iterdir()) and len(files) == 4
+    # OCR at every detector side of the default (data.ocr_extra_sides), image, text
+    sides = len(DataConf().ocr_extra_sides) + 1
+    assert files == sorted(p.name for p in remote.iterdir()) and len(files) == sides + 2
     for name in files:
         if name.endswith(".json"):  # OCR: the same lines, word for word, and confidences
             a, b = json.loads((local / name).read_text()), json.loads((remote / name).read_text())
