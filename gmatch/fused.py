@@ -33,13 +33,13 @@ def chunked(encode, views, valid, rows: int | None = None) -> torch.Tensor:
 @torch.inference_mode()
 def fused_factors(members, states, prior, scorers, lex_w, posters: bool = True):
     """``(f0, f1)`` with ``f0[rows] @ f1[cols].T`` = the mean of the members' linear heads
-    (``states(member)``: its node embeddings) + the dense priors (``prior = (width,
+    (``states(member, posters)``: its node embeddings) + the dense priors (``prior = (width,
     write)``: ``write(out0, out1)`` fills their factors' ``width`` columns) + the common
     n-grams of the lexical ``scorers`` (weights ``lex_w``), up to rounding. Each part is
     written into preallocated [N x width] matrices, the priors row chunks at a time: the
     peak is the factors plus one member's embeddings, not every part twice.
     ``posters=False``: ``f0`` is None (:class:`RowFactors` builds its rows on demand)."""
-    a, b = members[0].head.factors(*states(members[0]))
+    a, b = members[0].head.factors(*states(members[0], posters))
     lexical = [(c, w) for c, w in zip(scorers, lex_w) if isinstance(c, LexicalScorer)]
     prior_width, write_prior = prior
     width = prior_width + a.shape[1] * len(members) + sum(len(c.common) for c, _ in lexical)
@@ -56,7 +56,7 @@ def fused_factors(members, states, prior, scorers, lex_w, posters: bool = True):
         write_prior(*cols(prior_width))
     for k, m in enumerate(members):
         if k:
-            a, b = m.head.factors(*states(m))
+            a, b = m.head.factors(*states(m, posters))
         part0, part1 = cols(a.shape[1])
         if part0 is not None:
             part0.copy_(a).div_(len(members))
@@ -132,9 +132,7 @@ def fused_scorer_parts(members, states, views, prior, scorers, lex_w, lazy: bool
             pairs, log_w, views0, valid0, views1, valid1, out0, out1, ENCODE_ROWS
         ),
     )
-    f0, f1 = fused_factors(
-        members, lambda m: states(m, not lazy), write, scorers, lex_w, posters=not lazy
-    )
+    f0, f1 = fused_factors(members, states, write, scorers, lex_w, posters=not lazy)
     if not lazy:
         return f0, f1, None
     rows = RowFactors(members, views0, valid0, (pairs, log_w, width), scorers, lex_w, f1.shape[1])

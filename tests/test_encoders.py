@@ -404,3 +404,26 @@ def test_int8_text_backend_is_quantised_and_close():
     )
     with pytest.raises(ConfigError, match="int8"):
         build_encoder("text:mpnet:int4")
+    # A caller's other backend (the new-posters benchmark's torch reference) is refused,
+    # not silently replaced; the int8 backend itself is accepted.
+    with pytest.raises(ConfigError, match="backend=torch"):
+        build_encoder("text:mpnet:int8", backend="torch")
+    assert build_encoder("text:mpnet:int8", backend="onnx-int8").backend == "onnx-int8"
+
+
+def test_int8_quantiser_hint_is_muted_without_muting_anyone_else():
+    """quantize_int8 drops the quantiser's own root-logger hints below ERROR with a filter,
+    not by raising the root level: another module's warning at the same time still passes,
+    and so does the quantiser's own error."""
+    import logging
+
+    from gmatch.encoders.exported import _QuantiserHints
+
+    def record(path, level=logging.WARNING):
+        return logging.LogRecord("root", level, path, 1, "msg", None, None)
+
+    hint = _QuantiserHints()
+    quantiser = "/x/site-packages/onnxruntime/quantization/quantize.py"
+    assert not hint.filter(record(quantiser))
+    assert hint.filter(record(quantiser, logging.ERROR))
+    assert hint.filter(record("/x/site-packages/gmatch/cli.py"))  # control: others pass

@@ -52,6 +52,15 @@ def ort_session(
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
+class _QuantiserHints(logging.Filter):
+    """Drops the log records below ERROR that onnxruntime's quantiser emits on the root
+    logger; every other record (another thread's, the caller's) passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        path = record.pathname.replace("\\", "/")
+        return record.levelno >= logging.ERROR or "onnxruntime/quantization" not in path
+
+
 def quantize_int8(model: bytes) -> bytes:
     """An ONNX model with the weights of its matrix products in int8, per output channel,
     and their inputs quantised on the fly (ONNX Runtime's ``quantize_dynamic``), except
@@ -77,10 +86,10 @@ def quantize_int8(model: bytes) -> bytes:
         and shapes[n.input[1]][0] <= shapes[n.input[1]][1]
     ]  # fmt: skip
     root = logging.getLogger()  # the quantiser logs a pre-processing hint on the root logger
-    level = root.level
+    hint = _QuantiserHints()  # drops only the quantiser's own records below ERROR
     with tempfile.TemporaryDirectory(prefix="gmatch-int8-") as tmp:
         out = Path(tmp) / "int8.onnx"
-        root.setLevel(max(level, logging.ERROR))
+        root.addFilter(hint)
         try:
             quantize_dynamic(
                 proto,
@@ -92,5 +101,5 @@ def quantize_int8(model: bytes) -> bytes:
                 extra_options={"MatMulConstBOnly": True},
             )
         finally:
-            root.setLevel(level)
+            root.removeFilter(hint)
         return out.read_bytes()

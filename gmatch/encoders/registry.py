@@ -65,6 +65,8 @@ def _mpnet(arg: str | None, **kw):
         raise ConfigError(f"text:mpnet:{arg}: the only variant is int8 (text:mpnet:int8)")
     known = {"max_seq_length": 384, "dim": 768}
     if arg == "int8":  # other embeddings than the float model's: another name, another cache
+        if kw.get("backend", "onnx-int8") != "onnx-int8":
+            raise ConfigError(f"text:mpnet:int8 runs on onnx-int8, not backend={kw['backend']}")
         kw["backend"], name = "onnx-int8", "mpnet-int8"
     else:
         kw.setdefault("backend", "onnx")  # 2.1x torch's speed, same embeddings within 1e-6
