@@ -41,10 +41,25 @@ def tiny(changes: dict | None = None, drop: tuple = ()) -> list[str]:
 
 
 def make_folder(
-    dst: Path, n: int = 48, n_train: int = 32, train: bool = True, start: int = 0
+    dst: Path,
+    n: int = 48,
+    n_train: int = 32,
+    train: bool = True,
+    start: int = 0,
+    ocr_seeds: bool = False,
 ) -> Path:
-    """A real course-format folder with the first ``n`` movies that have posters."""
+    """A real course-format folder with the first ``n`` movies that have posters.
+
+    ``ocr_seeds``: beside it, the OCR caches shipped with the course data, named for it
+    (``<parent>/ocr/<name>_rapidocr*.json``: what gmatch's reader wrote for these very
+    posters), so features read no poster again. For the tests about something else
+    than reading posters; the OCR tests and the cluster's OCR test read them."""
     dst.mkdir(parents=True, exist_ok=True)
+    if ocr_seeds:
+        (dst.parent / "ocr").mkdir(exist_ok=True)
+        for seed in sorted((DATA.parent / "ocr").glob(f"{DATA.name}_rapidocr*.json")):
+            name = dst.name + seed.name.removeprefix(DATA.name)
+            shutil.copyfile(seed, dst.parent / "ocr" / name)
     (dst / "poster").mkdir(exist_ok=True)
     ids = sorted(int(p.stem) for p in (DATA / "poster").glob("*.jpg"))[start : start + n]
     keep = set(ids)
@@ -69,7 +84,7 @@ def make_folder(
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
-    return make_folder(tmp_path_factory.mktemp("data") / "tiny", n=48, n_train=32)
+    return make_folder(tmp_path_factory.mktemp("data") / "tiny", n=48, n_train=32, ocr_seeds=True)
 
 
 @pytest.fixture(scope="session")

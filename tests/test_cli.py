@@ -260,7 +260,7 @@ def test_evaluate_a_folder_without_train_txt(trained, cache_dir, tmp_path):
     """The checkpoint carries its fitted TF-IDF, so a folder of unseen movies can be scored."""
     from conftest import make_folder
 
-    folder = make_folder(tmp_path / "new", n=40, train=False, start=200)
+    folder = make_folder(tmp_path / "new", n=40, train=False, start=200, ocr_seeds=True)
     out = tmp_path / "eval_new"
     assert (
         main(

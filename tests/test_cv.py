@@ -44,7 +44,7 @@ def test_folds_partition_the_positions_whatever_their_order():
 @pytest.fixture(scope="module")
 def mid_dir(tmp_path_factory):
     # 180 movies, 120 training pairs: 3 folds of 40 (k = 2 per fold)
-    return make_folder(tmp_path_factory.mktemp("data") / "mid", n=180, n_train=120)
+    return make_folder(tmp_path_factory.mktemp("data") / "mid", n=180, n_train=120, ocr_seeds=True)
 
 
 def test_fold_models_never_train_on_their_fold_nor_on_heldout(mid_dir, cache_dir, monkeypatch):

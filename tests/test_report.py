@@ -40,7 +40,7 @@ CHROMIUM_FLAGS = [
 def report_run(tmp_path_factory, cache_dir):
     from conftest import make_folder
 
-    folder = make_folder(tmp_path_factory.mktemp("rep") / "d", n=100, n_train=66)
+    folder = make_folder(tmp_path_factory.mktemp("rep") / "d", n=100, n_train=66, ocr_seeds=True)
     out = tmp_path_factory.mktemp("runs") / "r"
     assert (
         main(

@@ -29,7 +29,7 @@ ARGS = tiny(
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    return make_folder(tmp_path_factory.mktemp("rel") / "d", n=120, n_train=80)
+    return make_folder(tmp_path_factory.mktemp("rel") / "d", n=120, n_train=80, ocr_seeds=True)
 
 
 def test_kill_mid_training_then_resume_matches_uninterrupted(folder, cache_dir, tmp_path):
