@@ -106,6 +106,34 @@ def test_mlp_edge_chunked_equals_full_concat_oracle():
     assert torch.allclose(edge(x0, x1), oracle, atol=1e-5)
 
 
+def test_feature_dropout_keeps_1_minus_p_scales_and_is_seeded():
+    """FeatureDropout is inverted dropout: in training each entry is kept with
+    probability 1 - p (binomial bounds on 200k entries) and scaled by 1 / (1 - p), the
+    gradient is the mask, the same seed draws the same mask; eval mode is the identity.
+    Control: p = 0.1 keeps another share, so the share check tells p apart."""
+    from gmatch.config import ConfigError
+    from gmatch.models.dropout import FeatureDropout
+
+    x = torch.ones(400, 500, requires_grad=True)
+    for p in (0.5, 0.1):
+        drop = FeatureDropout(p).train()
+        torch.manual_seed(0)
+        y = drop(x)
+        kept = (y != 0).float().mean().item()
+        assert abs(kept - (1 - p)) < 5 * (p * (1 - p) / x.numel()) ** 0.5, (p, kept)
+        assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - p)))
+        (g,) = torch.autograd.grad(y.sum(), x)
+        assert torch.equal(g, y.detach())  # d(x * mask)/dx = mask
+        torch.manual_seed(0)
+        assert torch.equal(drop(x), y)  # seeded: the same mask
+        assert not torch.equal(drop(x), y)  # the next draw is another mask
+        assert drop.eval()(x) is x
+    assert abs(kept - 0.5) > 0.3  # control: p = 0.1's share is not p = 0.5's
+    assert torch.equal(FeatureDropout(1.0).train()(x), torch.zeros_like(x))
+    with pytest.raises(ConfigError, match="feat_dropout"):
+        FeatureDropout(1.5)
+
+
 def test_missing_view_uses_learned_vector():
     conf = ModelConf(dim=8, n_layers=0, feat_dropout=0.0)
     model = Matcher([4, 4], [4], conf).eval()

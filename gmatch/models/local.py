@@ -39,6 +39,7 @@ from torch import nn
 
 from gmatch.config import ModelConf
 from gmatch.models.attention import ffn
+from gmatch.models.dropout import FeatureDropout
 from gmatch.priors import offsets_within
 
 __all__ = ["LocalStage", "PairCrossAttention", "complete_edges", "candidate_pairs", "pair_edges"]
@@ -199,7 +200,7 @@ class LocalStage(nn.Module):
                     self.proj1[i] = p0
                 else:
                     p1.weight.data.copy_(p0.weight.data)
-        self.drop = nn.Dropout(conf.feat_dropout)
+        self.drop = FeatureDropout(conf.feat_dropout)
         self.global0 = nn.Linear(conf.dim, d) if self.with_global else None
         self.global1 = nn.Linear(conf.dim, d) if self.with_global else None
         self.blocks0 = nn.ModuleList(

@@ -24,6 +24,7 @@ from torch import nn
 
 from gmatch.config import ConfigError, ModelConf, RuntimeConf
 from gmatch.models.attention import MatchLayer, candidate_edges
+from gmatch.models.dropout import FeatureDropout
 from gmatch.models.edges import make_edge
 from gmatch.models.inputs import FeatureLayout
 from gmatch.models.local import LocalStage
@@ -64,7 +65,7 @@ class NodeEncoder(nn.Module):
         super().__init__()
         self.view_dims = list(view_dims)
         self.missing = nn.ParameterList([nn.Parameter(torch.zeros(d)) for d in view_dims])
-        self.feat_dropout = nn.Dropout(conf.feat_dropout)
+        self.feat_dropout = FeatureDropout(conf.feat_dropout)
         self.view_dropout = conf.view_dropout
         self.proj = nn.Linear(sum(view_dims), conf.dim)
 
