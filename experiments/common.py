@@ -15,6 +15,7 @@ HERE = Path(__file__).resolve().parent
 # experiments/run_all.sh runs them. Analyses: scripts over finished runs (python -m experiments.<name>).
 SWEEPS = tuple(sorted(p.stem for p in (HERE / "configs").glob("*.yaml")))
 ANALYSES = (
+    "ocr_gating",
     "assignment",
     "grouped",
     "zero_shot",
