@@ -17,6 +17,7 @@ most of the merge's gain for a much smaller share than the ungated default.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ import numpy as np
 from experiments.common import write_results
 from gmatch.config import DataConf
 from gmatch.data import load_movielens
-from gmatch.encoders.ocr import _flat, merge_readings, side_configs
+from gmatch.encoders.ocr import merge_readings, side_configs
 from gmatch.encoders.reading_quality import title_recall
 from gmatch.features import ocr_config
 from gmatch.features.reading import poster_ocr
@@ -33,8 +34,8 @@ from gmatch.sweep import commit_label
 
 
 def confident_letters(reading, min_confidence: float) -> int:
-    """Letters and digits in a reading's confident lines (as merge_readings keys them)."""
-    return sum(len(_flat(t)) for t, s in reading if s >= min_confidence)
+    """Letters and digits in a reading's confident lines."""
+    return sum(len(re.sub(r"[^0-9a-z]", "", t.lower())) for t, s in reading if s >= min_confidence)
 
 
 def gates(first, min_confidence: float) -> dict[str, np.ndarray]:
